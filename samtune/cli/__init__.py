@@ -1,0 +1,93 @@
+"""The ``samtune`` command line (typer).
+
+Each module in this package adds its commands through ``register(app)``, so a command lives
+in one file and this one never changes when a command is added. Heavy imports (torch,
+transformers) happen inside the commands, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+import traceback
+from typing import Annotated
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from .. import __version__
+from ..errors import SamtuneError
+
+
+class _SamtuneGroup(TyperGroup):
+    """Turns samtune errors into one line on stderr and the documented exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SamtuneError as exc:
+            if (ctx.obj or {}).get("debug"):
+                traceback.print_exc()
+            click.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    name="samtune",
+    cls=_SamtuneGroup,
+    help="Fine-tune Segment Anything (SAM) on your data: strategies, training, evaluation, adapters.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"samtune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")] = False,
+) -> None:
+    """samtune: fine-tune Segment Anything (SAM) on your own data."""
+    ctx.obj = {"debug": debug}
+
+
+def _register_commands() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        app(args=argv, prog_name="samtune")
+    except SystemExit:
+        raise
+    except Exception:  # an unexpected failure: a run that failed, exit 1
+        if argv is not None and "--debug" in argv or "--debug" in sys.argv:
+            raise
+        exc = sys.exc_info()[1]
+        click.echo(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)

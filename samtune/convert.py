@@ -1,0 +1,377 @@
+"""Meta ``segment_anything`` state dicts <-> Hugging Face ``SamModel`` state dicts.
+
+Conversion is pure key renaming (no tensor is changed), so a round trip reproduces every
+tensor exactly. The architecture of a Meta checkpoint (width, depth, heads, window size,
+global-attention layers, image size, decoder sizes) is read from the tensor shapes, so any
+size converts, not just ViT-B/L/H.
+
+Decoder attention heads are the one thing the shapes do not reveal; Meta fixes them at 8 and
+so does :func:`config_from_meta_state_dict` unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import SamConfig
+
+from .errors import CheckpointError, MissingFileError
+
+# Prefixes that training wrappers (Lightning, DDP) put in front of Meta's keys.
+_WRAPPER_PREFIXES = ("module.", "model.", "sam.")
+_NON_PARAMETER_KEYS = ("pixel_mean", "pixel_std")
+_POSITIONAL_META = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
+_POSITIONAL_HF = ("shared_image_embedding.positional_embedding",)
+_POSITIONAL_HF_TIED = "prompt_encoder.shared_embedding.positional_embedding"
+
+# (meta fragment, hf fragment) pairs applied to whole dotted path segments.
+_SEGMENT_RENAMES_VISION = [
+    ("image_encoder.", "vision_encoder."),
+    (".blocks.", ".layers."),
+    ("patch_embed.proj.", "patch_embed.projection."),
+    # neck before the block norms: reversed, ".layer_norm1." would also hit the neck's
+    ("neck.0.", "neck.conv1."),
+    ("neck.1.", "neck.layer_norm1."),
+    ("neck.2.", "neck.conv2."),
+    ("neck.3.", "neck.layer_norm2."),
+    (".norm1.", ".layer_norm1."),
+    (".norm2.", ".layer_norm2."),
+]
+_SEGMENT_RENAMES_PROMPT = [
+    ("prompt_encoder.point_embeddings.", "prompt_encoder.point_embed."),
+    ("mask_downscaling.0.", "mask_embed.conv1."),
+    ("mask_downscaling.1.", "mask_embed.layer_norm1."),
+    ("mask_downscaling.3.", "mask_embed.conv2."),
+    ("mask_downscaling.4.", "mask_embed.layer_norm2."),
+    ("mask_downscaling.6.", "mask_embed.conv3."),
+]
+_SEGMENT_RENAMES_DECODER = [
+    (".norm1.", ".layer_norm1."),
+    (".norm2.", ".layer_norm2."),
+    (".norm3.", ".layer_norm3."),
+    (".norm4.", ".layer_norm4."),
+    (".norm_final_attn.", ".layer_norm_final_attn."),
+    ("output_upscaling.0.", "upscale_conv1."),
+    ("output_upscaling.1.", "upscale_layer_norm."),
+    ("output_upscaling.3.", "upscale_conv2."),
+]
+_MLP_META = re.compile(r"^(mask_decoder\.(?:output_hypernetworks_mlps\.\d+|iou_prediction_head))\.layers\.(\d+)\.(.+)$")
+_MLP_HF = re.compile(
+    r"^(mask_decoder\.(?:output_hypernetworks_mlps\.\d+|iou_prediction_head))\.(proj_in|proj_out|layers\.(\d+))\.(.+)$"
+)
+
+
+def _rename(key: str, pairs: list[tuple[str, str]], reverse: bool) -> str:
+    for meta, hf in pairs:
+        old, new = (hf, meta) if reverse else (meta, hf)
+        key = key.replace(old, new)
+    return key
+
+
+def _pairs_for(key: str) -> list[tuple[str, str]]:
+    if key.startswith(("image_encoder.", "vision_encoder.")):
+        return _SEGMENT_RENAMES_VISION
+    if key.startswith("prompt_encoder."):
+        return _SEGMENT_RENAMES_PROMPT
+    if key.startswith("mask_decoder."):
+        return _SEGMENT_RENAMES_DECODER
+    return []
+
+
+def _mlp_depths(keys: list[str], pattern: re.Pattern[str], meta: bool) -> dict[str, int]:
+    """Number of linear layers of each MLP head, from the keys."""
+    depths: dict[str, int] = {}
+    for key in keys:
+        m = pattern.match(key)
+        if not m:
+            continue
+        head = m.group(1)
+        if meta:
+            depths[head] = max(depths.get(head, 0), int(m.group(2)) + 1)
+        else:
+            depths.setdefault(head, 2)
+            if m.group(3) is not None:
+                depths[head] = max(depths[head], int(m.group(3)) + 3)
+    return depths
+
+
+def strip_wrapper_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop a ``module.``/``model.``/``sam.`` prefix that training wrappers add to Meta keys."""
+    sd = dict(state_dict)
+    for prefix in _WRAPPER_PREFIXES:
+        if sd and all(k.startswith(prefix) for k in sd) and any(
+            k.startswith(prefix + "image_encoder.") for k in sd
+        ):
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd
+
+
+def is_meta_state_dict(state_dict: Mapping[str, Any]) -> bool:
+    return any(k.startswith("image_encoder.") for k in state_dict) and any(
+        k.startswith("mask_decoder.") for k in state_dict
+    )
+
+
+def meta_to_hf_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a Meta ``segment_anything`` state dict to ``SamModel`` keys (tensors shared)."""
+    sd = strip_wrapper_prefix(state_dict)
+    if not is_meta_state_dict(sd):
+        raise CheckpointError(
+            "expected a Meta segment-anything state dict (keys 'image_encoder.*', "
+            f"'mask_decoder.*'), found keys like {sorted(sd)[:3]}; pass a checkpoint such as "
+            "sam_vit_b_01ec64.pth, or a Hugging Face SAM directory"
+        )
+    depths = _mlp_depths(list(sd), _MLP_META, meta=True)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key in _NON_PARAMETER_KEYS:
+            continue
+        if key == _POSITIONAL_META:
+            for hf_key in (*_POSITIONAL_HF, _POSITIONAL_HF_TIED):
+                out[hf_key] = value
+            continue
+        m = _MLP_META.match(key)
+        if m:
+            head, idx, rest = m.group(1), int(m.group(2)), m.group(3)
+            last = depths[head] - 1
+            name = "proj_in" if idx == 0 else "proj_out" if idx == last else f"layers.{idx - 1}"
+            out[f"{head}.{name}.{rest}"] = value
+            continue
+        out[_rename(key, _pairs_for(key), reverse=False)] = value
+    return out
+
+
+def hf_to_meta_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a ``SamModel`` state dict to Meta ``segment_anything`` keys (tensors shared)."""
+    sd = dict(state_dict)
+    if "vision_encoder.patch_embed.projection.weight" not in sd:
+        raise CheckpointError(
+            "expected a Hugging Face SamModel state dict (keys 'vision_encoder.*'), found keys "
+            f"like {sorted(sd)[:3]}"
+        )
+    depths = _mlp_depths(list(sd), _MLP_HF, meta=False)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key == _POSITIONAL_HF_TIED:
+            continue
+        if key in _POSITIONAL_HF:
+            out[_POSITIONAL_META] = value
+            continue
+        m = _MLP_HF.match(key)
+        if m:
+            head, name, idx, rest = m.group(1), m.group(2), m.group(3), m.group(4)
+            if name == "proj_in":
+                meta_idx = 0
+            elif name == "proj_out":
+                meta_idx = depths[head] - 1
+            else:
+                meta_idx = int(idx) + 1
+            out[f"{head}.layers.{meta_idx}.{rest}"] = value
+            continue
+        out[_rename(key, _pairs_for(key), reverse=True)] = value
+    return out
+
+
+def config_from_meta_state_dict(
+    state_dict: Mapping[str, torch.Tensor], *, decoder_num_heads: int = 8
+) -> SamConfig:
+    """Read the architecture of a Meta SAM checkpoint off its tensor shapes."""
+    sd = strip_wrapper_prefix(state_dict)
+    try:
+        patch_w = sd["image_encoder.patch_embed.proj.weight"]
+        hidden, channels, patch = patch_w.shape[0], patch_w.shape[1], patch_w.shape[-1]
+        block_ids = sorted(
+            {int(k.split(".")[2]) for k in sd if k.startswith("image_encoder.blocks.")}
+        )
+        depth = len(block_ids)
+        pos = sd.get("image_encoder.pos_embed")
+        grid = pos.shape[1] if pos is not None else 1024 // patch
+        image_size = grid * patch
+        use_rel_pos = "image_encoder.blocks.0.attn.rel_pos_h" in sd
+        if use_rel_pos:
+            head_dim = sd["image_encoder.blocks.0.attn.rel_pos_h"].shape[1]
+            spans = [
+                (sd[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0] + 1) // 2 for i in block_ids
+            ]
+            global_idx = [i for i, s in zip(block_ids, spans) if s == grid]
+            windows = {s for s in spans if s != grid}
+            if len(windows) > 1:
+                raise CheckpointError(f"blocks use several window sizes {sorted(windows)}")
+            window_size = windows.pop() if windows else 0
+        else:
+            known = {768: 12, 1024: 16, 1280: 16}
+            if hidden not in known:
+                raise CheckpointError(
+                    f"cannot infer attention heads for width {hidden} without relative "
+                    "position tensors; build the SamConfig yourself and load the state dict"
+                )
+            head_dim = hidden // known[hidden]
+            global_idx, window_size = [], 14
+        num_heads = hidden // head_dim
+        mlp_dim = sd["image_encoder.blocks.0.mlp.lin1.weight"].shape[0]
+        out_chans = sd["image_encoder.neck.0.weight"].shape[0]
+        qkv_bias = "image_encoder.blocks.0.attn.qkv.bias" in sd
+        pe = sd[_POSITIONAL_META]
+        mask_in = sd["prompt_encoder.mask_downscaling.3.weight"].shape[0]
+        n_points = len({k for k in sd if k.startswith("prompt_encoder.point_embeddings.")})
+        dec_hidden = sd["mask_decoder.mask_tokens.weight"].shape[1]
+        n_mask_tokens = sd["mask_decoder.mask_tokens.weight"].shape[0]
+        dec_depth = len(
+            {k.split(".")[3] for k in sd if k.startswith("mask_decoder.transformer.layers.")}
+        )
+        dec_mlp = sd["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0]
+        cross_q = sd["mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight"]
+        iou_depth = len(
+            {
+                k.split(".")[3]
+                for k in sd
+                if k.startswith("mask_decoder.iou_prediction_head.layers.") and k.endswith("weight")
+            }
+        )
+        iou_hidden = sd["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0]
+    except KeyError as exc:
+        raise CheckpointError(
+            f"not a complete Meta SAM state dict: tensor {exc.args[0]!r} is missing"
+        ) from None
+    return SamConfig(
+        vision_config=dict(
+            hidden_size=hidden,
+            output_channels=out_chans,
+            num_hidden_layers=depth,
+            num_attention_heads=num_heads,
+            num_channels=channels,
+            image_size=image_size,
+            patch_size=patch,
+            qkv_bias=qkv_bias,
+            mlp_dim=mlp_dim,
+            mlp_ratio=mlp_dim / hidden,
+            use_abs_pos=pos is not None,
+            use_rel_pos=use_rel_pos,
+            window_size=window_size,
+            global_attn_indexes=global_idx,
+            num_pos_feats=pe.shape[1],
+        ),
+        prompt_encoder_config=dict(
+            hidden_size=dec_hidden,
+            image_size=image_size,
+            patch_size=patch,
+            mask_input_channels=mask_in,
+            num_point_embeddings=n_points,
+        ),
+        mask_decoder_config=dict(
+            hidden_size=dec_hidden,
+            mlp_dim=dec_mlp,
+            num_hidden_layers=dec_depth,
+            num_attention_heads=decoder_num_heads,
+            attention_downsample_rate=dec_hidden // cross_q.shape[0],
+            num_multimask_outputs=n_mask_tokens - 1,
+            iou_head_depth=iou_depth,
+            iou_head_hidden_dim=iou_hidden,
+            # Meta's two-way transformer uses nn.LayerNorm's default eps.
+            layer_norm_eps=1e-5,
+        ),
+    )
+
+
+def build_meta_sam(config: SamConfig) -> torch.nn.Module:
+    """An (untrained) ``segment_anything`` ``Sam`` with the architecture of ``config``."""
+    from functools import partial
+
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    v, p, d = config.vision_config, config.prompt_encoder_config, config.mask_decoder_config
+    grid = v.image_size // v.patch_size
+    encoder = ImageEncoderViT(
+        img_size=v.image_size,
+        patch_size=v.patch_size,
+        in_chans=v.num_channels,
+        embed_dim=v.hidden_size,
+        depth=v.num_hidden_layers,
+        num_heads=v.num_attention_heads,
+        mlp_ratio=(v.mlp_dim or v.hidden_size * v.mlp_ratio) / v.hidden_size,
+        out_chans=v.output_channels,
+        qkv_bias=v.qkv_bias,
+        norm_layer=partial(torch.nn.LayerNorm, eps=v.layer_norm_eps),
+        use_abs_pos=v.use_abs_pos,
+        use_rel_pos=v.use_rel_pos,
+        window_size=v.window_size,
+        global_attn_indexes=tuple(v.global_attn_indexes),
+    )
+    prompt = PromptEncoder(
+        embed_dim=p.hidden_size,
+        image_embedding_size=(grid, grid),
+        input_image_size=(v.image_size, v.image_size),
+        mask_in_chans=p.mask_input_channels,
+    )
+    decoder = MaskDecoder(
+        num_multimask_outputs=d.num_multimask_outputs,
+        transformer=TwoWayTransformer(
+            depth=d.num_hidden_layers,
+            embedding_dim=d.hidden_size,
+            mlp_dim=d.mlp_dim,
+            num_heads=d.num_attention_heads,
+            attention_downsample_rate=d.attention_downsample_rate,
+        ),
+        transformer_dim=d.hidden_size,
+        iou_head_depth=d.iou_head_depth,
+        iou_head_hidden_dim=d.iou_head_hidden_dim,
+    )
+    return Sam(encoder, prompt, decoder)
+
+
+def read_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``.pth`` with ``weights_only=True``; unwrap ``{"state_dict": ...}``/``{"model": ...}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and weights_only errors all mean "not a checkpoint"
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); expected a SAM .pth such as "
+            "sam_vit_b_01ec64.pth"
+        ) from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{str(path)!r} does not hold a state dict of tensors")
+    return obj
+
+
+def sam_model_from_meta_state_dict(state_dict: Mapping[str, torch.Tensor], **config_overrides):
+    """Build a ``SamModel`` from a Meta state dict (architecture from the shapes)."""
+    from transformers import SamModel
+
+    config = config_from_meta_state_dict(state_dict, **config_overrides)
+    model = SamModel(config)
+    hf_sd = meta_to_hf_state_dict(state_dict)
+    missing, unexpected = model.load_state_dict(hf_sd, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint does not match SAM's architecture: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}"
+        )
+    return model
+
+
+def save_meta_checkpoint(model, path: str | Path) -> Path:
+    """Write a ``SamModel`` as a Meta ``.pth`` that ``sam_model_registry`` builds load."""
+    from .io import atomic_write
+
+    path = Path(path)
+    sd = {k: v.detach().cpu().contiguous() for k, v in hf_to_meta_state_dict(model.state_dict()).items()}
+    with atomic_write(path) as tmp:
+        torch.save(sd, tmp)
+    return path

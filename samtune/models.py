@@ -1,0 +1,356 @@
+"""Load a ``transformers.SamModel`` from whatever the user points at.
+
+Sources, tried in this order:
+
+1. a preset name (:data:`PRESETS`): ``tiny`` (a few-thousand-parameter SAM for tests),
+   ``demo`` (the small pretrained demo model bundled with samtune), ``vit-b-random`` /
+   ``vit-l-random`` / ``vit-h-random`` (real sizes, random weights, for benchmarks);
+2. a local path: a folder written by ``save_pretrained``, a Meta ``segment_anything``
+   checkpoint (``sam_vit_b_01ec64.pth`` ...) or a ``.safetensors`` file of either layout;
+3. a Hugging Face hub id (``facebook/sam-vit-base`` or any SAM repository).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import SamConfig, SamModel
+
+from . import convert
+from .errors import CheckpointError, MissingFileError, OfflineError, UnknownNameError
+
+# SAM's normalisation (ImageNet statistics in 0-255 pixel units, as Meta and HF use them).
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
+DEFAULT_HUB_MODEL = "facebook/sam-vit-base"
+_FINGERPRINT_ATTR = "_samtune_base_fingerprint"
+_SOURCE_ATTR = "_samtune_source"
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How images are prepared for a model: resize longest side, normalise, pad bottom-right.
+
+    ``image_size`` is both the longest side after resizing and the square padded size.
+    ``mean``/``std`` are per-channel, in 0-255 pixel units.
+    """
+
+    image_size: int = 1024
+    mean: tuple[float, float, float] = SAM_PIXEL_MEAN
+    std: tuple[float, float, float] = SAM_PIXEL_STD
+
+    def to_dict(self) -> dict:
+        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PreprocessConfig:
+        return cls(int(d["image_size"]), tuple(d["mean"]), tuple(d["std"]))
+
+
+def preprocess_config(model: SamModel) -> PreprocessConfig:
+    """The preprocessing that matches ``model`` (its image size, SAM's mean and std)."""
+    stored = getattr(model.config, "samtune_preprocess", None)
+    if stored:
+        return PreprocessConfig.from_dict(stored)
+    return PreprocessConfig(image_size=int(model.config.vision_config.image_size))
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def tiny_config(image_size: int = 128) -> SamConfig:
+    """A SAM small enough to train on a CPU in seconds; same structure as the real thing."""
+    grid = image_size // 16
+    return SamConfig(
+        vision_config=dict(
+            hidden_size=32,
+            output_channels=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=16,
+            mlp_dim=64,
+            window_size=max(grid // 2, 1),
+            global_attn_indexes=[1],
+            num_pos_feats=16,
+        ),
+        prompt_encoder_config=dict(hidden_size=32, image_size=image_size, patch_size=16),
+        mask_decoder_config=dict(
+            hidden_size=32,
+            mlp_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            iou_head_hidden_dim=32,
+        ),
+    )
+
+
+def vit_config(size: str, image_size: int = 1024) -> SamConfig:
+    """The architecture of Meta's SAM ViT-B / ViT-L / ViT-H."""
+    width, depth, heads, global_idx = {
+        "b": (768, 12, 12, [2, 5, 8, 11]),
+        "l": (1024, 24, 16, [5, 11, 17, 23]),
+        "h": (1280, 32, 16, [7, 15, 23, 31]),
+    }[size]
+    return SamConfig(
+        vision_config=dict(
+            hidden_size=width,
+            num_hidden_layers=depth,
+            num_attention_heads=heads,
+            global_attn_indexes=global_idx,
+            image_size=image_size,
+            mlp_dim=4 * width,
+        ),
+        prompt_encoder_config=dict(image_size=image_size),
+    )
+
+
+def _random_model(config: SamConfig, seed: int) -> SamModel:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SamModel(config)
+        # SAM zero-initialises positional tables; give them small values so that position
+        # matters in a random model exactly as in a trained one.
+        for name, param in model.named_parameters():
+            if "rel_pos" in name or name.endswith("pos_embed"):
+                with torch.no_grad():
+                    param.normal_(std=0.02)
+    return model.eval()
+
+
+def _load_demo(seed: int) -> SamModel:
+    from .demo_model import load_bundled_demo_model
+
+    return load_bundled_demo_model()
+
+
+PRESETS: dict[str, tuple[str, Callable[[int], SamModel]]] = {
+    "tiny": ("tiny random SAM (32-wide, 2 layers, 128 px) for tests", lambda s: _random_model(tiny_config(), s)),
+    "demo": ("small SAM pretrained on synthetic scenes, bundled with samtune (demo only)", _load_demo),
+    "vit-b-random": ("SAM ViT-B architecture, random weights (benchmarks)", lambda s: _random_model(vit_config("b"), s)),
+    "vit-l-random": ("SAM ViT-L architecture, random weights (benchmarks)", lambda s: _random_model(vit_config("l"), s)),
+    "vit-h-random": ("SAM ViT-H architecture, random weights (benchmarks)", lambda s: _random_model(vit_config("h"), s)),
+}
+
+
+def list_presets() -> dict[str, str]:
+    return {name: desc for name, (desc, _) in PRESETS.items()}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_model(
+    source: str | os.PathLike = DEFAULT_HUB_MODEL,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    revision: str | None = None,
+) -> SamModel:
+    """Load a ``SamModel`` from a preset, a local folder or checkpoint, or a hub id.
+
+    Args:
+        source: preset name, path, or Hugging Face hub id (see the module docstring).
+        seed: seed for presets with random weights.
+        dtype: cast the weights to this dtype (default: keep them as stored, fp32 for presets).
+        device: move the model there.
+        revision: hub revision (branch, tag or commit) for hub ids.
+
+    Returns:
+        The model in eval mode; :func:`preprocess_config` gives its preprocessing and
+        :func:`base_fingerprint` the fingerprint of the weights as loaded.
+
+    Raises:
+        MissingFileError: a path that does not exist.
+        CheckpointError: a file or folder that is not a SAM checkpoint.
+        OfflineError: a hub id that cannot be fetched (no network, ``HF_HUB_OFFLINE=1``).
+    """
+    source_str = os.fspath(source)
+    if source_str in PRESETS:
+        model = PRESETS[source_str][1](seed)
+    else:
+        path = Path(source_str).expanduser()
+        if path.exists():
+            model = _load_local(path)
+        elif _looks_like_path(source_str):
+            raise MissingFileError(
+                f"model path {source_str!r} does not exist; give an existing folder or "
+                f"checkpoint, a hub id such as {DEFAULT_HUB_MODEL!r}, or a preset "
+                f"({', '.join(PRESETS)})"
+            )
+        else:
+            model = _load_hub(source_str, revision)
+    if dtype is not None:
+        model = model.to(dtype)
+    if device is not None:
+        model = model.to(device)
+    setattr(model, _SOURCE_ATTR, source_str)
+    model.eval()
+    return model
+
+
+def _looks_like_path(s: str) -> bool:
+    if s.startswith((".", "/", "~")) or "\\" in s or s.count("/") > 1:
+        return True
+    return s.endswith((".pth", ".pt", ".bin", ".safetensors", ".ckpt"))
+
+
+def _load_local(path: Path) -> SamModel:
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise CheckpointError(
+                f"folder {str(path)!r} has no config.json; expected a folder written by "
+                "SamModel.save_pretrained (or `samtune convert`)"
+            )
+        try:
+            model_type = json.loads(config_file.read_text()).get("model_type")
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{str(config_file)!r} is not valid JSON: {exc}") from None
+        if model_type != "sam":
+            raise CheckpointError(
+                f"folder {str(path)!r} holds a {model_type!r} model, not SAM (model_type 'sam')"
+            )
+        model, info = SamModel.from_pretrained(path, output_loading_info=True)
+        _check_loading_info(info, str(path))
+        _attach_processor_settings(model, path)
+        return model
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            sd = load_file(path)
+        except Exception as exc:
+            raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {exc}") from None
+    else:
+        sd = convert.read_torch_checkpoint(path)
+    sd = convert.strip_wrapper_prefix(sd)
+    if convert.is_meta_state_dict(sd):
+        return convert.sam_model_from_meta_state_dict(sd)
+    raise CheckpointError(
+        f"{str(path)!r} is not a SAM checkpoint: expected Meta segment-anything keys "
+        f"('image_encoder.*', 'prompt_encoder.*', 'mask_decoder.*'), found keys like "
+        f"{sorted(sd)[:3]}"
+    )
+
+
+def _check_loading_info(info: dict, where: str) -> None:
+    missing = [k for k in info.get("missing_keys", []) if "shared_embedding" not in k]
+    if missing or info.get("mismatched_keys"):
+        raise CheckpointError(
+            f"{where!r} does not match its own config: missing {sorted(missing)[:3]}, "
+            f"mismatched {list(info.get('mismatched_keys', []))[:3]}; the weights are incomplete"
+        )
+
+
+def _attach_processor_settings(model: SamModel, path: Path) -> None:
+    proc = path / "preprocessor_config.json"
+    if not proc.is_file():
+        return
+    cfg = json.loads(proc.read_text())
+    size = cfg.get("size", {}).get("longest_edge", model.config.vision_config.image_size)
+    scale = 255.0 if cfg.get("do_rescale", True) else 1.0
+    mean = cfg.get("image_mean", [m / 255 for m in SAM_PIXEL_MEAN])
+    std = cfg.get("image_std", [s / 255 for s in SAM_PIXEL_STD])
+    model.config.samtune_preprocess = PreprocessConfig(
+        int(size), tuple(m * scale for m in mean), tuple(s * scale for s in std)
+    ).to_dict()
+
+
+def _load_hub(repo_id: str, revision: str | None) -> SamModel:
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        model, info = SamModel.from_pretrained(
+            repo_id, revision=revision, output_loading_info=True
+        )
+    except (LocalEntryNotFoundError, EntryNotFoundError, OSError, ConnectionError) as exc:
+        if isinstance(exc, RepositoryNotFoundError):
+            raise CheckpointError(
+                f"{repo_id!r} is neither a local path nor a repository on the Hugging Face hub"
+            ) from None
+        why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
+        raise OfflineError(
+            f"cannot load {repo_id!r}: it is not a local path, it is not in the local "
+            f"Hugging Face cache, and {why}. Download it once with network access "
+            f"(`huggingface-cli download {repo_id}`), or pass a local folder, a Meta .pth "
+            f"checkpoint or a preset ({', '.join(PRESETS)})"
+        ) from None
+    except ValueError as exc:
+        raise CheckpointError(f"{repo_id!r} is not a SAM model: {exc}") from None
+    _check_loading_info(info, repo_id)
+    return model
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def fingerprint(model_or_state_dict: torch.nn.Module | dict[str, torch.Tensor]) -> str:
+    """A stable hex digest of a model's weights (names, shapes and values).
+
+    Values are hashed after rounding to bfloat16, so the same weights loaded in fp32, fp16 or
+    bf16 share a fingerprint, while any real change to a weight changes it.
+    """
+    if isinstance(model_or_state_dict, torch.nn.Module):
+        sd = model_or_state_dict.state_dict()
+    else:
+        sd = model_or_state_dict
+    h = hashlib.sha256()
+    for name in sorted(sd):
+        t = sd[name]
+        if not torch.is_tensor(t):
+            continue
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        data = t.detach().to("cpu", torch.bfloat16).contiguous().view(torch.uint8)
+        h.update(data.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def base_fingerprint(model: torch.nn.Module) -> str:
+    """Fingerprint of the base weights, taken the first time it is asked (before training)."""
+    fp = getattr(model, _FINGERPRINT_ATTR, None)
+    if fp is None:
+        fp = fingerprint(model)
+        setattr(model, _FINGERPRINT_ATTR, fp)
+    return fp
+
+
+def model_source(model: torch.nn.Module) -> str:
+    """The source string the model was loaded from (hub id, path or preset), if known."""
+    src = getattr(model, _SOURCE_ATTR, None)
+    if src:
+        return src
+    config = getattr(model, "config", None)
+    return getattr(config, "_name_or_path", "") or "unknown"
+
+
+def describe(model: SamModel) -> dict:
+    """A short summary: sizes, parameter counts, preprocessing, fingerprint."""
+    v = model.config.vision_config
+    return {
+        "source": model_source(model),
+        "image_size": v.image_size,
+        "encoder": {"width": v.hidden_size, "depth": v.num_hidden_layers, "heads": v.num_attention_heads},
+        "parameters": {
+            "total": sum(p.numel() for p in model.parameters()),
+            "image_encoder": sum(p.numel() for p in model.vision_encoder.parameters()),
+            "prompt_encoder": sum(p.numel() for p in model.prompt_encoder.parameters()),
+            "mask_decoder": sum(p.numel() for p in model.mask_decoder.parameters()),
+        },
+        "preprocess": asdict(preprocess_config(model)),
+        "fingerprint": base_fingerprint(model),
+    }
