@@ -59,7 +59,9 @@ _SEGMENT_RENAMES_DECODER = [
     ("output_upscaling.1.", "upscale_layer_norm."),
     ("output_upscaling.3.", "upscale_conv2."),
 ]
-_MLP_META = re.compile(r"^(mask_decoder\.(?:output_hypernetworks_mlps\.\d+|iou_prediction_head))\.layers\.(\d+)\.(.+)$")
+_MLP_META = re.compile(
+    r"^(mask_decoder\.(?:output_hypernetworks_mlps\.\d+|iou_prediction_head))\.layers\.(\d+)\.(.+)$"
+)
 _MLP_HF = re.compile(
     r"^(mask_decoder\.(?:output_hypernetworks_mlps\.\d+|iou_prediction_head))\.(proj_in|proj_out|layers\.(\d+))\.(.+)$"
 )
@@ -103,8 +105,10 @@ def strip_wrapper_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Drop a ``module.``/``model.``/``sam.`` prefix that training wrappers add to Meta keys."""
     sd = dict(state_dict)
     for prefix in _WRAPPER_PREFIXES:
-        if sd and all(k.startswith(prefix) for k in sd) and any(
-            k.startswith(prefix + "image_encoder.") for k in sd
+        if (
+            sd
+            and all(k.startswith(prefix) for k in sd)
+            and any(k.startswith(prefix + "image_encoder.") for k in sd)
         ):
             sd = {k[len(prefix) :]: v for k, v in sd.items()}
     return sd
@@ -195,9 +199,10 @@ def config_from_meta_state_dict(
         if use_rel_pos:
             head_dim = sd["image_encoder.blocks.0.attn.rel_pos_h"].shape[1]
             spans = [
-                (sd[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0] + 1) // 2 for i in block_ids
+                (sd[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0] + 1) // 2
+                for i in block_ids
             ]
-            global_idx = [i for i, s in zip(block_ids, spans) if s == grid]
+            global_idx = [i for i, s in zip(block_ids, spans, strict=False) if s == grid]
             windows = {s for s in spans if s != grid}
             if len(windows) > 1:
                 raise CheckpointError(f"blocks use several window sizes {sorted(windows)}")
@@ -371,7 +376,10 @@ def save_meta_checkpoint(model, path: str | Path) -> Path:
     from .io import atomic_write
 
     path = Path(path)
-    sd = {k: v.detach().cpu().contiguous() for k, v in hf_to_meta_state_dict(model.state_dict()).items()}
+    sd = {
+        k: v.detach().cpu().contiguous()
+        for k, v in hf_to_meta_state_dict(model.state_dict()).items()
+    }
     with atomic_write(path) as tmp:
         torch.save(sd, tmp)
     return path

@@ -35,7 +35,9 @@ def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     if path.exists() and any(path.iterdir()) and not overwrite:
         from .errors import InputError
 
-        raise InputError(f"{str(path)!r} exists and is not empty; choose another folder or remove it")
+        raise InputError(
+            f"{str(path)!r} exists and is not empty; choose another folder or remove it"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:

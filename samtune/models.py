@@ -23,7 +23,7 @@ import torch
 from transformers import SamConfig, SamModel
 
 from . import convert
-from .errors import CheckpointError, MissingFileError, OfflineError, UnknownNameError
+from .errors import CheckpointError, MissingFileError, OfflineError
 
 # SAM's normalisation (ImageNet statistics in 0-255 pixel units, as Meta and HF use them).
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -132,11 +132,26 @@ def _load_demo(seed: int) -> SamModel:
 
 
 PRESETS: dict[str, tuple[str, Callable[[int], SamModel]]] = {
-    "tiny": ("tiny random SAM (32-wide, 2 layers, 128 px) for tests", lambda s: _random_model(tiny_config(), s)),
-    "demo": ("small SAM pretrained on synthetic scenes, bundled with samtune (demo only)", _load_demo),
-    "vit-b-random": ("SAM ViT-B architecture, random weights (benchmarks)", lambda s: _random_model(vit_config("b"), s)),
-    "vit-l-random": ("SAM ViT-L architecture, random weights (benchmarks)", lambda s: _random_model(vit_config("l"), s)),
-    "vit-h-random": ("SAM ViT-H architecture, random weights (benchmarks)", lambda s: _random_model(vit_config("h"), s)),
+    "tiny": (
+        "tiny random SAM (32-wide, 2 layers, 128 px) for tests",
+        lambda s: _random_model(tiny_config(), s),
+    ),
+    "demo": (
+        "small SAM pretrained on synthetic scenes, bundled with samtune (demo only)",
+        _load_demo,
+    ),
+    "vit-b-random": (
+        "SAM ViT-B architecture, random weights (benchmarks)",
+        lambda s: _random_model(vit_config("b"), s),
+    ),
+    "vit-l-random": (
+        "SAM ViT-L architecture, random weights (benchmarks)",
+        lambda s: _random_model(vit_config("l"), s),
+    ),
+    "vit-h-random": (
+        "SAM ViT-H architecture, random weights (benchmarks)",
+        lambda s: _random_model(vit_config("h"), s),
+    ),
 }
 
 
@@ -229,7 +244,9 @@ def _load_local(path: Path) -> SamModel:
         try:
             sd = load_file(path)
         except Exception as exc:
-            raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {exc}") from None
+            raise CheckpointError(
+                f"{str(path)!r} is not a readable safetensors file: {exc}"
+            ) from None
     else:
         sd = convert.read_torch_checkpoint(path)
     sd = convert.strip_wrapper_prefix(sd)
@@ -274,9 +291,7 @@ def _load_hub(repo_id: str, revision: str | None) -> SamModel:
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     try:
-        model, info = SamModel.from_pretrained(
-            repo_id, revision=revision, output_loading_info=True
-        )
+        model, info = SamModel.from_pretrained(repo_id, revision=revision, output_loading_info=True)
     except (LocalEntryNotFoundError, EntryNotFoundError, OSError, ConnectionError) as exc:
         if isinstance(exc, RepositoryNotFoundError):
             raise CheckpointError(
@@ -344,7 +359,11 @@ def describe(model: SamModel) -> dict:
     return {
         "source": model_source(model),
         "image_size": v.image_size,
-        "encoder": {"width": v.hidden_size, "depth": v.num_hidden_layers, "heads": v.num_attention_heads},
+        "encoder": {
+            "width": v.hidden_size,
+            "depth": v.num_hidden_layers,
+            "heads": v.num_attention_heads,
+        },
         "parameters": {
             "total": sum(p.numel() for p in model.parameters()),
             "image_encoder": sum(p.numel() for p in model.vision_encoder.parameters()),

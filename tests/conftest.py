@@ -25,5 +25,8 @@ def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.05) -> tor
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _, p in sorted(module.named_parameters()):
-            p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if p.ndim == 1 and "norm" in _ else 0.0))
+            p.copy_(
+                torch.randn(p.shape, generator=g) * std
+                + (1.0 if p.ndim == 1 and "norm" in _ else 0.0)
+            )
     return module

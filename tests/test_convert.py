@@ -99,13 +99,28 @@ def test_inferred_config_matches_architecture():
     meta = convert.build_meta_sam(config)
     inferred = convert.config_from_meta_state_dict(meta.state_dict())
     v, iv = config.vision_config, inferred.vision_config
-    for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "image_size",
-                  "window_size", "output_channels", "num_pos_feats", "mlp_dim"):
+    for field in (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "image_size",
+        "window_size",
+        "output_channels",
+        "num_pos_feats",
+        "mlp_dim",
+    ):
         assert getattr(iv, field) == getattr(v, field), field
     assert list(iv.global_attn_indexes) == [0, 2]
     d, idd = config.mask_decoder_config, inferred.mask_decoder_config
-    for field in ("hidden_size", "mlp_dim", "num_hidden_layers", "iou_head_hidden_dim",
-                  "iou_head_depth", "num_multimask_outputs", "attention_downsample_rate"):
+    for field in (
+        "hidden_size",
+        "mlp_dim",
+        "num_hidden_layers",
+        "iou_head_hidden_dim",
+        "iou_head_depth",
+        "num_multimask_outputs",
+        "attention_downsample_rate",
+    ):
         assert getattr(idd, field) == getattr(d, field), field
 
 

@@ -48,7 +48,9 @@ def test_meta_checkpoint_pth_and_safetensors(tmp_path):
         assert torch.equal(v, ref[k]), k
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in meta.state_dict().items()}, tmp_path / "sam.safetensors")
+    save_file(
+        {k: v.contiguous() for k, v in meta.state_dict().items()}, tmp_path / "sam.safetensors"
+    )
     assert _same_weights(load_model(tmp_path / "sam.safetensors"), from_pth)
 
 
@@ -122,7 +124,9 @@ def test_cli_info_version_and_module():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "samtune", "--version"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "samtune", "--version"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "samtune" in out.stdout
 
 
@@ -132,7 +136,8 @@ def test_cli_convert_both_ways(tmp_path):
     r = runner.invoke(app, ["convert", str(tmp_path / "meta.pth"), str(tmp_path / "hf")])
     assert r.exit_code == 0, r.output
     r = runner.invoke(
-        app, ["convert", str(tmp_path / "hf"), str(tmp_path / "back.pth"), "--to", "segment-anything"]
+        app,
+        ["convert", str(tmp_path / "hf"), str(tmp_path / "back.pth"), "--to", "segment-anything"],
     )
     assert r.exit_code == 0, r.output
     back = torch.load(tmp_path / "back.pth", weights_only=True)

@@ -60,7 +60,9 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback on errors.")
+    ] = False,
 ) -> None:
     """samtune: fine-tune Segment Anything (SAM) on your own data."""
     ctx.obj = {"debug": debug}
@@ -89,5 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         if argv is not None and "--debug" in argv or "--debug" in sys.argv:
             raise
         exc = sys.exc_info()[1]
-        click.echo(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        click.echo(
+            f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            err=True,
+        )
         sys.exit(1)

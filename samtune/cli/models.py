@@ -16,7 +16,9 @@ FORMATS = ("hf", "segment-anything")
 def info(
     source: Annotated[
         str,
-        typer.Argument(help="Preset (tiny, demo, vit-b-random...), local folder or .pth, or hub id."),
+        typer.Argument(
+            help="Preset (tiny, demo, vit-b-random...), local folder or .pth, or hub id."
+        ),
     ] = "tiny",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -49,8 +51,12 @@ def info(
 
 
 def convert(
-    source: Annotated[str, typer.Argument(help="Model to convert: .pth, HF folder, hub id or preset.")],
-    output: Annotated[Path, typer.Argument(help="Output folder (hf) or .pth file (segment-anything).")],
+    source: Annotated[
+        str, typer.Argument(help="Model to convert: .pth, HF folder, hub id or preset.")
+    ],
+    output: Annotated[
+        Path, typer.Argument(help="Output folder (hf) or .pth file (segment-anything).")
+    ],
     to: Annotated[str, typer.Option("--to", help="Output format: hf or segment-anything.")] = "hf",
 ) -> None:
     """Convert between Meta segment-anything checkpoints and Hugging Face SamModel folders.
