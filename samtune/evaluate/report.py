@@ -1,0 +1,228 @@
+"""Evaluation reports: :class:`EvalReport`, ``metrics.json``, markdown tables, model comparisons."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..io import atomic_write
+
+# metric key -> (column title, shown as percent, higher is better)
+METRIC_COLUMNS: dict[str, tuple[str, bool, bool]] = {
+    "miou": ("mIoU", True, True),
+    "miou_oracle": ("mIoU (oracle)", True, True),
+    "image_miou": ("image mIoU", True, True),
+    "class_miou": ("class mIoU", True, True),
+    "pooled_iou": ("pooled IoU", True, True),
+    "dice": ("Dice", True, True),
+    "semantic_miou": ("semantic mIoU", True, True),
+    "noc@85": ("NoC@85", False, False),
+    "noc@90": ("NoC@90", False, False),
+}
+
+
+@dataclass
+class EvalReport:
+    """The result of :func:`samtune.evaluate.evaluate`.
+
+    Attributes:
+        protocol: ``"box"``, ``"point"`` or ``"clicks:N"``.
+        metrics: aggregate metrics (fractions in [0, 1]; NoC in clicks). ``metrics["miou"]`` is
+            the headline; see ``docs/evaluation.md`` for every key.
+        records: one dict per evaluated instance (``image_index``, ``instance_id``,
+            ``category_id``, integer pixel counts, ``iou``, ``score`` = predicted IoU; ``oracle``
+            counts for ``point``, ``ious`` per click for ``clicks:N``), sorted by
+            ``(image_index, instance_id)``.
+        images: one dict per image (instance counts, semantic confusion matrix).
+        worst: the lowest-IoU predictions kept for overlays (``mask`` as COCO RLE).
+        categories: ``{category_id: name}``.
+        model, dataset, timing, options: provenance (timing is not part of the metrics).
+    """
+
+    protocol: str
+    metrics: dict
+    records: list[dict] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)
+    worst: list[dict] = field(default_factory=list)
+    categories: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    dataset: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+
+    @property
+    def miou(self) -> float:
+        return float(self.metrics.get("miou", float("nan")))
+
+    def to_dict(self) -> dict:
+        """What ``metrics.json`` holds: everything but the per-instance/per-image records."""
+        return {
+            "protocol": self.protocol,
+            "metrics": self.metrics,
+            "model": self.model,
+            "dataset": self.dataset,
+            "options": self.options,
+            "timing": self.timing,
+        }
+
+    def to_markdown(self) -> str:
+        """A markdown summary: headline metrics, then per-class instance mIoU."""
+        m = self.metrics
+        lines = [
+            f"## {self.model.get('name', 'model')}: `{self.protocol}` protocol on "
+            f"{self.dataset.get('name', 'dataset')} ({m.get('num_images', 0)} images, "
+            f"{m.get('num_instances', 0)} instances)",
+            "",
+            "| metric | value |",
+            "|---|---:|",
+        ]
+        for key, (title, pct, _) in METRIC_COLUMNS.items():
+            if key in m:
+                lines.append(f"| {title} | {_fmt(m[key], pct)} |")
+        clicks = sorted((k for k in m if k.startswith("miou@")), key=lambda k: int(k[5:]))
+        for key in clicks:
+            lines.append(f"| mIoU after {key[5:]} click(s) | {_fmt(m[key], True)} |")
+        if m.get("per_class"):
+            lines += ["", "| class | instances | mIoU |", "|---|---:|---:|"]
+            for name, c in m["per_class"].items():
+                lines.append(f"| {name} | {c['count']} | {_fmt(c['miou'], True)} |")
+        return "\n".join(lines) + "\n"
+
+    def save(self, directory: str | Path) -> dict[str, Path]:
+        """Write ``metrics.json``, ``report.md`` and ``records.jsonl`` into ``directory``."""
+        directory = Path(directory)
+        paths = {
+            "metrics": directory / "metrics.json",
+            "markdown": directory / "report.md",
+            "records": directory / "records.jsonl",
+        }
+        with atomic_write(paths["metrics"]) as tmp:
+            tmp.write_text(json.dumps(_jsonable(self.to_dict()), indent=2) + "\n")
+        with atomic_write(paths["markdown"]) as tmp:
+            tmp.write_text(self.to_markdown())
+        with atomic_write(paths["records"]) as tmp:
+            with open(tmp, "w") as fh:
+                for r in self.records:
+                    fh.write(json.dumps(_jsonable(r)) + "\n")
+        return paths
+
+
+def _jsonable(x):
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "item"):
+        return _jsonable(x.item())
+    return x
+
+
+def _fmt(v, pct: bool) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{100 * v:.2f}" if pct else f"{v:.2f}"
+
+
+def _delta(v, base, pct: bool) -> str:
+    if v is None or base is None or any(isinstance(x, float) and math.isnan(x) for x in (v, base)):
+        return ""
+    d = (v - base) * (100 if pct else 1)
+    return f" ({d:+.2f})"
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def compare(models: Mapping[str, object], dataset, prompt: str = "box", **options) -> dict:
+    """Evaluate several models with the same protocol and options.
+
+    Args:
+        models: ``{label: SamModel}`` in display order; the first is the baseline of
+            :func:`format_comparison` (typically the zero-shot base model).
+        dataset, prompt, options: passed to :func:`samtune.evaluate.evaluate` for each model.
+
+    Returns:
+        ``{label: EvalReport}`` in the same order.
+    """
+    from .runner import evaluate
+
+    return {
+        label: evaluate(model, dataset, prompt, name=label, **options)
+        for label, model in models.items()
+    }
+
+
+def format_comparison(
+    reports: Mapping[str, EvalReport] | Sequence[EvalReport],
+    *,
+    baseline: str | None = None,
+    metrics: Sequence[str] | None = None,
+    per_class: bool = True,
+) -> str:
+    """A markdown table of several reports side by side, with deltas against a baseline.
+
+    Args:
+        reports: ``{label: EvalReport}`` (or a list, labelled by ``report.model["name"]``).
+        baseline: label of the baseline row (default: the first).
+        metrics: metric keys for the columns (default: those of :data:`METRIC_COLUMNS` present
+            in every report). Percentages for IoU-like metrics, clicks for NoC.
+        per_class: add a second table with per-class instance mIoU.
+
+    Returns:
+        Markdown text. Each non-baseline cell reads ``value (+delta)``; the protocol and the
+        number of images and instances head the table, so a comparison of unequal runs shows.
+    """
+    if not isinstance(reports, Mapping):
+        reports = {r.model.get("name", f"model {i}"): r for i, r in enumerate(reports)}
+    if not reports:
+        return ""
+    labels = list(reports)
+    base_label = baseline if baseline is not None else labels[0]
+    if base_label not in reports:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"baseline {base_label!r} is not one of the reports {labels}")
+    base = reports[base_label]
+    keys = (
+        list(metrics)
+        if metrics
+        else [k for k in METRIC_COLUMNS if all(k in r.metrics for r in reports.values())]
+    )
+    protocols = sorted({r.protocol for r in reports.values()})
+    lines = [
+        f"Protocol `{'`, `'.join(protocols)}`, {base.metrics.get('num_images', 0)} images, "
+        f"{base.metrics.get('num_instances', 0)} instances; deltas against **{base_label}**.",
+        "",
+        "| model | " + " | ".join(METRIC_COLUMNS.get(k, (k, True, True))[0] for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    for label in labels:
+        r = reports[label]
+        cells = []
+        for k in keys:
+            pct = METRIC_COLUMNS.get(k, (k, True, True))[1]
+            v, b = r.metrics.get(k), base.metrics.get(k)
+            cells.append(_fmt(v, pct) + ("" if label == base_label else _delta(v, b, pct)))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if per_class:
+        classes = list(base.metrics.get("per_class", {}))
+        if classes:
+            lines += ["", "| class | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+            for c in classes:
+                b = base.metrics["per_class"][c]["miou"]
+                cells = []
+                for label in labels:
+                    v = reports[label].metrics.get("per_class", {}).get(c, {}).get("miou")
+                    cells.append(
+                        _fmt(v, True) + ("" if label == base_label else _delta(v, b, True))
+                    )
+                lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["METRIC_COLUMNS", "EvalReport", "compare", "format_comparison"]
