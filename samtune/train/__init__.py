@@ -1,0 +1,11 @@
+"""Training: the SAM loss, the embedding cache, checkpoints and the Accelerate loop.
+
+Public entry point: :func:`fit` (also ``samtune fit``). See ``docs/training.md``.
+"""
+
+from __future__ import annotations
+
+from .config import FitConfig, build_config
+from .loop import FitResult, fit, train
+
+__all__ = ["FitConfig", "FitResult", "build_config", "fit", "train"]
