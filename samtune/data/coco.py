@@ -1,0 +1,436 @@
+"""COCO-format instance datasets: images, polygon/RLE masks, crowd flags, validation.
+
+:class:`InstanceDataset` is a ``torch.utils.data.Dataset`` of :class:`~samtune.data.sample.Sample`.
+It validates the annotation file when it is built (unknown images or categories, zero-area
+boxes, malformed segmentations, missing image files) and either raises one clear error naming
+the file or, with ``on_error="skip"``, drops what is broken with one warning that counts it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from ..errors import DataError, MissingFileError
+from .sample import Sample, masks_to_boxes
+
+ON_ERROR = ("raise", "skip")
+
+
+# --------------------------------------------------------------------------- images
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image as HxWx3 uint8 RGB, with its EXIF orientation applied.
+
+    Grayscale, palette, CMYK and RGBA images are converted to RGB (alpha is dropped);
+    16-bit images are scaled to 8 bits (value / 257); float images are clipped to 0-255
+    (or scaled by 255 when they lie in 0-1).
+
+    Raises:
+        MissingFileError: the file does not exist.
+        DataError: the file is not a readable image (corrupt or truncated).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(
+            f"image {str(path)!r} does not exist; check the dataset's image folder "
+            f"({str(path.parent)!r}) or re-run the download"
+        )
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb_uint8(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(
+            f"image {str(path)!r} cannot be read ({exc}); the file is corrupt or not an image: "
+            "replace it, or load the dataset with on_error='skip'"
+        ) from None
+
+
+def _to_rgb_uint8(img) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        if mode == "I" and arr.max(initial=0) <= 255:
+            scaled = arr
+        else:
+            scaled = arr / 257.0
+        gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        if arr.max(initial=0) <= 1.0:
+            arr = arr * 255.0
+        gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode != "RGB":
+        img = img.convert("RGBA").convert("RGB") if mode == "P" else img.convert("RGB")
+    return np.array(img, dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def _check_segmentation(seg) -> str | None:
+    """Why ``seg`` is not a valid COCO segmentation, or None when it is."""
+    if isinstance(seg, list):
+        if not seg:
+            return "empty polygon list"
+        for poly in seg:
+            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+                return "a polygon must be a flat list of at least 3 x,y pairs"
+        return None
+    if isinstance(seg, dict):
+        if "counts" not in seg or "size" not in seg:
+            return "an RLE needs 'counts' and 'size'"
+        return None
+    return f"expected a polygon list or an RLE dict, found {type(seg).__name__}"
+
+
+def decode_segmentation(seg, height: int, width: int) -> np.ndarray:
+    """Decode a COCO segmentation (polygons, uncompressed or compressed RLE) to an HxW bool mask.
+
+    Same result as ``pycocotools.coco.COCO.annToMask``.
+    """
+    from pycocotools import mask as mask_utils
+
+    if isinstance(seg, list):
+        rles = mask_utils.frPyObjects(seg, height, width)
+        rle = mask_utils.merge(rles)
+    elif isinstance(seg.get("counts"), list):
+        rle = mask_utils.frPyObjects(seg, height, width)
+    else:
+        rle = dict(seg)
+        if isinstance(rle["counts"], str):
+            rle["counts"] = rle["counts"].encode("ascii")
+    if tuple(rle["size"]) != (height, width):
+        raise DataError(
+            f"RLE mask size {tuple(rle['size'])} does not match the image size {(height, width)}"
+        )
+    return mask_utils.decode(rle).astype(bool)
+
+
+def encode_mask(mask: np.ndarray) -> dict:
+    """Compressed COCO RLE of an HxW bool mask, JSON-ready (``counts`` as str)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise MissingFileError(f"annotation file {str(path)!r} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"annotation file {str(path)!r} is not valid JSON (line {exc.lineno}, column "
+            f"{exc.colno}: {exc.msg}); the file is truncated or corrupt: download it again"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"annotation file {str(path)!r} is not UTF-8 text: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DataError(
+            f"annotation file {str(path)!r} is not COCO format: expected an object with "
+            f"'images', 'annotations' and 'categories' lists"
+        )
+    for key in ("annotations", "categories"):
+        if not isinstance(data.get(key, []), list):
+            raise DataError(f"annotation file {str(path)!r}: {key!r} must be a list")
+    return data
+
+
+class InstanceDataset(Dataset):
+    """A COCO-format instance segmentation dataset yielding :class:`Sample` objects.
+
+    Args:
+        annotations: path of the COCO JSON file (or the already-parsed dict).
+        images: folder the images' ``file_name`` is relative to.
+        name: a label for messages and reports (e.g. ``"trashcan/val"``).
+        categories: keep only these categories (names or ids); None keeps all.
+        category_map: rename or merge categories: source name or id -> new name. New ids are
+            1..K in order of first appearance of the new names in the source category list.
+            Instances of categories not in the map are dropped.
+        min_area: drop instances whose decoded mask has fewer pixels (default 1: empty masks).
+        skip_empty: drop images that have no instances (after filtering).
+        on_error: ``"raise"`` (default): the first problem raises DataError/MissingFileError
+            naming the file; ``"skip"``: broken annotations and images with missing files are
+            dropped, with one warning that counts them by reason.
+        check_files: verify at construction that every image file exists.
+        image_ids: keep only these image ids (used for seeded splits).
+
+    Attributes:
+        categories: dict id -> name (after selection and remapping).
+        name: the label given.
+        skipped: Counter of what was dropped, by reason.
+    """
+
+    def __init__(
+        self,
+        annotations: str | Path | dict,
+        images: str | Path,
+        *,
+        name: str = "coco",
+        categories: Iterable[str | int] | None = None,
+        category_map: Mapping[str | int, str] | None = None,
+        min_area: int = 1,
+        skip_empty: bool = False,
+        on_error: str = "raise",
+        check_files: bool = True,
+        image_ids: Iterable[int] | None = None,
+    ) -> None:
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
+        self.name = name
+        self.on_error = on_error
+        self.min_area = int(min_area)
+        self.image_root = Path(images)
+        if isinstance(annotations, dict):
+            self.annotation_file = None
+            data = annotations
+        else:
+            self.annotation_file = Path(annotations)
+            data = _read_json(self.annotation_file)
+        self._where = str(self.annotation_file) if self.annotation_file else name
+        self.skipped: Counter = Counter()
+        if not self.image_root.is_dir():
+            raise MissingFileError(
+                f"image folder {str(self.image_root)!r} does not exist (annotations: {self._where!r})"
+            )
+
+        source_cats = self._parse_categories(data.get("categories", []))
+        self._cat_remap, self.categories = _select_categories(
+            source_cats, categories, category_map, self._where
+        )
+        self.source_categories = source_cats
+
+        wanted = set(int(i) for i in image_ids) if image_ids is not None else None
+        self._images: list[dict] = []
+        seen: set[int] = set()
+        for rec in data["images"]:
+            if not isinstance(rec, dict) or "id" not in rec or "file_name" not in rec:
+                self._problem("image record without 'id' or 'file_name'", "malformed image record")
+                continue
+            if rec["id"] in seen:
+                self._problem(f"image id {rec['id']} appears twice", "duplicate image id")
+                continue
+            seen.add(rec["id"])
+            if wanted is None or rec["id"] in wanted:
+                self._images.append(rec)
+
+        by_image: dict[int, list[dict]] = {rec["id"]: [] for rec in self._images}
+        ann_ids: set[int] = set()
+        for ann in data.get("annotations", []):
+            why = self._check_annotation(ann, seen, source_cats, ann_ids)
+            if why:
+                reason, detail = why
+                self._problem(detail, reason)
+                continue
+            ann_ids.add(ann["id"])
+            if ann["category_id"] not in self._cat_remap:
+                continue
+            if ann["image_id"] in by_image:
+                by_image[ann["image_id"]].append(ann)
+        self._anns = by_image
+
+        if check_files:
+            kept = []
+            for rec in self._images:
+                path = self.image_root / rec["file_name"]
+                if path.is_file():
+                    kept.append(rec)
+                elif on_error == "raise":
+                    raise MissingFileError(
+                        f"image {str(path)!r} listed in {self._where!r} does not exist; "
+                        f"check the image folder {str(self.image_root)!r}, re-run the download, "
+                        "or pass on_error='skip' to leave such images out"
+                    )
+                else:
+                    self.skipped["missing image file"] += 1
+            self._images = kept
+        if skip_empty:
+            self._images = [r for r in self._images if self._anns[r["id"]]]
+        if self.skipped:
+            detail = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
+            warnings.warn(f"{self._where}: skipped {detail}", stacklevel=2)
+
+    # ----------------------------------------------------------------- validation
+
+    def _problem(self, detail: str, reason: str) -> None:
+        if self.on_error == "raise":
+            raise DataError(
+                f"{self._where}: {detail}; fix the annotation file or load it with on_error='skip'"
+            )
+        self.skipped[reason] += 1
+
+    def _parse_categories(self, cats: list) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for c in cats:
+            if not isinstance(c, dict) or "id" not in c or "name" not in c:
+                raise DataError(f"{self._where}: every category needs 'id' and 'name', found {c!r}")
+            out[int(c["id"])] = str(c["name"])
+        return out
+
+    @staticmethod
+    def _check_annotation(ann, image_ids, cats, ann_ids) -> tuple[str, str] | None:
+        if not isinstance(ann, dict) or not {"id", "image_id", "category_id"} <= set(ann):
+            return "malformed annotation", "annotation without 'id', 'image_id' or 'category_id'"
+        aid = ann["id"]
+        if aid in ann_ids:
+            return "duplicate annotation id", f"annotation id {aid} appears twice"
+        if ann["image_id"] not in image_ids:
+            return (
+                "annotation of unknown image",
+                f"annotation {aid} refers to image id {ann['image_id']}, which is not in 'images'",
+            )
+        if ann["category_id"] not in cats:
+            return (
+                "annotation of unknown category",
+                f"annotation {aid} has category id {ann['category_id']}, which is not in 'categories'",
+            )
+        if "segmentation" not in ann:
+            return "annotation without segmentation", f"annotation {aid} has no 'segmentation'"
+        bad = _check_segmentation(ann["segmentation"])
+        if bad:
+            return "malformed segmentation", f"annotation {aid}: {bad}"
+        bbox = ann.get("bbox")
+        if bbox is not None and (len(bbox) != 4 or bbox[2] <= 0 or bbox[3] <= 0):
+            return "zero-area box", f"annotation {aid} has a zero-area box {bbox}"
+        if ann.get("area", 1) == 0:
+            return "zero-area box", f"annotation {aid} has area 0"
+        return None
+
+    # ----------------------------------------------------------------- access
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def image_path(self, i: int) -> Path:
+        """The image file of item ``i`` (its bytes key the embedding cache)."""
+        return self.image_root / self._images[i]["file_name"]
+
+    def image_info(self, i: int) -> dict:
+        """The COCO image record of item ``i``."""
+        return self._images[i]
+
+    def annotations(self, i: int) -> list[dict]:
+        """The COCO annotations of item ``i`` (after category selection, before area filter)."""
+        return self._anns[self._images[i]["id"]]
+
+    @property
+    def image_ids(self) -> list[int]:
+        return [r["id"] for r in self._images]
+
+    def __getitem__(self, i: int) -> Sample:
+        if i < 0:
+            i += len(self)
+        rec = self._images[i]
+        path = self.image_path(i)
+        image = load_image(path)
+        h, w = image.shape[:2]
+        declared = (rec.get("height"), rec.get("width"))
+        # Annotations live in the displayed (EXIF-applied) frame; some files record the
+        # stored (unrotated) size, so a swapped declared size is accepted.
+        if None not in declared and declared not in ((h, w), (w, h)):
+            raise DataError(
+                f"image {str(path)!r} is {w}x{h} (WxH) but {self._where!r} declares "
+                f"{declared[1]}x{declared[0]}; the image does not belong to these annotations"
+            )
+        masks, cats, crowd, ids = [], [], [], []
+        for ann in self._anns[rec["id"]]:
+            try:
+                m = decode_segmentation(ann["segmentation"], h, w)
+            except DataError as exc:
+                raise DataError(
+                    f"{self._where}: annotation {ann['id']} of {str(path)!r}: {exc}"
+                ) from None
+            if m.sum() < self.min_area:
+                continue
+            masks.append(m)
+            cats.append(self._cat_remap[ann["category_id"]])
+            crowd.append(bool(ann.get("iscrowd", 0)))
+            ids.append(int(ann["id"]))
+        masks_np = np.stack(masks) if masks else np.zeros((0, h, w), dtype=bool)
+        return Sample(
+            image=image,
+            masks=masks_np,
+            boxes=masks_to_boxes(masks_np),
+            category_ids=np.asarray(cats, dtype=np.int64),
+            iscrowd=np.asarray(crowd, dtype=bool),
+            instance_ids=np.asarray(ids, dtype=np.int64),
+            image_id=int(rec["id"]),
+            file_name=str(rec["file_name"]),
+            meta={"dataset": self.name},
+        )
+
+    def stats(self) -> dict:
+        """Counts from the annotation file (no image is read): images, instances, per class."""
+        per_class: Counter = Counter()
+        crowd = 0
+        for rec in self._images:
+            for ann in self._anns[rec["id"]]:
+                per_class[self.categories[self._cat_remap[ann["category_id"]]]] += 1
+                crowd += bool(ann.get("iscrowd", 0))
+        return {
+            "name": self.name,
+            "images": len(self._images),
+            "empty_images": sum(1 for r in self._images if not self._anns[r["id"]]),
+            "instances": sum(per_class.values()),
+            "crowd": crowd,
+            "per_class": {name: per_class.get(name, 0) for name in self.categories.values()},
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"InstanceDataset({self.name!r}, images={len(self)}, categories={len(self.categories)})"
+        )
+
+
+def _select_categories(
+    source: dict[int, str],
+    keep: Iterable[str | int] | None,
+    mapping: Mapping[str | int, str] | None,
+    where: str,
+) -> tuple[dict[int, int], dict[int, str]]:
+    """Return (source id -> new id, new id -> name)."""
+    by_name = {name: cid for cid, name in source.items()}
+
+    def resolve(key: str | int) -> int:
+        if isinstance(key, (int, np.integer)) and int(key) in source:
+            return int(key)
+        if isinstance(key, str) and key in by_name:
+            return by_name[key]
+        if isinstance(key, str) and key.isdigit() and int(key) in source:
+            return int(key)
+        raise DataError(
+            f"{where}: unknown category {key!r}; it has {len(source)} categories: "
+            f"{', '.join(sorted(source.values())[:30])}"
+        )
+
+    selected = set(source) if keep is None else {resolve(k) for k in keep}
+    if mapping is None:
+        remap = {cid: cid for cid in source if cid in selected}
+        return remap, {cid: source[cid] for cid in sorted(remap)}
+    src_to_name = {resolve(k): str(v) for k, v in mapping.items()}
+    names: list[str] = []
+    for cid in sorted(source):
+        if cid in src_to_name and cid in selected and src_to_name[cid] not in names:
+            names.append(src_to_name[cid])
+    new_id = {name: i + 1 for i, name in enumerate(names)}
+    remap = {cid: new_id[n] for cid, n in src_to_name.items() if cid in selected}
+    return remap, {i: n for n, i in new_id.items()}

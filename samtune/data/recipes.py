@@ -1,0 +1,383 @@
+"""Dataset recipes: where each dataset comes from, its licence, layout and splits.
+
+``load_dataset(name, split, root=None, **options)`` is the one entry point. ``root`` is the
+folder that holds (or will hold) the dataset; by default ``$SAMTUNE_DATA/<folder>`` with
+``SAMTUNE_DATA`` defaulting to ``~/.cache/samtune/datasets``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import MissingFileError, UnknownNameError
+from .coco import InstanceDataset
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file a recipe downloads.
+
+    ``url`` may be overridden with the environment variable ``env`` (for mirrors and tests).
+    ``md5``/``sha256`` are the publisher's checksums when it gives them (None otherwise).
+    """
+
+    url: str
+    filename: str
+    env: str
+    md5: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    extract: bool = True
+
+    def resolved_url(self) -> str:
+        return os.environ.get(self.env) or self.url
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a user needs to obtain and read one dataset."""
+
+    name: str
+    title: str
+    folder: str
+    splits: tuple[str, ...]
+    source: str
+    licence: str
+    citation: str
+    layout: str
+    files: tuple[RemoteFile, ...] = ()
+    manual: str = ""
+    split_alias: dict[str, str] = field(default_factory=dict)
+    num_classes: int | None = None
+
+    def default_root(self) -> Path:
+        return data_home() / self.folder
+
+
+def data_home() -> Path:
+    """``$SAMTUNE_DATA``, default ``~/.cache/samtune/datasets``."""
+    return Path(
+        os.environ.get("SAMTUNE_DATA", Path.home() / ".cache" / "samtune" / "datasets")
+    ).expanduser()
+
+
+_TRASHCAN_FILE = RemoteFile(
+    url="https://conservancy.umn.edu/bitstream/handle/11299/214865/dataset.zip?sequence=12&isAllowed=y",
+    filename="dataset.zip",
+    env="SAMTUNE_TRASHCAN_URL",
+)
+_TRASHCAN_COMMON = dict(
+    folder="trashcan",
+    splits=("train", "val", "test"),
+    split_alias={"test": "val"},
+    source="https://conservancy.umn.edu/handle/11299/214865 (DOI 10.13020/g1gx-y834)",
+    licence="CC BY-NC 4.0 (non-commercial use; attribute the authors)",
+    citation="Hong, Fulton, Sattar. TrashCan: A Semantically-Segmented Dataset towards Visual "
+    "Detection of Marine Debris. arXiv:2007.08097, 2020.",
+    files=(_TRASHCAN_FILE,),
+    manual=(
+        "open https://conservancy.umn.edu/handle/11299/214865, download dataset.zip and put it "
+        "in {root}, then run `samtune data download {name} --root {root}` to verify and extract it"
+    ),
+)
+
+RECIPES: dict[str, Recipe] = {
+    "trashcan": Recipe(
+        name="trashcan",
+        title="TrashCan 1.0, instance version (22 classes; val is used as test)",
+        layout="{root}/[dataset/]instance_version/{instances_train_trashcan.json, "
+        "instances_val_trashcan.json, train/, val/}",
+        num_classes=22,
+        **_TRASHCAN_COMMON,
+    ),
+    "trashcan-material": Recipe(
+        name="trashcan-material",
+        title="TrashCan 1.0, material version (16 classes; val is used as test)",
+        layout="{root}/[dataset/]material_version/{instances_train_trashcan.json, "
+        "instances_val_trashcan.json, train/, val/}",
+        num_classes=16,
+        **_TRASHCAN_COMMON,
+    ),
+    "zerowaste": Recipe(
+        name="zerowaste",
+        title="ZeroWaste-f (4 classes: rigid_plastic, cardboard, metal, soft_plastic)",
+        folder="zerowaste",
+        splits=("train", "val", "test"),
+        source="https://zenodo.org/records/6412647 (ZeroWaste project, http://ai.bu.edu/zerowaste/)",
+        licence="CC BY-NC 4.0 (non-commercial use; attribute the authors)",
+        citation="Bashkirova et al. ZeroWaste Dataset: Towards Deformable Object Segmentation "
+        "in Cluttered Scenes. CVPR 2022.",
+        layout="{root}/<any folder>/{train,val,test}/{labels.json, data/}",
+        files=(
+            RemoteFile(
+                url="https://zenodo.org/records/6412647/files/zerowaste-f-final.zip?download=1",
+                filename="zerowaste-f-final.zip",
+                env="SAMTUNE_ZEROWASTE_URL",
+            ),
+        ),
+        manual=(
+            "download zerowaste-f-final.zip from https://zenodo.org/records/6412647, put it in "
+            "{root}, then run `samtune data download {name} --root {root}`"
+        ),
+        num_classes=4,
+    ),
+    "taco": Recipe(
+        name="taco",
+        title="TACO, Trash Annotations in Context (60 classes, 28 supercategories)",
+        folder="taco",
+        splits=("train", "val", "test"),
+        source="https://github.com/pedropro/TACO (images hosted on Flickr)",
+        licence="annotations CC BY 4.0; each image under its own Flickr licence (see "
+        "the 'license' field of each image)",
+        citation="Proença, Simões. TACO: Trash Annotations in Context for Litter Detection. "
+        "arXiv:2003.06975, 2020.",
+        layout="{root}/data/annotations.json, {root}/data/batch_N/*.jpg, "
+        "{root}/splits-seed<seed>.json (written on first use: 80/10/10 by image)",
+        files=(
+            RemoteFile(
+                url="https://raw.githubusercontent.com/pedropro/TACO/master/data/annotations.json",
+                filename="data/annotations.json",
+                env="SAMTUNE_TACO_URL",
+                extract=False,
+            ),
+        ),
+        manual=(
+            "clone https://github.com/pedropro/TACO and run its download.py, then pass the "
+            "clone's folder as --root"
+        ),
+        num_classes=60,
+    ),
+    "demo": Recipe(
+        name="demo",
+        title="samtune demo: synthetic waste-like scenes (4 classes, 128 px), generated locally",
+        folder="demo",
+        splits=("train", "val", "test"),
+        source="generated by samtune.data.synthetic (no download)",
+        licence="same as samtune (Apache-2.0)",
+        citation="",
+        layout="{root}/{train,val,test}/{annotations.json, images/}",
+        num_classes=4,
+    ),
+    "coco": Recipe(
+        name="coco",
+        title="any COCO-format instance dataset on disk",
+        folder="coco",
+        splits=(),
+        source="your own files",
+        licence="yours",
+        citation="",
+        layout="{root}/annotations/instances_<split>.json + {root}/<split>/ (or images/<split>/), "
+        "or {root}/<split>/{annotations.json|labels.json} + {root}/<split>/{images|data}/; "
+        "or pass images= and annotations= explicitly",
+    ),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name`` (UnknownNameError listing the known ones otherwise)."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise UnknownNameError(
+            f"unknown dataset {name!r}; known datasets: {', '.join(RECIPES)} "
+            "(use 'coco' with root= for your own COCO-format folder)"
+        ) from None
+
+
+def list_datasets() -> dict[str, str]:
+    """Recipe name -> one-line description."""
+    return {name: r.title for name, r in RECIPES.items()}
+
+
+def _missing(recipe: Recipe, root: Path, looked_for: str) -> MissingFileError:
+    how = f"run `samtune data download {recipe.name} --root {root}`"
+    if recipe.manual:
+        how += " or, by hand, " + recipe.manual.format(root=root, name=recipe.name)
+    return MissingFileError(
+        f"{recipe.title}: {looked_for} not found in {str(root)!r}; {how}. "
+        f"Expected layout: {recipe.layout.format(root=root)}"
+    )
+
+
+def _find_dir(root: Path, name: str, depth: int = 3) -> Path | None:
+    """The first folder called ``name`` within ``depth`` levels below ``root`` (sorted walk)."""
+    frontier = [root]
+    for _ in range(depth + 1):
+        nxt = []
+        for d in frontier:
+            if (d / name).is_dir():
+                return d / name
+            if d.is_dir():
+                nxt.extend(
+                    sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+                )
+        frontier = nxt
+    return None
+
+
+def resolve_split(recipe: Recipe, split: str) -> str:
+    if recipe.splits and split not in recipe.splits:
+        raise UnknownNameError(
+            f"dataset {recipe.name!r} has no split {split!r}; choose one of {', '.join(recipe.splits)}"
+        )
+    return recipe.split_alias.get(split, split)
+
+
+def dataset_paths(name: str, split: str, root: str | Path | None = None) -> tuple[Path, Path]:
+    """(annotation file, image folder) of a recipe's split, or MissingFileError with the fix."""
+    recipe = get_recipe(name)
+    split = resolve_split(recipe, split)
+    root = Path(root).expanduser() if root is not None else recipe.default_root()
+    if name in ("trashcan", "trashcan-material"):
+        version = "instance_version" if name == "trashcan" else "material_version"
+        base = _find_dir(root, version) if root.is_dir() else None
+        if base is None:
+            raise _missing(recipe, root, f"folder {version!r}")
+        ann, images = base / f"instances_{split}_trashcan.json", base / split
+    elif name == "zerowaste":
+        base = _find_split_with(root, split, "labels.json")
+        if base is None:
+            raise _missing(recipe, root, f"'{split}/labels.json'")
+        ann, images = base / "labels.json", base / "data"
+    elif name == "taco":
+        ann, images = root / "data" / "annotations.json", root / "data"
+        if not ann.is_file():
+            raise _missing(recipe, root, "'data/annotations.json'")
+    else:
+        raise UnknownNameError(f"dataset {name!r} has no fixed layout")
+    if not ann.is_file():
+        raise _missing(recipe, root, f"{str(ann.relative_to(root))!r}")
+    if not images.is_dir():
+        raise _missing(recipe, root, f"image folder {str(images.relative_to(root))!r}")
+    return ann, images
+
+
+def _find_split_with(root: Path, split: str, filename: str, depth: int = 3) -> Path | None:
+    if not root.is_dir():
+        return None
+    frontier = [root]
+    for _ in range(depth + 1):
+        nxt = []
+        for d in frontier:
+            if (d / split / filename).is_file():
+                return d / split
+            nxt.extend(sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")))
+        frontier = nxt
+    return None
+
+
+def _coco_paths(root: Path, split: str) -> tuple[Path, Path]:
+    candidates = [
+        (root / "annotations" / f"instances_{split}.json", root / split),
+        (root / "annotations" / f"instances_{split}.json", root / "images" / split),
+        (root / split / "annotations.json", root / split / "images"),
+        (root / split / "labels.json", root / split / "data"),
+        (root / f"{split}.json", root / "images"),
+        (root / f"{split}.json", root / split),
+    ]
+    for ann, images in candidates:
+        if ann.is_file() and images.is_dir():
+            return ann, images
+    tried = "; ".join(f"{a.relative_to(root)} + {i.relative_to(root)}/" for a, i in candidates)
+    raise MissingFileError(
+        f"no COCO split {split!r} found in {str(root)!r} (tried {tried}); pass "
+        "annotations=<file.json> and images=<folder> explicitly"
+    )
+
+
+# --------------------------------------------------------------------------- TACO split
+
+
+def taco_split_ids(root: Path, split: str, seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> list[int]:
+    """Image ids of a TACO split: a seeded shuffle by image, saved once in ``splits-seed<seed>.json``.
+
+    Like TACO's own ``split_dataset.py``, the split is by image (an image's annotations stay
+    together); the saved file makes it reproducible and shareable.
+    """
+    import numpy as np
+
+    from ..io import atomic_write
+
+    split_file = root / f"splits-seed{seed}.json"
+    if split_file.is_file():
+        splits = json.loads(split_file.read_text())
+    else:
+        data = json.loads((root / "data" / "annotations.json").read_text())
+        ids = sorted(int(img["id"]) for img in data["images"])
+        order = np.random.default_rng(seed).permutation(len(ids))
+        n_train = int(round(fractions[0] * len(ids)))
+        n_val = int(round(fractions[1] * len(ids)))
+        shuffled = [ids[i] for i in order]
+        splits = {
+            "seed": seed,
+            "train": sorted(shuffled[:n_train]),
+            "val": sorted(shuffled[n_train : n_train + n_val]),
+            "test": sorted(shuffled[n_train + n_val :]),
+        }
+        with atomic_write(split_file) as tmp:
+            tmp.write_text(json.dumps(splits))
+    return splits[split]
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    root: str | Path | None = None,
+    **options,
+) -> InstanceDataset:
+    """Load one split of a dataset as an :class:`InstanceDataset` of :class:`Sample`.
+
+    Args:
+        name: ``trashcan``, ``trashcan-material``, ``zerowaste``, ``taco``, ``demo`` or
+            ``coco`` (any COCO-format folder given as ``root``, or ``images=``/``annotations=``).
+        split: ``train``, ``val`` or ``test`` (TrashCan has no test split: ``test`` reads val).
+        root: the dataset's folder (default ``$SAMTUNE_DATA/<name>``; for ``demo`` the cache
+            ``~/.cache/samtune/demo-<version>-<seed>``).
+        **options: passed to :class:`InstanceDataset` (``categories``, ``category_map``,
+            ``min_area``, ``skip_empty``, ``on_error``, ``check_files``); ``demo`` also takes
+            ``seed``, ``size`` and ``counts``; ``taco`` takes ``split_seed``; ``coco`` takes
+            ``images`` and ``annotations``.
+
+    Raises:
+        UnknownNameError: an unknown dataset or split.
+        MissingFileError: the data is not there; the message names the folder searched and
+            the ``samtune data download`` command (or the manual steps) that fixes it.
+        DataError: malformed annotations (see ``on_error``).
+    """
+    recipe = get_recipe(name)
+    label = f"{name}/{split}"
+    if name == "demo":
+        from .synthetic import ensure_demo_dataset
+
+        resolve_split(recipe, split)
+        demo_opts = {k: options.pop(k) for k in ("seed", "size", "counts") if k in options}
+        folder = ensure_demo_dataset(root, **demo_opts)
+        return InstanceDataset(
+            folder / split / "annotations.json", folder / split / "images", name=label, **options
+        )
+    if name == "coco":
+        images = options.pop("images", None)
+        annotations = options.pop("annotations", None)
+        if images is None or annotations is None:
+            if root is None:
+                raise MissingFileError(
+                    "dataset 'coco' needs root=<folder> or both images= and annotations="
+                )
+            ann_path, img_path = _coco_paths(Path(root).expanduser(), split)
+            annotations = annotations or ann_path
+            images = images or img_path
+        return InstanceDataset(annotations, images, name=label, **options)
+    if name == "taco":
+        split_seed = int(options.pop("split_seed", 0))
+        ann, images = dataset_paths(name, split, root)
+        taco_root = ann.parent.parent
+        ids = taco_split_ids(taco_root, resolve_split(recipe, split), split_seed)
+        return InstanceDataset(ann, images, name=label, image_ids=ids, **options)
+    ann, images = dataset_paths(name, split, root)
+    return InstanceDataset(ann, images, name=label, **options)
