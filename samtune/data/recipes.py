@@ -192,13 +192,17 @@ def list_datasets() -> dict[str, str]:
     return {name: r.title for name, r in RECIPES.items()}
 
 
+def _fill(text: str, root: Path, name: str) -> str:
+    return text.replace("{root}", str(root)).replace("{name}", name)
+
+
 def _missing(recipe: Recipe, root: Path, looked_for: str) -> MissingFileError:
     how = f"run `samtune data download {recipe.name} --root {root}`"
     if recipe.manual:
-        how += " or, by hand, " + recipe.manual.format(root=root, name=recipe.name)
+        how += " or, by hand, " + _fill(recipe.manual, root, recipe.name)
     return MissingFileError(
         f"{recipe.title}: {looked_for} not found in {str(root)!r}; {how}. "
-        f"Expected layout: {recipe.layout.format(root=root)}"
+        f"Expected layout: {_fill(recipe.layout, root, recipe.name)}"
     )
 
 
