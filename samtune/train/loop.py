@@ -345,7 +345,7 @@ def train(
     cfg: FitConfig, *, model: Any = None, strategy: Any = None, dataset: Any = None
 ) -> FitResult:
     """Run training for a resolved :class:`FitConfig` (see :func:`fit`)."""
-    from accelerate.utils import set_seed, skip_first_batches
+    from accelerate.utils import set_seed
 
     from ..models import base_fingerprint, load_model, preprocess_config
 
@@ -410,7 +410,10 @@ def train(
         say(f"embedding cache off: strategy {cfg.strategy!r} trains the image encoder")
 
     # ---- data loader
-    from ..data import PromptedDataset, collate_prompted
+    try:
+        from ..data import PromptedDataset, collate_prompted
+    except ImportError:  # TEMPORARY: samtune.data.batching not there yet (see _fallback.py)
+        from ._fallback import PromptedDataset, collate_prompted
 
     augment = None
     if cfg.augment:
@@ -508,10 +511,10 @@ def train(
                 prompted.set_epoch(state.epoch)
             batches = loader
             if state.batch_in_epoch:
-                batches = skip_first_batches(loader, state.batch_in_epoch)
+                batches = accelerator.skip_first_batches(loader, state.batch_in_epoch)
             for batch in batches:
                 with accelerator.accumulate(step_module):
-                    inputs, targets = _inputs(batch, cfg, embed, model, accelerator.device)
+                    inputs, targets, weight = _inputs(batch, cfg, embed, model, accelerator.device)
                     inputs["seed"] = cfg.seed * 1_000_003 + state.step
                     rounds = step_module(**inputs)
                     outputs = [
@@ -525,7 +528,7 @@ def train(
                         )
                         for pred, iou in rounds
                     ]
-                    loss = sum(o.total for o in outputs) / len(outputs)
+                    loss = weight * sum(o.total for o in outputs) / len(outputs)
                     finite = accelerator.gather(
                         torch.isfinite(loss.detach()).reshape(1).to(accelerator.device)
                     )
@@ -567,13 +570,15 @@ def train(
                     save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints)
                 if stop:
                     break
-            else:
+            if state.batch_in_epoch >= len(loader):  # the epoch is complete
                 state.epoch += 1
                 state.batch_in_epoch = 0
                 if eval_each_epoch:
                     validate()
-                if ckpt_each_epoch or (stop and cfg.checkpoint_every):
+                if ckpt_each_epoch:
                     save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints)
+            elif stop and ckpt_each_epoch:  # max_steps or early stopping mid-epoch
+                save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints)
     except RuntimeError as exc:
         if isinstance(exc, RunError) or not _is_oom(exc):
             raise
@@ -636,8 +641,8 @@ def _last_ckpt_text(run_dir: Path) -> str:
     return str(last) if last else "none yet"
 
 
-def _inputs(batch: dict, cfg: FitConfig, embed, model, device) -> tuple[dict, torch.Tensor]:
-    """Collated batch -> keyword arguments of :class:`SamTrainStep` and (M, r, r) targets."""
+def _inputs(batch: dict, cfg: FitConfig, embed, model, device) -> tuple[dict, torch.Tensor, float]:
+    """Collated batch -> keyword arguments of :class:`SamTrainStep`, (M, r, r) targets, weight."""
     low = model.config.vision_config.image_size // 4
     pixel_values = torch.stack(list(batch["pixel_values"])).to(device)
     counts = [len(m) for m in batch["masks"]]
@@ -648,6 +653,18 @@ def _inputs(batch: dict, cfg: FitConfig, embed, model, device) -> tuple[dict, to
             for g, m in zip(batch["geometry"], batch["masks"], strict=True)
         ]
     ).to(device)
+    if not counts or sum(counts) == 0:
+        # No instance on this process: one dummy prompt with zero weight keeps every process
+        # doing the same forward/backward (DDP needs that).
+        batch = dict(batch)
+        batch["boxes"] = [torch.tensor([[0.0, 0.0, 1.0, 1.0]])]
+        batch["points"] = [torch.tensor([[[0.5, 0.5]]])]
+        batch["point_labels"] = [torch.ones(1, 1, dtype=torch.long)]
+        image_index = torch.zeros(1, dtype=torch.long)
+        targets = torch.zeros(1, low, low, dtype=torch.bool, device=device)
+        weight = 0.0
+    else:
+        weight = 1.0
     inputs: dict[str, Any] = {"image_index": image_index.to(device)}
     if embed is not None:
         inputs["image_embeddings"] = embed(pixel_values, [int(i) for i in batch["index"]])
@@ -666,7 +683,7 @@ def _inputs(batch: dict, cfg: FitConfig, embed, model, device) -> tuple[dict, to
         if cfg.prompt == "interactive":
             inputs["rounds"] = cfg.interactive_rounds
             inputs["targets"] = targets
-    return inputs, targets.bool()
+    return inputs, targets.bool(), weight
 
 
 def _evaluate_one(model, dataset, prompt: str, accelerator, name: str):
@@ -685,21 +702,17 @@ def _evaluate(model, dataset, protocols: list[str], accelerator, name: str) -> d
 
 
 def _comparison_table(comparison: dict, protocols: list[str]) -> str:
-    try:
-        from ..evaluate import compare, format_comparison
-    except ImportError:
-        compare = format_comparison = None
     reports = all(hasattr(comparison[k][p], "metrics") for k in comparison for p in protocols)
-    if compare is not None and reports:
-        parts = []
-        for p in protocols:
-            parts.append(
-                f"**{p} prompts**\n\n"
-                + format_comparison(
-                    compare(comparison["zero_shot"][p], comparison["fine_tuned"][p])
-                )
+    if reports:
+        from ..evaluate import format_comparison
+
+        return "\n\n".join(
+            f"**{p} prompts**\n\n"
+            + format_comparison(
+                {"zero-shot": comparison["zero_shot"][p], "fine-tuned": comparison["fine_tuned"][p]}
             )
-        return "\n\n".join(parts)
+            for p in protocols
+        )
     lines = ["| protocol | zero-shot mIoU | fine-tuned mIoU | change |", "|---|---|---|---|"]
     plain = _plain(comparison)
     for p in protocols:
@@ -725,7 +738,10 @@ def _write_metrics(run_dir: Path, state: TrainerState, comparison: dict, table: 
 def _save_adapter(model, directory: Path, accelerator) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        from ..adapters import save_adapter
+        try:
+            from ..adapters import save_adapter
+        except ImportError:  # TEMPORARY: samtune.adapters not there yet (see _fallback.py)
+            from ._fallback import save_adapter
 
         save_adapter(model, directory)
     accelerator.wait_for_everyone()

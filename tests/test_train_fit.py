@@ -1,0 +1,74 @@
+"""End-to-end training runs on the tiny model: files written, NaN handling, CLI errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from samtune.cli import app
+from samtune.errors import RunError
+from samtune.train import fit, losses
+from samtune.train.config import build_config
+
+
+@pytest.fixture(scope="module")
+def splits():
+    from samtune.data import load_dataset
+
+    counts = {"train": 4, "val": 2, "test": 2}
+    return {s: load_dataset("demo", s, counts=counts) for s in ("train", "val", "test")}
+
+
+@pytest.fixture
+def decoder():
+    from samtune.strategies.decoder import DecoderStrategy
+
+    return DecoderStrategy()
+
+
+def test_fit_writes_the_run_folder(tmp_path, splits, decoder):
+    run = tmp_path / "run"
+    result = fit("tiny", decoder, splits, run, epochs=2, batch_size=2, quiet=True, log_with=None)
+    assert result.steps == 4
+    for name in ("config.yaml", "metrics.json", "results.md", "adapter/adapter.safetensors"):
+        assert (run / name).is_file(), name
+    assert [c.name for c in sorted((run / "checkpoints").iterdir())] == [
+        "step-000002",
+        "step-000004",
+    ]
+    assert len(result.history) == 2 and result.best_dir is not None
+    assert "zero-shot" in result.table and "fine-tuned" in result.table
+    # the written config reproduces the run's options
+    again = build_config(run / "config.yaml")
+    assert again.epochs == 2 and again.batch_size == 2 and again.output_dir == str(run)
+    assert not [p for p in run.rglob("*") if p.name.startswith(".")]  # no partial files
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
+    tmp_path, splits, decoder, monkeypatch
+):
+    calls = {"n": 0}
+    real = losses.sam_loss
+
+    def poisoned(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out.total = out.total * torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(losses, "sam_loss", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(RunError, match=r"loss became nan at step 3 .*step-000002"):
+        fit("tiny", decoder, splits, run, epochs=2, batch_size=2, quiet=True, log_with=None,
+            compare=False, checkpoint_every=1)  # fmt: skip
+    assert (run / "checkpoints" / "step-000002" / "trainer_state.json").is_file()
+
+
+def test_cli_rejects_bad_options_with_exit_2(tmp_path):
+    result = CliRunner().invoke(app, ["fit", "--prompt", "scribble", "-o", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "prompt must be one of box, point, interactive" in result.output
+    result = CliRunner().invoke(app, ["fit", "--strategy-option", "r8", "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "key=value" in result.output
