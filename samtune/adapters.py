@@ -1,0 +1,443 @@
+"""Adapter files: save, load, merge and export what a strategy trained.
+
+An adapter is one file, ``adapter.safetensors``, holding exactly the tensors the strategy
+trained (:meth:`Strategy.trainable_state_dict`), with string metadata:
+
+=========================  ===============================================================
+``format``                 ``samtune.adapter`` (``format_version`` ``1``)
+``strategy``               the strategy's registered name (``lora``)
+``strategy_config``        its config, JSON
+``strategy_package``       the distribution that provides it (``samtune``, ``samtune-bitfit``)
+``base_model``             the base model's source (hub id, path or preset)
+``base_fingerprint``       :func:`samtune.models.fingerprint` of the untouched base weights
+``samtune_version``        the samtune that wrote it
+=========================  ===============================================================
+
+Exports: a merged Hugging Face ``SamModel`` folder (``hf``), a Meta ``segment_anything``
+``.pth`` (``segment-anything``), a peft directory (``peft``, for peft-based strategies), and a
+folder ready to upload to the Hugging Face hub (``hub``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import (
+    AdapterMismatchError,
+    CheckpointError,
+    InputError,
+    MissingFileError,
+    OfflineError,
+    UnknownNameError,
+)
+from .io import atomic_dir, atomic_write
+from .strategies.base import Strategy, applied_strategy, clear_strategy
+
+ADAPTER_FILE = "adapter.safetensors"
+FORMAT = "samtune.adapter"
+FORMAT_VERSION = "1"
+EXPORT_FORMATS = ("hf", "segment-anything", "peft", "hub")
+
+
+@dataclass
+class AdapterFile:
+    """An adapter read from disk: its tensors and its string metadata."""
+
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+
+    @property
+    def strategy(self) -> str:
+        return self.metadata["strategy"]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return json.loads(self.metadata["strategy_config"])
+
+
+def _require_strategy(model: torch.nn.Module) -> Strategy:
+    strategy = applied_strategy(model)
+    if strategy is None:
+        raise InputError(
+            "this model has no strategy applied, so there is no adapter to save; apply one "
+            "first (samtune.get_strategy('lora').apply(model)), or load one with "
+            "samtune.load_adapter(base, dir)"
+        )
+    return strategy
+
+
+def adapter_metadata(model: torch.nn.Module) -> dict[str, str]:
+    """The string metadata :func:`save_adapter` writes for ``model``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+    from .models import base_fingerprint, model_source
+
+    strategy = _require_strategy(model)
+    package = strategy.distribution or "samtune"
+    try:
+        package_version = version(package)
+    except PackageNotFoundError:
+        package_version = ""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "strategy": strategy.name,
+        "strategy_config": strategy.config.to_json(),
+        "strategy_package": package,
+        "strategy_package_version": package_version,
+        "base_model": model_source(model),
+        "base_fingerprint": base_fingerprint(model),
+        "samtune_version": __version__,
+    }
+
+
+def save_adapter(model: torch.nn.Module, directory: str | os.PathLike) -> Path:
+    """Write ``directory/adapter.safetensors``: only the tensors the model's strategy trained.
+
+    Args:
+        model: a ``SamModel`` that a strategy was applied to (``strategy.apply(model)``).
+        directory: folder to write into (created if needed; other files in it are kept).
+
+    Returns:
+        The path of the adapter file.
+
+    Raises:
+        InputError: the model has no strategy applied.
+    """
+    from safetensors.torch import save_file
+
+    strategy = _require_strategy(model)
+    metadata = adapter_metadata(model)
+    tensors = strategy.trainable_state_dict(model)
+    path = Path(directory) / ADAPTER_FILE
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def _resolve(dir_or_hub_id: str | os.PathLike) -> Path:
+    text = os.fspath(dir_or_hub_id)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        path = path / ADAPTER_FILE
+        if not path.is_file():
+            raise MissingFileError(
+                f"{text!r} has no {ADAPTER_FILE}; expected a folder written by "
+                "samtune.save_adapter (or `samtune fit`)"
+            )
+        return path
+    if path.is_file():
+        return path
+    looks_like_hub_id = (
+        text.count("/") == 1 and not text.startswith((".", "/", "~")) and "\\" not in text
+    )
+    if not looks_like_hub_id or path.suffix:
+        raise MissingFileError(
+            f"adapter {text!r} does not exist; give a folder holding {ADAPTER_FILE}, the file "
+            "itself, or a Hugging Face hub id (user/name)"
+        )
+    return _download(text) / ADAPTER_FILE
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        folder = snapshot_download(repo_id, allow_patterns=[ADAPTER_FILE, "*.json", "*.md"])
+    except RepositoryNotFoundError:
+        raise MissingFileError(
+            f"{repo_id!r} is neither a local adapter folder nor a repository on the Hugging "
+            "Face hub"
+        ) from None
+    except (LocalEntryNotFoundError, OSError, ConnectionError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        why = "HF_HUB_OFFLINE is set" if offline else f"the hub could not be reached ({exc})"
+        raise OfflineError(
+            f"cannot fetch adapter {repo_id!r}: it is not a local folder, not in the local "
+            f"Hugging Face cache, and {why}. Download it once with network access "
+            f"(`huggingface-cli download {repo_id}`) or pass the local folder"
+        ) from None
+    path = Path(folder)
+    if not (path / ADAPTER_FILE).is_file():
+        raise MissingFileError(f"hub repository {repo_id!r} holds no {ADAPTER_FILE}")
+    return path
+
+
+def read_adapter(dir_or_hub_id: str | os.PathLike) -> AdapterFile:
+    """Read an adapter file (folder, file, or hub id) without applying it.
+
+    Raises:
+        MissingFileError: nothing at that path (or no ``adapter.safetensors`` in the folder).
+        CheckpointError: the file is not a readable samtune adapter.
+        OfflineError: a hub id that is not cached and cannot be fetched.
+    """
+    from safetensors import safe_open
+
+    path = _resolve(dir_or_hub_id)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = dict(fh.metadata() or {})
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable safetensors file ({type(exc).__name__}: {exc}); "
+            "the file is corrupt or truncated: write it again with samtune.save_adapter"
+        ) from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{str(path)!r} is a safetensors file but not a samtune adapter (metadata format "
+            f"{metadata.get('format')!r}, expected {FORMAT!r}); to use a Hugging Face or Meta "
+            "checkpoint, pass it to samtune.load_model instead"
+        )
+    missing = [k for k in ("strategy", "strategy_config", "base_fingerprint") if k not in metadata]
+    if missing:
+        raise CheckpointError(f"adapter {str(path)!r} lacks metadata {missing}; write it again")
+    return AdapterFile(path, tensors, metadata)
+
+
+def _strategy_from(adapter: AdapterFile) -> Strategy:
+    from .strategies.registry import list_strategies, strategy_class
+
+    name = adapter.strategy
+    try:
+        cls = strategy_class(name)
+    except UnknownNameError:
+        package = adapter.metadata.get("strategy_package") or "the package that provides it"
+        raise UnknownNameError(
+            f"adapter {str(adapter.path)!r} was trained with strategy {name!r} from package "
+            f"{package!r}, which is not installed (installed strategies: "
+            f"{', '.join(list_strategies())}); install it: pip install {package}"
+        ) from None
+    return cls(json.loads(adapter.metadata["strategy_config"]))
+
+
+def load_adapter(
+    base_model: torch.nn.Module | str | os.PathLike, dir_or_hub_id: str | os.PathLike
+) -> torch.nn.Module:
+    """Apply a saved adapter to its base model and return the tuned ``SamModel``.
+
+    Args:
+        base_model: the untouched base, as a ``SamModel`` or any source
+            :func:`samtune.load_model` accepts (preset, path, hub id).
+        dir_or_hub_id: a folder holding ``adapter.safetensors``, the file itself, or a Hugging
+            Face hub id (fetched with ``huggingface_hub.snapshot_download``).
+
+    Returns:
+        The base model, modified in place (strategy applied, trained tensors loaded), in the
+        mode it was in. Its outputs equal the tuned model's that was saved.
+
+    Raises:
+        MissingFileError, CheckpointError, OfflineError: see :func:`read_adapter`.
+        AdapterMismatchError: the base model's fingerprint is not the one the adapter was
+            trained on (the message names both).
+        UnknownNameError: the strategy is not installed (the message names its package).
+    """
+    from .models import base_fingerprint, load_model, model_source
+
+    adapter = read_adapter(dir_or_hub_id)
+    if not isinstance(base_model, torch.nn.Module):
+        base_model = load_model(base_model)
+    if applied_strategy(base_model) is not None:
+        raise InputError(
+            "the base model already has a strategy applied; pass a freshly loaded base model"
+        )
+    expected = adapter.metadata["base_fingerprint"]
+    found = base_fingerprint(base_model)
+    if found != expected:
+        raise AdapterMismatchError(
+            f"adapter {str(adapter.path)!r} was trained on base {expected} "
+            f"({adapter.metadata.get('base_model', 'unknown')!r}), but the model given has "
+            f"fingerprint {found} ({model_source(base_model)!r}); load the adapter onto the base "
+            "model it was trained on"
+        )
+    strategy = _strategy_from(adapter)
+    strategy.apply(base_model)
+    strategy.load_trainable_state_dict(base_model, adapter.tensors)
+    return base_model
+
+
+def merge_adapter(model: torch.nn.Module) -> torch.nn.Module:
+    """A plain ``SamModel`` with the trained weights folded in (no extra layers, no strategy).
+
+    The tuned ``model`` is left as it is (the merge works on a copy). LoRA and other peft
+    layers fold into the weights they adapt (``W + B A * alpha / r``); ``full``, ``decoder`` and
+    other strategies that train base tensors directly need no folding.
+
+    Raises:
+        InputError: no strategy applied, or a strategy whose layers cannot be folded
+            (``adapter``: bottleneck adapters have a nonlinearity).
+    """
+    import copy
+
+    strategy = _require_strategy(model)
+    merged = strategy.merge(copy.deepcopy(model))
+    clear_strategy(merged)
+    for param in merged.parameters():
+        param.requires_grad_(True)
+    return merged
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_adapter(
+    model: torch.nn.Module,
+    output: str | os.PathLike,
+    format: str = "hf",
+    *,
+    metrics: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a tuned model in another format.
+
+    Args:
+        model: a tuned ``SamModel`` (from :func:`load_adapter` or a strategy's ``apply``).
+        output: folder (``hf``, ``peft``, ``hub``) or ``.pth`` file (``segment-anything``).
+        format: ``hf`` (merged ``SamModel`` folder, loads with ``SamModel.from_pretrained``),
+            ``segment-anything`` (merged Meta ``.pth``), ``peft`` (peft directory, for
+            peft-based strategies such as ``lora``), ``hub`` (adapter + config + model card).
+        metrics: for ``hub``, a JSON (flat ``{name: value}`` or ``{"metrics": {...}}``) or
+            Markdown file whose content becomes the card's evaluation section.
+        overwrite: replace a non-empty output folder.
+
+    Raises:
+        UnknownNameError: an unknown format.
+        InputError: a format the strategy cannot produce (``peft`` for non-peft strategies,
+            merged formats for ``adapter``), or an existing non-empty output folder.
+    """
+    from .convert import save_meta_checkpoint
+
+    strategy = _require_strategy(model)
+    output = Path(output)
+    if format not in EXPORT_FORMATS:
+        raise UnknownNameError(
+            f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}"
+        )
+    if format == "hf":
+        merged = merge_adapter(model)
+        with atomic_dir(output, overwrite=overwrite) as tmp:
+            merged.save_pretrained(tmp)
+    elif format == "segment-anything":
+        if output.exists() and not overwrite:
+            raise InputError(f"{str(output)!r} exists; choose another path or pass overwrite")
+        save_meta_checkpoint(merge_adapter(model), output)
+    elif format == "peft":
+        if not hasattr(strategy, "save_peft_directory"):
+            raise InputError(
+                f"strategy {strategy.name!r} does not produce peft layers, so it cannot be "
+                "written as a peft directory; use format 'hf' (merged model) or the adapter file"
+            )
+        with atomic_dir(output, overwrite=overwrite) as tmp:
+            strategy.save_peft_directory(model, tmp)
+    else:
+        with atomic_dir(output, overwrite=overwrite) as tmp:
+            save_adapter(model, tmp)
+            meta = adapter_metadata(model)
+            config = {**meta, "strategy_config": json.loads(meta["strategy_config"])}
+            (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+            (tmp / "README.md").write_text(model_card(model, metrics))
+    return output
+
+
+def _metrics_section(metrics: str | os.PathLike | None) -> str:
+    if metrics is None:
+        return ""
+    path = Path(metrics)
+    if not path.is_file():
+        raise MissingFileError(f"metrics file {str(path)!r} does not exist")
+    text = path.read_text()
+    if path.suffix.lower() in (".md", ".markdown"):
+        return "## Evaluation\n\n" + text.strip() + "\n"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"metrics file {str(path)!r} is neither Markdown (.md) nor valid JSON ({exc})"
+        ) from None
+    if isinstance(data, dict) and isinstance(data.get("metrics"), dict):
+        data = data["metrics"]
+    if not isinstance(data, dict):
+        raise InputError(
+            f"metrics JSON {str(path)!r} must be an object of metric name -> value; found "
+            f"{type(data).__name__}"
+        )
+    rows = []
+    for name, value in data.items():
+        if isinstance(value, dict | list):
+            continue
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        rows.append(f"| {name} | {shown} |")
+    return "## Evaluation\n\n| metric | value |\n|---|---|\n" + "\n".join(rows) + "\n"
+
+
+def model_card(model: torch.nn.Module, metrics: str | os.PathLike | None = None) -> str:
+    """A Hugging Face model card (README.md with YAML metadata) for a tuned model."""
+    meta = adapter_metadata(model)
+    base = meta["base_model"]
+    strategy = meta["strategy"]
+    front = {
+        "library_name": "samtune",
+        "base_model": base,
+        "tags": ["samtune", "segment-anything", "sam", "image-segmentation", strategy],
+        "pipeline_tag": "mask-generation",
+    }
+    yaml_lines = ["---"]
+    for key, value in front.items():
+        if isinstance(value, list):
+            yaml_lines.append(f"{key}:")
+            yaml_lines.extend(f"- {json.dumps(v)}" for v in value)
+        else:
+            yaml_lines.append(f"{key}: {json.dumps(value)}")
+    yaml_lines.append("---")
+    install = (
+        "samtune"
+        if meta["strategy_package"] == "samtune"
+        else (f"samtune {meta['strategy_package']}")
+    )
+    body = f"""
+# SAM adapter ({strategy})
+
+A [samtune](https://github.com/samtune/samtune) adapter for the Segment Anything Model
+`{base}`, trained with the `{strategy}` strategy.
+
+| | |
+|---|---|
+| strategy | `{strategy}` (package `{meta["strategy_package"]}`) |
+| config | `{meta["strategy_config"]}` |
+| base model | `{base}` |
+| base fingerprint | `{meta["base_fingerprint"]}` |
+| samtune | {meta["samtune_version"]} |
+
+## Use
+
+```bash
+pip install {install}
+```
+
+```python
+import samtune
+
+model = samtune.load_adapter("{base}", "<this repository id or folder>")
+```
+"""
+    section = _metrics_section(metrics)
+    return "\n".join(yaml_lines) + "\n" + body + ("\n" + section if section else "")
+
+
+def copy_adapter(source: str | os.PathLike, directory: str | os.PathLike) -> Path:
+    """Copy an adapter file into ``directory`` (atomically)."""
+    src = _resolve(source)
+    dest = Path(directory) / ADAPTER_FILE
+    with atomic_write(dest) as tmp:
+        shutil.copyfile(src, tmp)
+    return dest

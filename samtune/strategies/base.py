@@ -1,0 +1,246 @@
+"""The strategy contract: which parts of a ``SamModel`` train, and what an adapter file holds.
+
+A strategy is a small class with
+
+- ``name`` and ``description`` (class attributes; the name is the entry-point name under
+  ``samtune.strategies``),
+- ``config_class``: a dataclass derived from :class:`StrategyConfig`, validated in
+  ``__post_init__`` (raise :class:`~samtune.errors.ConfigError`) and round-tripping through JSON,
+- ``freezes_image_encoder``: ``True`` when no image-encoder tensor trains (the training loop
+  then serves image embeddings from its cache),
+- :meth:`Strategy.inject` (optional): add layers to the model (LoRA, adapters...),
+- :meth:`Strategy.is_trainable`: the rule, on parameter names *after* injection, that decides
+  what trains.
+
+:meth:`Strategy.apply` runs the fixed sequence: fingerprint the untouched base, inject, set
+``requires_grad`` from :meth:`Strategy.is_trainable`, record the strategy on the model. What
+trained is then :meth:`Strategy.trainable_state_dict`, the exact content of an adapter file.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import CheckpointError, ConfigError, InputError
+
+STRATEGY_ATTR = "_samtune_strategy"
+
+# Meta's SAM keeps the random Fourier matrix of its positional encoding as a *buffer*; HF
+# makes it a parameter shared by two modules. No built-in strategy trains it.
+POSITIONAL_MATRIX = "shared_image_embedding.positional_embedding"
+
+
+@dataclasses.dataclass
+class StrategyConfig:
+    """Base of every strategy config: a dataclass that validates itself and round-trips JSON.
+
+    Subclasses add fields (with ``metadata={"help": ...}``) and check their values in
+    ``__post_init__``, raising :class:`~samtune.errors.ConfigError`.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-able values."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_json(self) -> str:
+        """The config as a compact, key-sorted JSON string."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, strategy: str = "") -> StrategyConfig:
+        """Build and validate a config; an unknown key is a :class:`ConfigError` listing the valid ones."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                f"a strategy config must be a mapping of option names to values; "
+                f"found {type(values).__name__}"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            who = f"strategy {strategy!r}" if strategy else cls.__name__
+            raise ConfigError(
+                f"{who} has no option {', '.join(map(repr, unknown))}; its options are "
+                f"{', '.join(sorted(known)) or '(none)'}"
+            )
+        return cls(**dict(values))
+
+    @classmethod
+    def from_json(cls, text: str, *, strategy: str = "") -> StrategyConfig:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"strategy config is not valid JSON ({exc}): {text[:80]!r}") from None
+        return cls.from_dict(values, strategy=strategy)
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """Option name -> help text (from the fields' ``metadata["help"]``)."""
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def check_type(name: str, value: Any, kind: type | tuple[type, ...], what: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a ``kind`` (bools are not numbers)."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        ok = False
+    else:
+        ok = isinstance(value, kinds)
+    if not ok:
+        raise ConfigError(f"{name} must be {what}; found {value!r} ({type(value).__name__})")
+
+
+def check_positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False):
+    """Raise :class:`ConfigError` unless ``value`` is a positive (or non-negative) number."""
+    kind = int if integer else (int, float)
+    what = "an integer" if integer else "a number"
+    check_type(name, value, kind, what)
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be {bound}; found {value!r}")
+
+
+class Strategy:
+    """An adaptation strategy. Subclasses set ``name``, ``description``, ``config_class``.
+
+    ``Strategy(config)`` or ``Strategy(**options)``; options are validated by the config class.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    config_class: ClassVar[type[StrategyConfig]] = StrategyConfig
+    #: The distribution (pip package) that provides this strategy; set by the registry.
+    distribution: ClassVar[str] = ""
+
+    def __init__(self, config: StrategyConfig | Mapping[str, Any] | None = None, **options: Any):
+        if isinstance(config, StrategyConfig):
+            if options:
+                config = self.config_class.from_dict(
+                    {**config.to_dict(), **options}, strategy=self.name
+                )
+            if not isinstance(config, self.config_class):
+                raise ConfigError(
+                    f"strategy {self.name!r} expects a {self.config_class.__name__}; "
+                    f"found {type(config).__name__}"
+                )
+            self.config = config
+        else:
+            self.config = self.config_class.from_dict(
+                {**dict(config or {}), **options}, strategy=self.name
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+    # ------------------------------------------------------------------ to override
+
+    @property
+    def freezes_image_encoder(self) -> bool:
+        """True when no image-encoder tensor trains (image embeddings can then be cached)."""
+        return False
+
+    def inject(self, model: torch.nn.Module) -> None:
+        """Add this strategy's layers to ``model`` in place (default: none)."""
+
+    def is_trainable(self, name: str) -> bool:
+        """Whether the parameter ``name`` (as in ``model.named_parameters()`` after
+        :meth:`inject`) trains under this strategy."""
+        raise NotImplementedError
+
+    def merge(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Fold what trained into plain ``SamModel`` weights, in place; return the model.
+
+        The default suits strategies that add no layers (they trained base tensors directly).
+        Strategies with layers that cannot be folded raise :class:`~samtune.errors.InputError`.
+        """
+        return model
+
+    # ------------------------------------------------------------------ fixed
+
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Prepare ``model`` (a ``transformers.SamModel``) for training, in place.
+
+        Fingerprints the untouched base weights, injects this strategy's layers, sets
+        ``requires_grad`` so that exactly :meth:`is_trainable` parameters train, and records
+        the strategy on the model (``save_adapter`` reads it). Returns the same instance.
+
+        Raises:
+            InputError: the model already carries a strategy.
+        """
+        from ..models import base_fingerprint
+
+        existing = getattr(model, STRATEGY_ATTR, None)
+        if existing is not None:
+            raise InputError(
+                f"this model already has strategy {existing.name!r} applied; apply a strategy "
+                "to a freshly loaded base model (samtune.load_model(...))"
+            )
+        base_fingerprint(model)  # before any change, so it names the untouched weights
+        self.inject(model)
+        for name, param in model.named_parameters():
+            param.requires_grad_(bool(self.is_trainable(name)))
+        setattr(model, STRATEGY_ATTR, self)
+        return model
+
+    def trainable_names(self, model: torch.nn.Module) -> list[str]:
+        """Names of the parameters that train, sorted."""
+        return sorted(n for n, p in model.named_parameters() if p.requires_grad)
+
+    def trainable_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """Exactly the trained tensors, detached copies on CPU, keyed by parameter name."""
+        return {
+            n: p.detach().to("cpu").clone().contiguous()
+            for n, p in model.named_parameters()
+            if p.requires_grad
+        }
+
+    def load_trainable_state_dict(
+        self, model: torch.nn.Module, tensors: Mapping[str, torch.Tensor]
+    ) -> None:
+        """Copy trained tensors into a model this strategy was applied to.
+
+        Raises:
+            CheckpointError: names or shapes that do not match what this strategy trains.
+        """
+        params = dict(model.named_parameters())
+        expected = {n for n, p in params.items() if p.requires_grad}
+        missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"the adapter does not match strategy {self.name!r} with config "
+                f"{self.config.to_json()}: missing tensors {missing[:3]}, unexpected "
+                f"{unexpected[:3]}; the file was written by another version or edited"
+            )
+        with torch.no_grad():
+            for n, value in tensors.items():
+                param = params[n]
+                if tuple(param.shape) != tuple(value.shape):
+                    raise CheckpointError(
+                        f"tensor {n!r} has shape {tuple(value.shape)} in the adapter, but the "
+                        f"model expects {tuple(param.shape)}; the adapter is for another base size"
+                    )
+                param.copy_(value.to(param.dtype))
+
+
+def applied_strategy(model: torch.nn.Module) -> Strategy | None:
+    """The strategy applied to ``model`` (``None`` for a plain model)."""
+    return getattr(model, STRATEGY_ATTR, None)
+
+
+def clear_strategy(model: torch.nn.Module) -> None:
+    """Forget the strategy and base fingerprint recorded on ``model`` (after merging)."""
+    from ..models import _FINGERPRINT_ATTR
+
+    for attr in (STRATEGY_ATTR, _FINGERPRINT_ATTR):
+        if attr in model.__dict__:
+            delattr(model, attr)
+
+
+def copy_model(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy that keeps samtune's attributes (strategy, fingerprint, source)."""
+    return copy.deepcopy(model)

@@ -1,0 +1,81 @@
+"""``lora``: LoRA (optionally DoRA) through peft on SAM's image-encoder attention.
+
+Defaults follow SAMed / MeLo-style SAM LoRA: rank 8 on the fused ``qkv`` projection of every
+image-encoder block, ``alpha = rank`` (scale 1), no dropout, and the mask decoder trained
+directly. Optional targets: the attention output ``proj``, the MLP (``lin1``/``lin2``), and
+the mask decoder's attention ``q_proj``/``v_proj`` (which then stay LoRA while the rest of the
+decoder trains).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .base import StrategyConfig, check_positive, check_type
+from .peft import ENCODER_QKV, PeftBasedStrategy
+
+_TARGETS = {
+    "qkv": ENCODER_QKV,
+    "proj": r"vision_encoder\.layers\.\d+\.attn\.proj",
+    "mlp": r"vision_encoder\.layers\.\d+\.mlp\.lin[12]",
+    "decoder_attention": r"mask_decoder\.transformer\.(?:layers\.\d+\.(?:self_attn|"
+    r"cross_attn_token_to_image|cross_attn_image_to_token)|final_attn_token_to_image)"
+    r"\.(?:q_proj|v_proj)",
+}
+
+
+@dataclass
+class LoraConfig(StrategyConfig):
+    rank: int = field(default=8, metadata={"help": "LoRA rank r."})
+    alpha: float = field(
+        default=8.0, metadata={"help": "LoRA alpha; the update is scaled by alpha/rank."}
+    )
+    dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input, in [0, 1)."})
+    proj: bool = field(
+        default=False, metadata={"help": "Also adapt the encoder attention output proj."}
+    )
+    mlp: bool = field(default=False, metadata={"help": "Also adapt the encoder MLP (lin1, lin2)."})
+    decoder_attention: bool = field(
+        default=False, metadata={"help": "LoRA on the mask decoder's attention q_proj/v_proj."}
+    )
+    use_dora: bool = field(default=False, metadata={"help": "DoRA: weight-decomposed LoRA."})
+    train_decoder: bool = field(
+        default=True, metadata={"help": "Train the mask decoder's weights directly."}
+    )
+
+    def __post_init__(self) -> None:
+        check_positive("rank", self.rank, integer=True)
+        check_positive("alpha", self.alpha)
+        check_type("dropout", self.dropout, (int, float), "a number in [0, 1)")
+        if not 0 <= self.dropout < 1:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"dropout must be in [0, 1); found {self.dropout!r}")
+        for flag in ("proj", "mlp", "decoder_attention", "use_dora", "train_decoder"):
+            check_type(flag, getattr(self, flag), bool, "true or false")
+
+    def target_regex(self) -> str:
+        chosen = ["qkv"] + [k for k in ("proj", "mlp", "decoder_attention") if getattr(self, k)]
+        return "|".join(f"(?:{_TARGETS[k]})" for k in chosen)
+
+
+class LoraStrategy(PeftBasedStrategy):
+    """LoRA on the image encoder's attention (peft), mask decoder trainable by default."""
+
+    name = "lora"
+    description = "LoRA/DoRA (peft) on the image encoder's qkv; mask decoder trains."
+    config_class = LoraConfig
+
+    def peft_config(self, modules_to_save: list[str] | None = None):
+        from peft import LoraConfig as PeftLoraConfig
+
+        c = self.config
+        return PeftLoraConfig(
+            r=c.rank,
+            lora_alpha=c.alpha,
+            lora_dropout=c.dropout,
+            target_modules=c.target_regex(),
+            use_dora=c.use_dora,
+            bias="none",
+            modules_to_save=modules_to_save,
+        )
