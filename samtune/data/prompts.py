@@ -77,15 +77,21 @@ def distance_to_boundary(mask: np.ndarray) -> np.ndarray:
 def center_point(mask: np.ndarray) -> tuple[int, int] | None:
     """(x, y) of the centre of the largest inscribed disc (max of the distance transform).
 
-    Ties are broken by the first pixel in row-major order, so the result is deterministic.
+    When the maximum is a ridge (an elongated shape), the ridge pixel nearest to the ridge's
+    mean is taken, so a rectangle gets its centre; the result is deterministic.
     Returns None for an empty mask.
     """
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return None
-    dist = distance_to_boundary(mask)
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return int(x), int(y)
+    return _argmax_central(distance_to_boundary(mask))
+
+
+def _argmax_central(dist: np.ndarray) -> tuple[int, int]:
+    ys, xs = np.nonzero(dist >= dist.max() - 1e-6)
+    d2 = (ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2
+    k = int(np.argmin(d2))
+    return int(xs[k]), int(ys[k])
 
 
 def _random_pixels(region: np.ndarray, k: int, gen: np.random.Generator) -> np.ndarray:
@@ -188,6 +194,5 @@ def next_click(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int] | None:
     d_fn = distance_to_boundary(fn) if fn.any() else np.zeros(gt.shape)
     d_fp = distance_to_boundary(fp) if fp.any() else np.zeros(gt.shape)
     positive = d_fn.max() >= d_fp.max()
-    dist = d_fn if positive else d_fp
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return int(x), int(y), int(positive)
+    x, y = _argmax_central(d_fn if positive else d_fp)
+    return x, y, int(positive)
