@@ -1,0 +1,84 @@
+"""``samtune merge`` and ``samtune export``: turn an adapter into a model others can load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+_ADAPTER = typer.Argument(help="Adapter folder (holding adapter.safetensors), file, or hub id.")
+_BASE = typer.Option(
+    "--base",
+    help="Base model (preset, path or hub id). Default: the base recorded in the adapter.",
+)
+
+
+def _tuned(adapter: str, base: str | None):
+    from ..adapters import load_adapter, read_adapter
+
+    source = base or read_adapter(adapter).metadata.get("base_model", "")
+    return load_adapter(source, adapter)
+
+
+def merge(
+    adapter: Annotated[str, _ADAPTER],
+    output: Annotated[Path, typer.Argument(help="Output folder for the merged SamModel.")],
+    base: Annotated[str | None, _BASE] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT.")] = False,
+) -> None:
+    """Merge an adapter into its base and write a plain Hugging Face SamModel folder.
+
+    The folder loads with `transformers.SamModel.from_pretrained`, no samtune needed.
+    Bottleneck adapters (strategy `adapter`) cannot be merged (they are nonlinear).
+
+    Examples:
+
+        samtune merge runs/lora-demo ./sam-merged
+
+        samtune merge runs/lora-demo ./sam-merged --base facebook/sam-vit-base
+    """
+    from ..adapters import export_adapter
+
+    export_adapter(_tuned(adapter, base), output, "hf", overwrite=overwrite)
+    typer.echo(f"wrote {output}")
+
+
+def export(
+    adapter: Annotated[str, _ADAPTER],
+    output: Annotated[Path, typer.Argument(help="Output folder, or .pth for segment-anything.")],
+    format: Annotated[
+        str,
+        typer.Option("--format", "-f", help="hf, segment-anything, peft or hub."),
+    ] = "hub",
+    base: Annotated[str | None, _BASE] = None,
+    metrics: Annotated[
+        Path | None,
+        typer.Option("--metrics", help="hub: metrics JSON or Markdown for the model card."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT.")] = False,
+) -> None:
+    """Export a tuned model: merged HF folder, Meta .pth, peft directory, or hub folder.
+
+    Formats: `hf` (merged SamModel folder), `segment-anything` (merged Meta .pth for
+    segment_anything's Sam), `peft` (adapter_config.json + adapter_model.safetensors for
+    peft.PeftModel.from_pretrained; peft-based strategies such as lora), `hub` (adapter,
+    adapter_config.json and a README.md model card, ready for `huggingface-cli upload`).
+
+    Examples:
+
+        samtune export runs/lora-demo ./sam_tuned.pth --format segment-anything
+
+        samtune export runs/lora-demo ./lora-peft --format peft
+
+        samtune export runs/lora-demo ./hub-upload --format hub --metrics runs/lora-demo/eval.json
+    """
+    from ..adapters import export_adapter
+
+    export_adapter(_tuned(adapter, base), output, format, metrics=metrics, overwrite=overwrite)
+    typer.echo(f"wrote {output}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(merge)
+    app.command()(export)
