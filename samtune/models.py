@@ -112,17 +112,32 @@ def vit_config(size: str, image_size: int = 1024) -> SamConfig:
     )
 
 
-def _random_model(config: SamConfig, seed: int) -> SamModel:
+def sam_from_config(config: SamConfig, seed: int = 0) -> SamModel:
+    """A randomly initialised ``SamModel`` that trains like Meta's SAM does from scratch.
+
+    transformers initialises the random Fourier features of the prompt/positional encoding
+    with a standard deviation of ``vision hidden_size // 2`` (48 for a 96-wide encoder); Meta's
+    ``PositionEmbeddingRandom`` uses 1. With the larger value every box corner and point is
+    encoded at frequencies far above the image grid, and a small model cannot learn to use
+    prompts at all (it collapses to empty masks). We use Meta's scale.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SamModel(config)
-        # SAM zero-initialises positional tables; give them small values so that position
-        # matters in a random model exactly as in a trained one.
-        for name, param in model.named_parameters():
-            if "rel_pos" in name or name.endswith("pos_embed"):
-                with torch.no_grad():
+        with torch.no_grad():
+            model.shared_image_embedding.positional_embedding.normal_(std=1.0)
+            model.prompt_encoder.shared_embedding.positional_embedding.copy_(
+                model.shared_image_embedding.positional_embedding
+            )
+            # SAM zero-initialises positional tables; give them small values so that
+            # position matters in a random model exactly as in a trained one.
+            for name, param in model.named_parameters():
+                if "rel_pos" in name or name.endswith("pos_embed"):
                     param.normal_(std=0.02)
     return model.eval()
+
+
+_random_model = sam_from_config
 
 
 def _load_demo(seed: int) -> SamModel:
