@@ -334,3 +334,14 @@ def test_cli_lists_strategies_with_descriptions_and_defaults():
     assert data["lora"]["config"]["rank"] == 8
     assert data["bitfit"]["package"] == "samtune-bitfit"
     assert data["decoder"]["freezes_image_encoder"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("train_decoder", "limit_mb"), [(True, 20), (False, 2)])
+def test_lora_adapter_on_vit_b_is_small(tmp_path, train_decoder, limit_mb):
+    model = get_strategy("lora", train_decoder=train_decoder).apply(
+        samtune.load_model("vit-b-random")
+    )
+    size = save_adapter(model, tmp_path).stat().st_size
+    assert size < limit_mb * 1e6
+    assert size > 1e6  # 12 blocks x rank 8 x (768 + 2304) x 4 bytes at the very least
