@@ -1,0 +1,262 @@
+"""Masks for given prompts on new images: the library side of ``samtune predict``.
+
+Prompts are in original image pixels: boxes ``(N, 4)`` XYXY, points ``(N, K, 2)`` (x, y) with
+labels ``(N, K)`` (1 positive, 0 negative). Each box (or each group of K points, or each
+box + point group) is one prompt and gives one mask. The image is encoded once; masks are
+returned at the original resolution (logits upsampled, padding removed, thresholded at 0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError, MissingFileError
+
+
+@dataclass
+class Prediction:
+    """``masks`` ``(N, H, W)`` bool, ``scores`` ``(N,)`` float32 (the IoU head's estimate)."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+
+    def to_coco(self) -> list[dict]:
+        """One dict per mask: ``segmentation`` (COCO RLE, counts as str), ``area``, ``bbox``
+        (XYWH), ``score``; ``pycocotools.mask.decode`` restores the mask exactly."""
+        from pycocotools import mask as mask_utils
+
+        out = []
+        for m, s in zip(self.masks, self.scores, strict=True):
+            rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+            bbox = mask_utils.toBbox(rle).tolist()
+            rle["counts"] = rle["counts"].decode("ascii")
+            out.append({"segmentation": rle, "area": int(m.sum()), "bbox": bbox, "score": float(s)})
+        return out
+
+
+def _prompt_array(x, last: int, name: str) -> np.ndarray | None:
+    if x is None:
+        return None
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be numbers, found {x!r}") from None
+    if arr.size == 0 or arr.shape[-1] != last:
+        raise InputError(
+            f"{name} must have shape (..., {last}), found {arr.shape}; e.g. "
+            + ("[[x0, y0, x1, y1]]" if last == 4 else "[[[x, y]]] (prompts, points, 2)")
+        )
+    return arr
+
+
+def predict(
+    model: torch.nn.Module,
+    image,
+    *,
+    boxes=None,
+    points=None,
+    point_labels=None,
+    multimask: bool = False,
+    prompt_batch: int = 32,
+) -> Prediction:
+    """Segment ``image`` with SAM for each prompt.
+
+    Args:
+        model: a ``SamModel`` (with or without an adapter).
+        image: HxWx3 uint8 RGB array, PIL image, or a path to an image file.
+        boxes: ``(N, 4)`` XYXY boxes in original pixels.
+        points: ``(N, K, 2)`` or ``(N, 2)`` (one point per prompt) (x, y) in original pixels.
+        point_labels: ``(N, K)`` labels, 1 positive / 0 negative (default: all 1).
+        multimask: ask SAM for 3 candidates per prompt and keep the one the IoU head rates
+            best (useful for single ambiguous points); otherwise the single-mask output.
+        prompt_batch: prompts per decoder call.
+
+    Returns:
+        :class:`Prediction` with one mask per prompt, in prompt order.
+
+    Raises:
+        InputError: no prompt, or prompts with the wrong shape or unequal counts.
+        MissingFileError: an image path that does not exist.
+    """
+    from .data.transforms import preprocess_image
+    from .models import preprocess_config
+
+    if isinstance(image, (str, os.PathLike)):
+        image = load_image_file(image)
+    boxes = _prompt_array(boxes, 4, "boxes")
+    points = _prompt_array(points, 2, "points")
+    if boxes is None and points is None:
+        raise InputError("no prompt given: pass boxes and/or points")
+    if points is not None:
+        points = points.reshape(len(points), -1, 2) if points.ndim != 3 else points
+        labels = (
+            np.ones(points.shape[:2], np.int64)
+            if point_labels is None
+            else np.asarray(point_labels, np.int64).reshape(points.shape[:2])
+        )
+    if boxes is not None:
+        boxes = boxes.reshape(-1, 4)
+    if boxes is not None and points is not None and len(boxes) != len(points):
+        raise InputError(
+            f"boxes and points pair up into prompts, so their counts must match: "
+            f"{len(boxes)} boxes, {len(points)} point groups"
+        )
+    n = len(boxes) if boxes is not None else len(points)
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    pixel_values, geom = preprocess_image(image, preprocess_config(model))
+    masks, scores = [], []
+    try:
+        with torch.no_grad():
+            emb = model.get_image_embeddings(pixel_values[None].to(param.device, param.dtype))
+            for s in range(0, n, prompt_batch):
+                kw = {}
+                if boxes is not None:
+                    b = geom.coords_to_model(torch.from_numpy(boxes[s : s + prompt_batch]))
+                    kw["input_boxes"] = b[None].to(param.device, param.dtype)
+                if points is not None:
+                    p = geom.coords_to_model(torch.from_numpy(points[s : s + prompt_batch]))
+                    kw["input_points"] = p[None].to(param.device, param.dtype)
+                    kw["input_labels"] = torch.from_numpy(labels[s : s + prompt_batch])[None].to(
+                        param.device
+                    )
+                out = model(image_embeddings=emb, multimask_output=multimask, **kw)
+                logits, iou = out.pred_masks[0].float(), out.iou_scores[0].float()
+                pick = iou.argmax(dim=1)
+                rows = torch.arange(len(pick), device=pick.device)
+                masks.append((geom.logits_to_original(logits[rows, pick].cpu()) > 0).numpy())
+                scores.append(iou[rows, pick].cpu().numpy())
+    finally:
+        model.train(was_training)
+    return Prediction(np.concatenate(masks), np.concatenate(scores).astype(np.float32))
+
+
+def load_image_file(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB (EXIF orientation applied)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"image {str(path)!r} does not exist")
+    try:
+        from .data.coco import load_image
+
+        return load_image(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{str(path)!r} is not a readable image: {exc}") from None
+
+
+# --------------------------------------------------------------------------- prompt parsing
+
+_NUM = r"\s*-?\d+(?:\.\d+)?\s*"
+
+
+def parse_boxes(text: str) -> np.ndarray:
+    """``"x0,y0,x1,y1;x0,y0,x1,y1"`` -> ``(N, 4)`` float32 (x1 > x0 and y1 > y0 required)."""
+    items = [t for t in text.split(";") if t.strip()]
+    if not items or not all(re.fullmatch(",".join([_NUM] * 4), t) for t in items):
+        raise InputError(
+            f"malformed --boxes {text!r}: expected 'x0,y0,x1,y1' boxes separated by ';', "
+            "e.g. '10,20,110,140;5,5,50,60'"
+        )
+    arr = np.array([[float(v) for v in t.split(",")] for t in items], np.float32)
+    bad = (arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1])
+    if bad.any():
+        raise InputError(
+            f"box {items[int(np.argmax(bad))]!r} has x1 <= x0 or y1 <= y0; boxes are "
+            "x0,y0,x1,y1 (top-left, bottom-right)"
+        )
+    return arr
+
+
+def parse_points(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """``"x,y;x,y"`` -> points ``(N, 1, 2)`` and labels ``(N, 1)``: one positive point per prompt.
+
+    ``"x,y,0"`` makes a (lone) negative point; multi-point prompts come from a prompts file.
+    """
+    items = [t for t in text.split(";") if t.strip()]
+    pattern = rf"{_NUM},{_NUM}(?:,\s*[01]\s*)?"
+    if not items or not all(re.fullmatch(pattern, t) for t in items):
+        raise InputError(
+            f"malformed --points {text!r}: expected 'x,y' points separated by ';' "
+            "(optionally 'x,y,label' with label 1 or 0), e.g. '64,80;30,12'"
+        )
+    vals = [[float(v) for v in t.split(",")] for t in items]
+    points = np.array([[v[:2]] for v in vals], np.float32)
+    labels = np.array([[int(v[2]) if len(v) == 3 else 1] for v in vals], np.int64)
+    return points, labels
+
+
+def read_prompts_file(path: str | os.PathLike) -> dict:
+    """Read a JSON prompts file.
+
+    Either one prompt set for every image::
+
+        {"boxes": [[x0, y0, x1, y1], ...], "points": [[[x, y], ...], ...], "labels": [[1, ...], ...]}
+
+    or one per image, keyed by file name (or path as given on the command line)::
+
+        {"images": {"a.jpg": {"boxes": [...]}, "b.jpg": {"points": [...]}}}
+
+    Returns:
+        ``{"*": prompts}`` or ``{name: prompts}``, each prompts dict with numpy ``boxes``,
+        ``points``, ``labels`` (absent keys are None).
+
+    Raises:
+        MissingFileError: the file does not exist. InputError: not JSON or the wrong layout.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"prompts file {str(path)!r} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"prompts file {str(path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(
+            f"prompts file {str(path)!r} must hold a JSON object with 'boxes'/'points' or "
+            f"'images', found {type(data).__name__}"
+        )
+    if "images" in data:
+        if not isinstance(data["images"], dict):
+            raise InputError(f"'images' in {str(path)!r} must map file names to prompts")
+        return {str(k): _prompt_set(v, f"{path}:{k}") for k, v in data["images"].items()}
+    return {"*": _prompt_set(data, str(path))}
+
+
+def _prompt_set(d, where: str) -> dict:
+    if not isinstance(d, dict) or not ({"boxes", "points"} & set(d)):
+        raise InputError(f"prompts in {where!r} need 'boxes' and/or 'points'")
+    unknown = set(d) - {"boxes", "points", "labels"}
+    if unknown:
+        raise InputError(
+            f"unknown keys {sorted(unknown)} in {where!r}; expected boxes, points, labels"
+        )
+    out = {
+        "boxes": _prompt_array(d.get("boxes"), 4, f"boxes in {where}"),
+        "points": _prompt_array(d.get("points"), 2, f"points in {where}"),
+        "labels": None,
+    }
+    if d.get("labels") is not None:
+        if out["points"] is None:
+            raise InputError(f"'labels' without 'points' in {where!r}")
+        out["labels"] = np.asarray(d["labels"], np.int64)
+        if out["labels"].size != out["points"].reshape(-1, 2).shape[0]:
+            raise InputError(f"'labels' in {where!r} must give one label per point")
+    return out
+
+
+__all__ = [
+    "Prediction",
+    "load_image_file",
+    "parse_boxes",
+    "parse_points",
+    "predict",
+    "read_prompts_file",
+]
