@@ -80,6 +80,10 @@ def predict_command(
     loaded = [(path, load_image_file(path)) for path in images]  # fail before loading a model
     per_image = [(path, img, _prompts_for(table, path)) for path, img in loaded]
 
+    if adapter is not None:  # a missing or broken adapter fails before the model loads
+        from ..adapters import read_adapter
+
+        read_adapter(adapter)
     sam = load_model(model)
     if adapter is not None:
         from ..adapters import load_adapter
