@@ -12,6 +12,7 @@ Sources, tried in this order:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -119,8 +120,13 @@ def sam_from_config(config: SamConfig, seed: int = 0) -> SamModel:
     with a standard deviation of ``vision hidden_size // 2`` (48 for a 96-wide encoder); Meta's
     ``PositionEmbeddingRandom`` uses 1. With the larger value every box corner and point is
     encoded at frequencies far above the image grid, and a small model cannot learn to use
-    prompts at all (it collapses to empty masks). We use Meta's scale.
+    prompts at all (it collapses to empty masks). We use Meta's scale, and the top-level
+    ``initializer_range`` (0.02) for the vision encoder too.
     """
+    config = copy.deepcopy(config)
+    # The vision sub-config's default initializer_range is 1e-10: its weights would start at
+    # ~0 and its embeddings at ~1e-14, so the encoder would have no effect on the outputs.
+    config.vision_config.initializer_range = config.initializer_range
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SamModel(config)
