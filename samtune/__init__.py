@@ -1,48 +1,92 @@
-"""samtune: fine-tune Meta's Segment Anything Model (SAM) on your own data."""
+"""samtune: fine-tune Meta's Segment Anything Model (SAM) on your own data.
+
+The public API is re-exported here and imported lazily (PEP 562), so ``import samtune`` and
+``samtune --help`` do not pay for torch and transformers until a name is used::
+
+    import samtune
+
+    model = samtune.load_model("demo")                      # or a hub id / Meta .pth / folder
+    result = samtune.fit(model="demo", strategy="lora", dataset="demo")
+    tuned = samtune.load_adapter("demo", result.adapter_dir)
+    report = samtune.evaluate(tuned, samtune.load_dataset("demo", "test"), prompt="box")
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from .errors import (  # noqa: E402
-    AdapterMismatchError,
-    CheckpointError,
-    ConfigError,
-    DataError,
-    InputError,
-    MissingDependencyError,
-    MissingFileError,
-    OfflineError,
-    RunError,
-    SamtuneError,
-    UnknownNameError,
-)
-from .models import (  # noqa: E402
-    PreprocessConfig,
-    base_fingerprint,
-    fingerprint,
-    list_presets,
-    load_model,
-    preprocess_config,
-)
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    # errors
+    **{
+        name: "samtune.errors"
+        for name in (
+            "AdapterMismatchError",
+            "CheckpointError",
+            "ConfigError",
+            "DataError",
+            "InputError",
+            "MissingDependencyError",
+            "MissingFileError",
+            "OfflineError",
+            "RunError",
+            "SamtuneError",
+            "UnknownNameError",
+        )
+    },
+    # models
+    "PreprocessConfig": "samtune.models",
+    "base_fingerprint": "samtune.models",
+    "fingerprint": "samtune.models",
+    "list_presets": "samtune.models",
+    "load_model": "samtune.models",
+    "preprocess_config": "samtune.models",
+    # strategies and adapters
+    "Strategy": "samtune.strategies",
+    "StrategyConfig": "samtune.strategies",
+    "broken_strategies": "samtune.strategies",
+    "get_strategy": "samtune.strategies",
+    "list_strategies": "samtune.strategies",
+    "export_adapter": "samtune.adapters",
+    "load_adapter": "samtune.adapters",
+    "merge_adapter": "samtune.adapters",
+    "read_adapter": "samtune.adapters",
+    "save_adapter": "samtune.adapters",
+    # data
+    "Geometry": "samtune.data",
+    "InstanceDataset": "samtune.data",
+    "PromptedDataset": "samtune.data",
+    "Sample": "samtune.data",
+    "collate_prompted": "samtune.data",
+    "list_datasets": "samtune.data",
+    "load_dataset": "samtune.data",
+    "preprocess_image": "samtune.data",
+    # training
+    "FitConfig": "samtune.train",
+    "FitResult": "samtune.train",
+    "fit": "samtune.train",
+    # evaluation and prediction
+    "EvalReport": "samtune.evaluate",
+    "compare": "samtune.evaluate",
+    "evaluate": "samtune.evaluate",
+    "format_comparison": "samtune.evaluate",
+    "predict": "samtune.predict",
+}
 
-__all__ = [
-    "AdapterMismatchError",
-    "CheckpointError",
-    "ConfigError",
-    "DataError",
-    "InputError",
-    "MissingDependencyError",
-    "MissingFileError",
-    "OfflineError",
-    "PreprocessConfig",
-    "RunError",
-    "SamtuneError",
-    "UnknownNameError",
-    "__version__",
-    "base_fingerprint",
-    "fingerprint",
-    "list_presets",
-    "load_model",
-    "preprocess_config",
-]
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'samtune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
