@@ -255,3 +255,132 @@ def test_two_processes_give_exactly_the_numbers_of_one(tmp_path):
         assert results[2][prompt]["images"] == results[1][prompt]["images"]
         assert results[1][prompt]["metrics"]["num_images"] == 3
         assert results[1][prompt]["metrics"]["num_instances"] == 12
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _train_adapter(strategy: str, directory, root, steps: int = 3, lr: float = 3e-4):
+    """A few manual optimizer steps with a strategy, saved as an adapter (fit is tested elsewhere)."""
+    import torch.nn.functional as F
+
+    from samtune.adapters import save_adapter
+    from samtune.data import load_dataset, preprocess_image
+    from samtune.models import load_model, preprocess_config
+    from samtune.strategies import get_strategy
+
+    torch.manual_seed(0)
+    model = get_strategy(strategy).apply(load_model("tiny"))
+    model.train()
+    cfg = preprocess_config(model)
+    train = load_dataset("demo", "train", root)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    for step in range(steps):
+        s = train[step % 2]
+        pixel_values, geom = preprocess_image(s.image, cfg)
+        boxes = torch.as_tensor(geom.coords_to_model(s.boxes))[None]
+        logits = model(pixel_values=pixel_values[None], input_boxes=boxes, multimask_output=False)
+        logits = logits.pred_masks[0, :, 0]
+        target = geom.masks_to_model(s.masks, size=logits.shape[-1]).float()
+        loss = F.binary_cross_entropy_with_logits(logits, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    save_adapter(model, directory)
+    return model
+
+
+@pytest.mark.slow
+def test_cli_compare_base_and_adapters_on_demo(tmp_path):
+    """``samtune eval --adapter A --adapter B --compare``: numbers equal in-memory evaluation."""
+    from typer.testing import CliRunner
+
+    from samtune.cli import app
+    from samtune.data import load_dataset
+    from samtune.models import load_model
+
+    root = tmp_path / "demo"
+    tuned = {
+        name: _train_adapter(name, tmp_path / name, root, lr=lr)
+        for name, lr in (("decoder", 3e-4), ("full", 1e-3))
+    }
+    val = load_dataset("demo", "val", root)
+    for prompt in ("box", "point"):
+        out = tmp_path / f"cmp-{prompt}"
+        args = ["eval", "-m", "tiny", "-d", "demo", "--root", str(root), "--max-images", "3",
+                "-p", prompt, "--compare", "-a", str(tmp_path / "decoder"),
+                "-a", str(tmp_path / "full"), "-o", str(out), "--worst", "1"]  # fmt: skip
+        if prompt == "point":  # figures once is enough: they are the slow part
+            args.append("--no-plots")
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        rows = [line for line in res.output.splitlines() if line.startswith("| ")]
+        assert [r.split("|")[1].strip() for r in rows[:4]] == [
+            "model", "tiny (zero-shot)", "decoder", "full",
+        ]  # fmt: skip
+        saved = json.loads((out / "comparison.json").read_text())
+        expected = {
+            "tiny (zero-shot)": evaluate(load_model("tiny"), val, prompt, max_images=3),
+            **{n: evaluate(m, val, prompt, max_images=3) for n, m in tuned.items()},
+        }
+        for label, report in expected.items():
+            assert saved[label]["metrics"]["miou"] == pytest.approx(
+                report.metrics["miou"], abs=1e-12
+            )
+        base, dec = (
+            expected["tiny (zero-shot)"].metrics["miou"],
+            expected["decoder"].metrics["miou"],
+        )
+        assert dec != base  # the adapter was applied
+        assert f"{100 * dec:.2f} ({100 * (dec - base):+.2f})" in rows[2]
+        assert (out / "comparison.md").read_text().startswith("Protocol")
+        if prompt == "point":
+            assert not list(out.glob("*.png"))
+            continue
+        assert (out / "per_class_iou.png").stat().st_size > 1000
+        assert (out / "1-decoder" / "metrics.json").is_file()
+        assert len(list((out / "0-tiny" / "worst").glob("*.png"))) == 1
+
+
+def test_cli_config_file_and_overrides(tmp_path):
+    from typer.testing import CliRunner
+
+    from samtune.cli import app
+
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(
+        f"model: tiny\ndataset: demo\nroot: {tmp_path / 'demo'}\nmax-images: 2\nprompt: point\n"
+    )
+    res = CliRunner().invoke(app, ["eval", "--config", str(cfg), "--json", "-p", "box"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["tiny"]["protocol"] == "box"  # the flag beats the file
+    assert out["tiny"]["metrics"]["num_images"] == 2  # the file beats the default
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["-p", "boxes"], "unknown evaluation protocol 'boxes'"),
+        (["-p", "clicks:0"], "clicks:N"),
+        (["-m", "./no-such-model"], "does not exist"),
+        (["-a", "./no-such-adapter"], "no-such-adapter"),
+        (["-d", "nope"], "nope"),
+        (["--compare"], "--compare needs at least one --adapter"),
+        (["--config", "missing.yaml"], "missing.yaml"),
+        (["--config", "{bad}"], "unknown option 'prompts'"),
+    ],
+)
+def test_cli_bad_input_exits_2(tmp_path, args, match):
+    from typer.testing import CliRunner
+
+    from samtune.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("prompts: box\n")
+    args = [a.replace("{bad}", str(bad)) for a in args]
+    res = CliRunner().invoke(app, ["eval", "--root", str(tmp_path / "demo"), "-m", "tiny", *args])
+    assert res.exit_code == 2, res.output
+    assert match in res.output
+    assert "Traceback" not in res.output

@@ -140,12 +140,11 @@ def eval_command(
 
         samtune eval --config eval.yaml --prompt clicks:5
     """
-    from click.core import ParameterSource
-
     values = {k: v for k, v in locals().items() if k in CONFIG_KEYS}
     if config is not None:
         for key, value in read_config(config).items():
-            if ctx.get_parameter_source(key) in (ParameterSource.DEFAULT, None):
+            source = ctx.get_parameter_source(key)  # typer may vendor click: compare names
+            if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
                 values[key] = value
     run_eval(**values)
 
