@@ -89,7 +89,7 @@ def test_embedding_cache_disk_roundtrip_and_memory_budget(tmp_path):
 
 def test_config_yaml_roundtrip_and_overrides(tmp_path):
     cfg = build_config(None, dataset="demo", strategy="decoder", epochs=3).resolved()
-    assert cfg.model == "demo" and cfg.epochs == 3 and cfg.lr == pytest.approx(3e-3)
+    assert cfg.model == "demo" and cfg.epochs == 3 and cfg.lr == pytest.approx(3e-4)
     assert build_config(None, dataset="trashcan").resolved().model == "facebook/sam-vit-base"
     save_yaml(cfg, tmp_path / "config.yaml")
     again = build_config(tmp_path / "config.yaml", epochs=5)

@@ -24,7 +24,7 @@ CACHE_MODES = ("auto", "on", "off")
 DEMO_DEFAULTS: dict[str, Any] = {
     "model": "demo",
     "epochs": 4,
-    "lr": 3e-3,
+    "lr": 3e-4,
     "warmup_steps": 2,
     "batch_size": 2,
     "max_instances": 8,
@@ -60,7 +60,7 @@ class FitConfig:
     batch_size: int | None = field(default=None, metadata={"help": "Images per step per process."})
     grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
     lr: float | None = field(
-        default=None, metadata={"help": "Peak learning rate (1e-4; demo 3e-3)."}
+        default=None, metadata={"help": "Peak learning rate (1e-4; demo 3e-4)."}
     )
     weight_decay: float = 0.01
     warmup_steps: int | None = None

@@ -410,10 +410,7 @@ def train(
         say(f"embedding cache off: strategy {cfg.strategy!r} trains the image encoder")
 
     # ---- data loader
-    try:
-        from ..data import PromptedDataset, collate_prompted
-    except ImportError:  # TEMPORARY: samtune.data.batching not there yet (see _fallback.py)
-        from ._fallback import PromptedDataset, collate_prompted
+    from ..data import PromptedDataset, collate_prompted
 
     augment = None
     if cfg.augment:
@@ -643,7 +640,8 @@ def _last_ckpt_text(run_dir: Path) -> str:
 
 def _inputs(batch: dict, cfg: FitConfig, embed, model, device) -> tuple[dict, torch.Tensor, float]:
     """Collated batch -> keyword arguments of :class:`SamTrainStep`, (M, r, r) targets, weight."""
-    low = model.config.vision_config.image_size // 4
+    vision = model.config.vision_config
+    low = 4 * (vision.image_size // vision.patch_size)  # the decoder upsamples the grid 4x
     pixel_values = torch.stack(list(batch["pixel_values"])).to(device)
     counts = [len(m) for m in batch["masks"]]
     image_index = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
@@ -738,10 +736,7 @@ def _write_metrics(run_dir: Path, state: TrainerState, comparison: dict, table: 
 def _save_adapter(model, directory: Path, accelerator) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        try:
-            from ..adapters import save_adapter
-        except ImportError:  # TEMPORARY: samtune.adapters not there yet (see _fallback.py)
-            from ._fallback import save_adapter
+        from ..adapters import save_adapter
 
         save_adapter(model, directory)
     accelerator.wait_for_everyone()
