@@ -76,8 +76,9 @@ def naive(model, dataset) -> tuple[float, float]:
                     input_boxes=boxes[None, k : k + 1].to(p.device, p.dtype),
                     multimask_output=False,
                 )
-                pred = geom.logits_to_original(out.pred_masks[0, :, 0].float().cpu()) > 0
-                ious.append(float(mask_iou(pred, s.masks[k : k + 1])[0]))
+                pred = geom.logits_to_original(out.pred_masks[0, :, 0].float()) > 0
+                gt = torch.from_numpy(s.masks[k : k + 1]).to(pred.device)
+                ious.append(float(mask_iou(pred, gt)[0]))
     _sync(p)
     return time.perf_counter() - t0, float(np.mean(ious))
 

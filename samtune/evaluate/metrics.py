@@ -48,13 +48,11 @@ def mask_counts(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tens
         )
     dims = (-2, -1)
     inter = (p & t).sum(dim=dims, dtype=torch.int64)
-    union = (p | t).sum(dim=dims, dtype=torch.int64)
-    return {
-        "intersection": inter.numpy(),
-        "union": union.numpy(),
-        "pred_area": p.sum(dim=dims, dtype=torch.int64).numpy(),
-        "target_area": t.sum(dim=dims, dtype=torch.int64).numpy(),
-    }
+    parea = p.sum(dim=dims, dtype=torch.int64)
+    tarea = t.sum(dim=dims, dtype=torch.int64)
+    # counted on the masks' device (GPU in evaluation); only N integers per key come back
+    counts = torch.stack([inter, parea + tarea - inter, parea, tarea]).cpu().numpy()
+    return dict(zip(("intersection", "union", "pred_area", "target_area"), counts, strict=True))
 
 
 def iou_from_counts(intersection, union) -> np.ndarray:
@@ -176,26 +174,35 @@ def semantic_label_map(
     Returns:
         ``(H, W)`` int64 array.
     """
-    m = _as_bool_tensor(masks).numpy()
+    as_numpy = not torch.is_tensor(masks)
+    m = _as_bool_tensor(masks)
     if m.ndim != 3:
-        raise ValueError(f"masks must be (N, H, W), got shape {m.shape}")
+        raise ValueError(f"masks must be (N, H, W), got shape {tuple(m.shape)}")
     n, h, w = m.shape
-    out = np.zeros((h, w), dtype=np.int64)
-    order = range(n) if scores is None else np.argsort(np.asarray(scores), kind="stable")
-    for i in order:  # ascending score: the highest score is painted last and wins
-        out[m[i]] = int(labels[i])
+    out = torch.zeros((h, w), dtype=torch.int64, device=m.device)
+    if n:
+        order = np.arange(n) if scores is None else np.argsort(np.asarray(scores), kind="stable")
+        rank = np.empty(n, np.int64)
+        rank[order] = np.arange(1, n + 1)  # painting order; 0 is left for "no mask"
+        lut = np.zeros(n + 1, np.int64)
+        lut[rank] = np.asarray(labels, dtype=np.int64).reshape(n)
+        # one pass: the mask painted last among those covering a pixel wins
+        weights = torch.as_tensor(rank, dtype=torch.int32, device=m.device)[:, None, None]
+        top = (m.to(torch.int32) * weights).amax(dim=0)
+        out = torch.as_tensor(lut, device=m.device)[top.long()]
     if ignore is not None:
-        out[_as_bool_tensor(ignore).numpy()] = ignore_index
-    return out
+        out[_as_bool_tensor(ignore).to(m.device)] = ignore_index
+    return out.cpu().numpy() if as_numpy else out
 
 
-def confusion_matrix(
-    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = 255
-) -> np.ndarray:
-    """``(K, K)`` int64 pixel counts ``[target, pred]``; ``ignore_index`` pixels in target skipped."""
+def confusion_matrix(pred, target, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """``(K, K)`` int64 numpy pixel counts ``[target, pred]`` of two ``(H, W)`` label maps
+    (numpy or torch, on any device); ``ignore_index`` pixels in target are skipped."""
+    pred, target = torch.as_tensor(pred), torch.as_tensor(target)
     valid = target != ignore_index
-    idx = target[valid].astype(np.int64) * num_classes + pred[valid].astype(np.int64)
-    return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    idx = target[valid].long() * num_classes + pred.to(target.device)[valid].long()
+    conf = torch.bincount(idx, minlength=num_classes * num_classes)
+    return conf.reshape(num_classes, num_classes).cpu().numpy()
 
 
 def semantic_iou(conf: np.ndarray) -> np.ndarray:

@@ -132,7 +132,7 @@ class _ImageContext:
 
     def to_original(self, logits: torch.Tensor) -> torch.Tensor:
         """(..., h, w) low-res logits -> (..., H, W) bool masks at the original resolution."""
-        return self.geometry.logits_to_original(logits.float().cpu()) > 0
+        return self.geometry.logits_to_original(logits.float()) > 0  # on the model's device
 
 
 def _rng(seed: int, index: int) -> np.random.Generator:
@@ -234,7 +234,7 @@ def _run_clicks(model, ctx, gt, gt_np, chunk, n_clicks):
                 if k == n_clicks - 1:
                     break
                 new_pts, new_lbl = [], []
-                pred_np = pred.numpy()
+                pred_np = pred.cpu().numpy()
                 for i in range(n):
                     click = P.next_click(pred_np[i], gt_np[s + i])
                     if click is None:  # already perfect: a padding point the model ignores
@@ -429,7 +429,9 @@ def _dedupe(rows: list, key: tuple[str, ...]) -> list:
 def _evaluate_image(model, sample, index, cfg, protocol, chunk, jitter, seed, categories, worst):
     masks = np.asarray(sample.masks, dtype=bool)
     crowd = np.asarray(getattr(sample, "iscrowd", np.zeros(len(masks), bool)), dtype=bool)
-    nonempty = masks.reshape(len(masks), -1).any(1) if len(masks) else np.zeros(0, bool)
+    device = _param(model).device
+    masks_t = torch.from_numpy(masks).to(device)  # one host-to-device copy per image
+    nonempty = masks_t.flatten(1).any(1).cpu().numpy() if len(masks) else np.zeros(0, bool)
     keep = ~crowd & nonempty
     image_rec = {
         "image_index": index,
@@ -441,12 +443,13 @@ def _evaluate_image(model, sample, index, cfg, protocol, chunk, jitter, seed, ca
     cat_index = {cid: i + 1 for i, cid in enumerate(sorted(categories))}
     ids = np.asarray(sample.instance_ids)[keep]
     cats = np.asarray(sample.category_ids)[keep]
-    gt_np = masks[keep]
+    keep_t = torch.from_numpy(keep).to(device)
+    gt_np = masks[keep] if protocol.kind != "box" else None  # centre points/clicks need numpy
     h, w = masks.shape[1:] if masks.ndim == 3 else np.asarray(sample.image).shape[:2]
     extra: dict = {}
     if keep.any():
         ctx = _ImageContext(model, sample, cfg, index)
-        gt = torch.from_numpy(gt_np)
+        gt = masks_t[keep_t]  # metrics are counted where the logits are
         if protocol.kind == "box":
             boxes = np.asarray(sample.boxes, dtype=np.float32)[keep]
             rows, scores, pred, extra = _run_box(model, ctx, gt, boxes, chunk, jitter, seed)
@@ -454,9 +457,8 @@ def _evaluate_image(model, sample, index, cfg, protocol, chunk, jitter, seed, ca
             rows, scores, pred, extra = _run_point(model, ctx, gt, gt_np, chunk)
         else:
             rows, scores, pred, extra = _run_clicks(model, ctx, gt, gt_np, chunk, protocol.clicks)
-        pred_np = pred.numpy()
     else:
-        rows, scores, pred_np = [], [], np.zeros((0, h, w), bool)
+        rows, scores, pred = [], [], torch.zeros((0, h, w), dtype=torch.bool, device=device)
 
     records = []
     for i, row in enumerate(rows):
@@ -477,21 +479,18 @@ def _evaluate_image(model, sample, index, cfg, protocol, chunk, jitter, seed, ca
 
     if cat_index:  # semantic segmentation: paint predicted and true masks into label maps
         k = len(cat_index) + 1
-        pred_map = (
-            M.semantic_label_map(pred_np, [cat_index.get(int(c), 0) for c in cats], scores)
-            if len(rows)
-            else np.zeros((h, w), np.int64)
-        )
+        pred_map = M.semantic_label_map(pred, [cat_index.get(int(c), 0) for c in cats], scores)
         all_cats = np.asarray(sample.category_ids)
         true_map = M.semantic_label_map(
-            masks[~crowd] if len(masks) else np.zeros((0, h, w), bool),
+            masks_t[torch.from_numpy(~crowd).to(device)],
             [cat_index.get(int(c), 0) for c in all_cats[~crowd]],
-            ignore=masks[crowd].any(0) if crowd.any() else None,
+            ignore=torch.from_numpy(masks[crowd].any(0)) if crowd.any() else None,
         )
         image_rec["confusion"] = M.confusion_matrix(pred_map, true_map, k).tolist()
 
     worst_items = []
     if worst:
+        pred_np = pred.cpu().numpy()
         for i, rec in enumerate(records):
             worst_items.append(
                 {
