@@ -509,6 +509,10 @@ def train(
             batches = loader
             if state.batch_in_epoch:
                 batches = accelerator.skip_first_batches(loader, state.batch_in_epoch)
+            # Accelerate's loaders count their own passes and reset the sampler's epoch to that
+            # count on every iter(); a resumed run (and the skipping loader) must be told.
+            if hasattr(batches, "set_epoch"):
+                batches.set_epoch(state.epoch)
             for batch in batches:
                 with accelerator.accumulate(step_module):
                     inputs, targets, weight = _inputs(batch, cfg, embed, model, accelerator.device)
