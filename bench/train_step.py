@@ -23,10 +23,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import statistics
 
 import torch
 import torch.nn.functional as F
-from _common import device_info, emit, peak_gib, pick_device, reset_peak, time_it
+from _common import device_info, emit, peak_gib, pick_device, reset_peak, sync, time_it
 
 import samtune
 from samtune.strategies import get_strategy
@@ -92,35 +93,40 @@ def samtune_step(step_module, opt, inputs, targets, autocast):
     opt.step()
 
 
-def _measure(args, strategy, device, side, pix, boxes, targets, autocast) -> dict:
-    """Time one side on a fresh model; frees it before returning."""
+def _prepare(args, strategy, device, side, pix, boxes, targets, autocast) -> dict:
+    """Build one side's model and step function; warm it up and record its own peak memory.
+
+    Memory already held by the other side (its weights, gradients, optimizer state) is
+    subtracted, so both sides can stay on the device for the interleaved timing.
+    """
+    held_before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     model, strat, opt = build(args.model, strategy, device, args.grad_ckpt)
     batch, prompts = boxes.shape[:2]
     image_index = torch.arange(batch, device=device).repeat_interleave(prompts)
     flat_boxes = boxes.flatten(0, 1)
-    step_module = SamTrainStep(model)
     if side == "plain":
-        steps = {"plain_s": lambda: plain_step(model, opt, pix, boxes, targets, autocast)}
+        fns = {"plain_s": lambda: plain_step(model, opt, pix, boxes, targets, autocast)}
     else:
+        step_module = SamTrainStep(model)
         inputs = {"image_index": image_index, "pixel_values": pix, "boxes": flat_boxes}
-        steps = {"samtune_s": lambda: samtune_step(step_module, opt, inputs, targets, autocast)}
+        fns = {"samtune_s": lambda: samtune_step(step_module, opt, inputs, targets, autocast)}
+        if strat.freezes_image_encoder:
+            # later epochs: the embedding cache serves the encoder's output
+            with torch.no_grad(), autocast():
+                emb = model.vision_encoder(pix).last_hidden_state.float()
+            cached = {"image_index": image_index, "image_embeddings": emb, "boxes": flat_boxes}
+            fns["cached_s"] = lambda: samtune_step(step_module, opt, cached, targets, autocast)
     reset_peak(device)
-    out = {}
-    for key, fn in steps.items():
-        out[key] = time_it(fn, device, warmup=args.warmup, repeat=args.repeat)
-    out[f"{side}_peak_gib"] = peak_gib(device)
-    if side == "samtune" and strat.freezes_image_encoder:
-        # later epochs: the embedding cache serves the encoder's output
-        with torch.no_grad(), autocast():
-            emb = model.vision_encoder(pix).last_hidden_state.float()
-        cached = {"image_index": image_index, "image_embeddings": emb, "boxes": flat_boxes}
-        out["cached_s"] = time_it(
-            lambda: samtune_step(step_module, opt, cached, targets, autocast),
-            device,
-            warmup=args.warmup,
-            repeat=args.repeat,
-        )
-    return out  # the model is freed with this frame
+    first = next(iter(fns.values()))
+    for _ in range(args.warmup):
+        first()
+    sync(device)
+    peak = peak_gib(device)
+    for fn in list(fns.values())[1:]:
+        for _ in range(args.warmup):
+            fn()
+    held = held_before / 2**30
+    return {"fns": fns, f"{side}_peak_gib": None if peak is None else round(peak - held, 3)}
 
 
 def run_case(args, strategy: str, batch: int, device) -> dict:
@@ -133,14 +139,24 @@ def run_case(args, strategy: str, batch: int, device) -> dict:
         return torch.autocast(device.type, dtype=dtype) if amp else contextlib.nullcontext()
 
     row = {"strategy": strategy, "batch": batch, "prompts/img": args.prompts}
-
-    row.update(_measure(args, strategy, device, "plain", pix, boxes, targets, autocast))
-    gc.collect()
-    row.update(_measure(args, strategy, device, "samtune", pix, boxes, targets, autocast))
-    gc.collect()
+    fns = {}
+    for side in ("plain", "samtune"):
+        prepared = _prepare(args, strategy, device, side, pix, boxes, targets, autocast)
+        fns.update(prepared.pop("fns"))
+        row.update(prepared)
+    # Interleave the sides step by step, so clock and thermal drift hit both alike.
+    times: dict[str, list[float]] = {key: [] for key in fns}
+    for _ in range(args.repeat):
+        for key, fn in fns.items():
+            times[key].append(time_it(fn, device, warmup=0, repeat=1))
+    row.update({key: statistics.median(ts) for key, ts in times.items()})
     row["samtune/plain"] = row["samtune_s"] / row["plain_s"]
     if "cached_s" in row:
         row["plain/cached"] = row["plain_s"] / row["cached_s"]
+    fns.clear()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return row
 
 
@@ -153,7 +169,7 @@ def main() -> None:
     ap.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None)
     ap.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing (encoder)")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     device = pick_device(args.device)
