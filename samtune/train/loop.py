@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,7 +263,13 @@ def _make_accelerator(cfg: FitConfig, run_dir: Path):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
+    # Under torchrun (or `accelerate launch --multi_gpu`) on a machine without GPUs, Accelerate
+    # only sets up a gloo process group when told it runs on the CPU; otherwise every process
+    # would train alone on all the data.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cpu = world > 1 and not torch.cuda.is_available()
     return Accelerator(
+        cpu=cpu,
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,
         log_with=_tracker(cfg),
@@ -271,6 +278,17 @@ def _make_accelerator(cfg: FitConfig, run_dir: Path):
         ),
         # Box prompts leave point/mask prompt-encoder parameters without gradient.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+def _single_process_from_multi_launch(accelerator) -> bool:
+    """``accelerate launch --num_processes 2`` without GPUs runs one plain process (with
+    MASTER_ADDR set but no WORLD_SIZE): the user asked for several and should hear how."""
+    return (
+        accelerator.num_processes == 1
+        and "ACCELERATE_MIXED_PRECISION" in os.environ
+        and "MASTER_ADDR" in os.environ
+        and "WORLD_SIZE" not in os.environ
     )
 
 
@@ -358,6 +376,12 @@ def train(
         )
     accelerator = _make_accelerator(cfg, run_dir)
     say = accelerator.print
+    if _single_process_from_multi_launch(accelerator):
+        say(
+            "note: `accelerate launch --num_processes N` started one process: without GPUs it "
+            "needs --multi_gpu (then samtune trains on N CPU processes with gloo), or use "
+            "`torchrun --nproc_per_node N -m samtune fit ...`"
+        )
     set_seed(cfg.seed)
     if accelerator.is_main_process:
         save_yaml(cfg, run_dir / "config.yaml")
@@ -367,7 +391,8 @@ def train(
         model = load_model(cfg.model, seed=cfg.seed)
     base_fingerprint(model)  # remember the base weights before anything changes them
     pre = preprocess_config(model)
-    splits = _load_splits(cfg, dataset)
+    with accelerator.main_process_first():  # one process generates/downloads, the others wait
+        splits = _load_splits(cfg, dataset)
     train_ds = splits[cfg.train_split]
     val_ds = splits.get(cfg.val_split) if cfg.val_split else None
     test_ds = splits.get(cfg.test_split) if cfg.test_split else None
