@@ -72,3 +72,32 @@ def test_cli_rejects_bad_options_with_exit_2(tmp_path):
     assert "prompt must be one of box, point, interactive" in result.output
     result = CliRunner().invoke(app, ["fit", "--strategy-option", "r8", "-o", str(tmp_path)])
     assert result.exit_code == 2 and "key=value" in result.output
+
+
+def test_frozen_encoder_reads_embeddings_from_the_cache(tmp_path, splits, decoder, monkeypatch):
+    from samtune.train import loop
+
+    encoded = []
+    real = loop._Embeddings.__call__
+
+    def counting(self, pixel_values, indices):
+        before = self.cache.misses
+        out = real(self, pixel_values, indices)
+        encoded.append(self.cache.misses - before)
+        return out
+
+    monkeypatch.setattr(loop._Embeddings, "__call__", counting)
+    run = tmp_path / "run"
+    fit("tiny", decoder, splits, run, epochs=3, batch_size=2, quiet=True, log_with=None,
+        compare=False)  # fmt: skip
+    # epoch 1 encodes each of the 4 images once; epochs 2 and 3 only read
+    assert encoded == [2, 2, 0, 0, 0, 0]
+    assert len(list((run / "cache").rglob("*.safetensors"))) == 4
+
+
+def test_augmentation_turns_the_cache_off_with_a_message(tmp_path, splits, decoder, capsys):
+    run = tmp_path / "run"
+    fit("tiny", decoder, splits, run, epochs=1, batch_size=2, quiet=True, log_with=None,
+        compare=False, augment=True)  # fmt: skip
+    assert "embedding cache off: augmentation changes the images" in capsys.readouterr().out
+    assert not (run / "cache").exists()

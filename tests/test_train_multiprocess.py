@@ -7,12 +7,14 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from samtune.data import load_dataset
 
+CPU_CONFIG = Path(__file__).parents[1] / "examples" / "accelerate" / "cpu.yaml"
 COUNTS = {"train": 6, "val": 5, "test": 3}  # odd sizes: shards of unequal length
 
 
@@ -38,10 +40,10 @@ def test_two_process_cpu_run_counts_every_validation_instance_once(tmp_path):
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     run = tmp_path / "run"
-    # --multi_gpu makes accelerate start the processes through torchrun; without GPUs samtune
-    # then builds a gloo (CPU) process group
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
+    # the shipped CPU config: Accelerate starts 2 processes through torchrun; without GPUs
+    # samtune then builds a gloo (CPU) process group
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_CONFIG),
+           "--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
            "-m", "samtune", "fit", "--strategy", "decoder", "--config", str(tmp_path / "config.yaml"),
            "-o", str(run), "--quiet"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -61,3 +63,12 @@ def test_two_process_cpu_run_counts_every_validation_instance_once(tmp_path):
         assert metrics["comparison"][when]["box"]["num_instances"] == instances["test"]
     assert (run / "adapter" / "adapter.safetensors").is_file()
     assert (run / "results.md").is_file()
+
+
+@pytest.mark.parametrize("path", sorted(CPU_CONFIG.parent.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_accelerate_configs_load(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    assert config.num_processes >= 2 and config.num_machines >= 1
+    assert config.mixed_precision in ("no", "fp16", "bf16")
