@@ -14,6 +14,7 @@ simulated corrective clicks), so DistributedDataParallel sees exactly one forwar
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -259,6 +260,18 @@ def _tracker(cfg: FitConfig) -> str | None:
     return None
 
 
+class _TiedEmbeddingNote(logging.Filter):
+    """Drops Accelerate's note that it saved SAM's tied positional embedding once.
+
+    SAM's prompt encoder shares its positional embedding with the model; safetensors stores a
+    shared tensor once and the tie restores it on load, so the note is expected on every
+    checkpoint and would only alarm a user.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+
 def _make_accelerator(cfg: FitConfig, run_dir: Path):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
@@ -266,6 +279,9 @@ def _make_accelerator(cfg: FitConfig, run_dir: Path):
     # Under torchrun (or `accelerate launch --multi_gpu`) on a machine without GPUs, Accelerate
     # only sets up a gloo process group when told it runs on the CPU; otherwise every process
     # would train alone on all the data.
+    note_logger = logging.getLogger("accelerate.utils.other")
+    if not any(isinstance(f, _TiedEmbeddingNote) for f in note_logger.filters):
+        note_logger.addFilter(_TiedEmbeddingNote())
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cpu = world > 1 and not torch.cuda.is_available()
     return Accelerator(
