@@ -1,0 +1,175 @@
+"""Documented commands stay true: each one parses, and each one runs in a test or says why not.
+
+Every ``samtune ...`` line in a shell block of README.md or docs/*.md must be listed below,
+either in ``RUN`` (executed, in order, in a scratch workspace) or in ``NOT_RUN`` with the
+reason. A new example in the docs therefore fails this test until someone decides.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from samtune.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+NEEDS_NETWORK = (
+    "needs a download from the hub or the dataset's publisher (tests never reach the network)"
+)
+NOT_RUN = {
+    "samtune fit --strategy lora --dataset trashcan": NEEDS_NETWORK,
+    "samtune fit --strategy decoder --dataset trashcan --model facebook/sam-vit-huge --mixed-precision bf16": NEEDS_NETWORK,
+    "samtune fit --strategy lora -S rank=16 -S use_dora=true --dataset zerowaste": NEEDS_NETWORK,
+    "samtune eval --dataset trashcan --prompt clicks:10 --output reports/trashcan-clicks": NEEDS_NETWORK,
+    "samtune eval -m facebook/sam-vit-base -d zerowaste --split test --prompt point -o runs/zs": NEEDS_NETWORK,
+    "samtune eval -m facebook/sam-vit-base -a runs/lora/adapter -a runs/decoder/adapter --compare -o runs/cmp": NEEDS_NETWORK,
+    "samtune predict *.jpg --prompts prompts.json -m facebook/sam-vit-base --adapter runs/lora/adapter": NEEDS_NETWORK,
+    "samtune data download zerowaste": NEEDS_NETWORK,
+    "samtune data download zerowaste --root data/zerowaste": NEEDS_NETWORK,
+    "samtune data download trashcan": NEEDS_NETWORK,
+    "samtune fit --config runs/lora-demo/config.yaml --output-dir runs/again": (
+        "a second full main-job run; the config round trip is tested in test_train_units"
+    ),
+}
+
+# Executed in this order; later commands use what earlier ones wrote.
+RUN = [
+    "samtune fit --strategy lora --dataset demo",
+    "samtune eval --model demo --adapter runs/lora-demo/adapter --compare --dataset demo --split test",
+    "samtune eval --model demo --dataset demo --prompt box",
+    "samtune strategies",
+    "samtune strategies --json",
+    "samtune convert sam_vit_b_01ec64.pth ./sam-vit-b-hf --to hf",
+    "samtune convert ./sam-vit-b-hf ./sam_vit_b.pth --to segment-anything",
+    "samtune info ./sam_vit_b_01ec64.pth",
+    "samtune merge runs/lora-demo/adapter merged-model",
+    "samtune export runs/lora-demo/adapter ./to-hub --format hub",
+    "samtune export runs/lora-demo/adapter hub-folder --format hub --metrics runs/lora-demo/metrics.json",
+    "samtune merge runs/lora ./sam-merged",
+    "samtune export runs/lora ./sam_tuned.pth --format segment-anything",
+    "samtune export runs/lora ./lora-peft --format peft",
+    "samtune export runs/lora ./upload --format hub --metrics runs/lora/eval.json",
+    'samtune predict photo.jpg --boxes "10,20,200,240" --model demo --overlay',
+    'samtune predict photo.jpg --boxes "10,20,200,180;220,40,300,160" -m demo',
+    'samtune predict a.jpg b.jpg --points "64,80" --multimask --overlay -o out/',
+]
+
+
+def documented_commands() -> dict[str, str]:
+    """Every ``samtune`` command line in a shell block of the docs -> the file it is in."""
+    found: dict[str, str] = {}
+    for path in DOC_FILES:
+        for block in re.findall(r"```(?:bash|sh|shell|console)\n(.*?)```", path.read_text(), re.S):
+            for line in block.splitlines():
+                line = line.strip().removeprefix("$ ")
+                if line.startswith("samtune "):
+                    command = re.split(r"\s+#", line)[0].strip()
+                    found.setdefault(command, path.name)
+    return found
+
+
+def test_every_documented_command_runs_in_a_test_or_says_why_not():
+    documented = documented_commands()
+    undecided = sorted(set(documented) - set(RUN) - set(NOT_RUN))
+    assert not undecided, f"documented commands neither run nor marked: {undecided}"
+    stale = sorted((set(RUN) | set(NOT_RUN)) - set(documented))
+    assert not stale, f"listed here but no longer documented: {stale}"
+
+
+@pytest.mark.parametrize("command", sorted(documented_commands()))
+def test_documented_command_parses(command):
+    """Sub-commands exist, options are spelled right, no argument is missing or extra."""
+    error = parse_error(command)
+    assert error is None, f"{command!r}: {error}"
+
+
+def test_the_parse_check_catches_mistakes():
+    assert "No such option" in parse_error("samtune fit --strategyy lora")
+    assert "No such command" in parse_error("samtune data downloadd zerowaste")
+    assert "Missing argument" in parse_error("samtune convert model.pth")
+    assert "unexpected extra argument" in parse_error("samtune strategies lora")
+    assert parse_error("samtune fit --strategy lora --dataset demo") is None
+
+
+def parse_error(command: str) -> str | None:
+    """The usage error a documented command line would get, or None if it parses.
+
+    typer vendors click, so its exceptions are not ``click``'s: they are told apart by name.
+    A ``BadParameter`` (e.g. a documented file that does not exist here) is not a doc error.
+    """
+    cmd, name = get_command(app), "samtune"
+    args = shlex.split(command)[1:]
+    ctx = None
+    try:
+        while hasattr(cmd, "resolve_command"):  # a group: find the sub-command
+            ctx = cmd.make_context(name, list(args), parent=ctx, resilient_parsing=True)
+            wanted = args[0] if args else None
+            name, cmd, args = cmd.resolve_command(ctx, args)
+            if cmd is None:
+                return f"No such command {wanted!r}"
+        cmd.make_context(name, list(args), parent=ctx)
+    except Exception as exc:
+        if type(exc).__name__ == "BadParameter":
+            return None
+        if hasattr(exc, "format_message"):
+            return exc.format_message()
+        raise
+    return None
+
+
+def _workspace(root: Path) -> None:
+    """The files the documented commands name: a (tiny) Meta checkpoint and a few images."""
+    from conftest import randomize_
+
+    from samtune.convert import build_meta_sam
+    from samtune.models import tiny_config
+
+    meta = randomize_(build_meta_sam(tiny_config()), seed=1)
+    torch.save(meta.state_dict(), root / "sam_vit_b_01ec64.pth")  # stand-in: tiny, not ViT-B
+    rng = np.random.default_rng(0)
+    for name, size in (("photo.jpg", (320, 260)), ("a.jpg", (160, 128)), ("b.jpg", (128, 200))):
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(
+            root / name
+        )
+
+
+@pytest.mark.slow
+def test_documented_commands_run(tmp_path, monkeypatch):
+    _workspace(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for command in RUN:
+        if command.startswith("samtune merge runs/lora "):
+            # docs/adapters.md calls the adapter folder runs/lora
+            shutil.copytree("runs/lora-demo/adapter", "runs/lora")
+            shutil.copy("runs/lora-demo/metrics.json", "runs/lora/eval.json")
+        result = runner.invoke(app, shlex.split(command)[1:])
+        assert result.exit_code == 0, f"{command!r} failed:\n{result.output[-3000:]}"
+        if command == RUN[0]:
+            _check_main_job(result.output, tmp_path / "runs" / "lora-demo")
+
+
+def _check_main_job(output: str, run_dir: Path) -> None:
+    """The README's main job: a zero-shot vs fine-tuned table that shows adaptation, and files."""
+    rows = dict(re.findall(r"^\| (zero-shot|fine-tuned) \| ([0-9.]+)", output, re.M))
+    assert set(rows) == {"zero-shot", "fine-tuned"}, output[-2000:]
+    assert float(rows["fine-tuned"]) > float(rows["zero-shot"]) + 3.0  # mIoU points, box prompts
+    for name in ("config.yaml", "metrics.json", "results.md", "adapter/adapter.safetensors"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "best" / "adapter.safetensors").is_file()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics, "metrics.json is empty"
+    leftovers = [p for p in run_dir.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.name]
+    assert not leftovers, leftovers
