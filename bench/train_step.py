@@ -31,7 +31,7 @@ from _common import device_info, emit, peak_gib, pick_device, reset_peak, sync, 
 
 import samtune
 from samtune.strategies import get_strategy
-from samtune.train.loop import SamTrainStep
+from samtune.train.loop import SamTrainStep, enable_checkpointing
 from samtune.train.losses import sam_loss
 
 
@@ -59,7 +59,7 @@ def build(model_name: str, strategy: str, device, grad_ckpt: bool):
     strat.apply(model)
     model.to(device).train()
     if grad_ckpt and not strat.freezes_image_encoder:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     params = [p for p in model.parameters() if p.requires_grad]
     return model, strat, torch.optim.AdamW(params, lr=1e-5)
 

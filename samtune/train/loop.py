@@ -13,6 +13,7 @@ simulated corrective clicks), so DistributedDataParallel sees exactly one forwar
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -260,6 +261,23 @@ def _tracker(cfg: FitConfig) -> str | None:
     return None
 
 
+def enable_checkpointing(model: nn.Module) -> None:
+    """Recompute the image encoder's activations in backward (non-reentrant checkpointing).
+
+    transformers 5.24 renamed ``gradient_checkpointing_enable`` to
+    ``activation_checkpointing_enable``; older 5.x releases only have the first.
+    """
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is None:
+        enable = model.gradient_checkpointing_enable
+        kwargs = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
+    else:
+        params = inspect.signature(enable).parameters
+        key = next((k for k in params if k.endswith("checkpointing_kwargs")), None)
+        kwargs = {key: {"use_reentrant": False}} if key else {}
+    enable(**kwargs)
+
+
 class _TiedEmbeddingNote(logging.Filter):
     """Drops Accelerate's note that it saved SAM's tied positional embedding once.
 
@@ -274,11 +292,18 @@ class _TiedEmbeddingNote(logging.Filter):
 
 def _make_accelerator(cfg: FitConfig, run_dir: Path):
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
     # Under torchrun (or `accelerate launch --multi_gpu`) on a machine without GPUs, Accelerate
     # only sets up a gloo process group when told it runs on the CPU; otherwise every process
     # would train alone on all the data.
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+
+    # Accelerate keeps its settings in process-wide singletons, so a second fit() in the same
+    # process (a notebook, a sweep) with another mixed precision or accumulation would be
+    # refused. Start each run from fresh settings; the process group (PartialState) stays.
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     note_logger = logging.getLogger("accelerate.utils.other")
     if not any(isinstance(f, _TiedEmbeddingNote) for f in note_logger.filters):
         note_logger.addFilter(_TiedEmbeddingNote())
@@ -436,7 +461,7 @@ def train(
     )
     frozen_encoder = bool(strategy.freezes_image_encoder)
     if cfg.gradient_checkpointing and not frozen_encoder:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
 
     # ---- embedding cache
     cache = None
