@@ -303,6 +303,22 @@ def _attach_processor_settings(model: SamModel, path: Path) -> None:
     ).to_dict()
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hugging Face endpoint opens within ``timeout``."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def _load_hub(repo_id: str, revision: str | None) -> SamModel:
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -311,8 +327,13 @@ def _load_hub(repo_id: str, revision: str | None) -> SamModel:
     )
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    # Without a network, huggingface_hub retries each request with backoff for ~25 s and
+    # logs every retry; one quick probe turns that into the cache or a clear error at once.
+    local_only = not offline and not hub_reachable()
     try:
-        model, info = SamModel.from_pretrained(repo_id, revision=revision, output_loading_info=True)
+        model, info = SamModel.from_pretrained(
+            repo_id, revision=revision, output_loading_info=True, local_files_only=local_only
+        )
     except (LocalEntryNotFoundError, EntryNotFoundError, OSError, ConnectionError) as exc:
         if isinstance(exc, RepositoryNotFoundError):
             raise CheckpointError(

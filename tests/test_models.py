@@ -145,3 +145,17 @@ def test_cli_convert_both_ways(tmp_path):
         assert torch.equal(back[k], v), k
     r = runner.invoke(app, ["convert", "tiny", str(tmp_path / "x"), "--to", "onnx"])
     assert r.exit_code == 2 and "unknown format" in r.output
+
+
+def test_hub_id_unreachable_fails_fast_without_retries(monkeypatch, tmp_path):
+    import time
+
+    from samtune import models
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)
+    start = time.monotonic()
+    with pytest.raises(samtune.OfflineError, match="could not be reached"):
+        load_model("facebook/sam-vit-base")
+    assert time.monotonic() - start < 10
