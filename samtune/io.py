@@ -48,3 +48,23 @@ def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_yaml_mapping(path: str | Path, what: str = "options") -> dict:
+    """Read a YAML file that must hold a mapping (a config file); clear errors otherwise."""
+    import yaml
+
+    from .errors import ConfigError, MissingFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {str(path)!r} must hold a mapping of {what}; found {type(data).__name__}"
+        )
+    return data

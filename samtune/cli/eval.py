@@ -36,19 +36,9 @@ CONFIG_KEYS = (
 
 def read_config(path: Path) -> dict:
     """Read an eval YAML config: a mapping of option names (``prompt-batch`` or ``prompt_batch``)."""
-    import yaml
+    from ..io import read_yaml_mapping
 
-    if not path.is_file():
-        raise MissingFileError(f"config file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"config file {str(path)!r} must hold a mapping of option: value, found "
-            f"{type(data).__name__}"
-        )
+    data = read_yaml_mapping(path, "option: value")
     out = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")

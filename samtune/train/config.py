@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, MissingFileError
+from ..errors import ConfigError
 
 PROMPTS = ("box", "point", "interactive")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -180,20 +180,9 @@ class FitConfig:
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a config YAML (a mapping of FitConfig fields)."""
-    import yaml
+    from ..io import read_yaml_mapping
 
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"config file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{str(path)!r} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{str(path)!r} must hold a mapping of training options; found {type(data).__name__}"
-        )
-    return data
+    return read_yaml_mapping(path, "training options")
 
 
 def build_config(
