@@ -30,3 +30,12 @@ def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.05) -> tor
                 + (1.0 if p.ndim == 1 and "norm" in _ else 0.0)
             )
     return module
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for torchrun's rendezvous)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import free_port
 
 from samtune.errors import ConfigError, UnknownNameError
 from samtune.evaluate import evaluate, format_comparison, parse_protocol
@@ -244,7 +245,7 @@ def test_two_processes_give_exactly_the_numbers_of_one(tmp_path):
     for n in (1, 2):
         out = tmp_path / f"out{n}.json"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
-               "--master_port", str(29500 + os.getpid() % 1000 + n), str(script), str(out),
+               "--master_port", str(free_port()), str(script), str(out),
                str(fabricate)]  # fmt: skip
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import free_port
 
 from samtune.data import load_dataset
 
 CPU_CONFIG = Path(__file__).parents[1] / "examples" / "accelerate" / "cpu.yaml"
 COUNTS = {"train": 6, "val": 5, "test": 3}  # odd sizes: shards of unequal length
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -43,7 +37,7 @@ def test_two_process_cpu_run_counts_every_validation_instance_once(tmp_path):
     # the shipped CPU config: Accelerate starts 2 processes through torchrun; without GPUs
     # samtune then builds a gloo (CPU) process group
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_CONFIG),
-           "--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
            "-m", "samtune", "fit", "--strategy", "decoder", "--config", str(tmp_path / "config.yaml"),
            "-o", str(run), "--quiet"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
