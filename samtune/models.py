@@ -12,7 +12,6 @@ Sources, tried in this order:
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -114,29 +113,29 @@ def vit_config(size: str, image_size: int = 1024) -> SamConfig:
 
 
 def sam_from_config(config: SamConfig, seed: int = 0) -> SamModel:
-    """A randomly initialised ``SamModel`` that trains like Meta's SAM does from scratch.
+    """A randomly initialised ``SamModel`` that trains from scratch the way Meta's SAM does.
 
-    transformers initialises the random Fourier features of the prompt/positional encoding
-    with a standard deviation of ``vision hidden_size // 2`` (48 for a 96-wide encoder); Meta's
-    ``PositionEmbeddingRandom`` uses 1. With the larger value every box corner and point is
-    encoded at frequencies far above the image grid, and a small model cannot learn to use
-    prompts at all (it collapses to empty masks). We use Meta's scale, and the top-level
-    ``initializer_range`` (0.02) for the vision encoder too.
+    Meta's code leaves every layer at PyTorch's default initialisation; transformers instead
+    draws linear and convolution weights from N(0, 0.02) (N(0, 1e-10) in the vision encoder,
+    whose sub-config has its own ``initializer_range``) and the prompt encoder's random Fourier
+    features from N(0, (hidden_size // 2)^2). Started that way a SAM cannot learn to use its
+    prompts: its mask logits start at ~1e-5 whatever the box, every prompt is encoded at
+    frequencies far above the image grid, and training collapses to empty masks. So every
+    layer is reset to PyTorch's default, the Fourier features to N(0, 1) as in Meta's
+    ``PositionEmbeddingRandom``, and the positional tables (zero in Meta's code) to small
+    random values so that position matters from the start.
     """
-    config = copy.deepcopy(config)
-    # The vision sub-config's default initializer_range is 1e-10: its weights would start at
-    # ~0 and its embeddings at ~1e-14, so the encoder would have no effect on the outputs.
-    config.vision_config.initializer_range = config.initializer_range
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SamModel(config)
         with torch.no_grad():
+            for module in model.modules():
+                if hasattr(module, "reset_parameters") and not any(module.children()):
+                    module.reset_parameters()
             model.shared_image_embedding.positional_embedding.normal_(std=1.0)
             model.prompt_encoder.shared_embedding.positional_embedding.copy_(
                 model.shared_image_embedding.positional_embedding
             )
-            # SAM zero-initialises positional tables; give them small values so that
-            # position matters in a random model exactly as in a trained one.
             for name, param in model.named_parameters():
                 if "rel_pos" in name or name.endswith("pos_embed"):
                     param.normal_(std=0.02)

@@ -120,8 +120,12 @@ def test_prompt_batch_and_training_mode(tiny_model):
     one = evaluate(tiny_model, ds, "point", prompt_batch=1)
     assert tiny_model.training  # restored after evaluation
     many = evaluate(tiny_model, ds, "point", prompt_batch=64)
-    assert [r["intersection"] for r in one.records] == [r["intersection"] for r in many.records]
-    assert one.metrics["miou"] == many.metrics["miou"]
+    # Chunking only changes float summation order: a pixel whose logit is within rounding of
+    # 0 may flip, nothing more.
+    ious_one = [r["intersection"] / max(r["union"], 1) for r in one.records]
+    ious_many = [r["intersection"] / max(r["union"], 1) for r in many.records]
+    assert ious_one == pytest.approx(ious_many, abs=1e-3)
+    assert one.metrics["miou"] == pytest.approx(many.metrics["miou"], abs=1e-4)
 
 
 def test_point_reports_head_choice_and_oracle(tiny_model):
