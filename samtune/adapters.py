@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -439,12 +438,3 @@ model = samtune.load_adapter("{base}", "<this repository id or folder>")
 """
     section = _metrics_section(metrics)
     return "\n".join(yaml_lines) + "\n" + body + ("\n" + section if section else "")
-
-
-def copy_adapter(source: str | os.PathLike, directory: str | os.PathLike) -> Path:
-    """Copy an adapter file into ``directory`` (atomically)."""
-    src = _resolve(source)
-    dest = Path(directory) / ADAPTER_FILE
-    with atomic_write(dest) as tmp:
-        shutil.copyfile(src, tmp)
-    return dest

@@ -19,7 +19,6 @@ trained is then :meth:`Strategy.trainable_state_dict`, the exact content of an a
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -239,8 +238,3 @@ def clear_strategy(model: torch.nn.Module) -> None:
     for attr in (STRATEGY_ATTR, _FINGERPRINT_ATTR):
         if attr in model.__dict__:
             delattr(model, attr)
-
-
-def copy_model(model: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy that keeps samtune's attributes (strategy, fingerprint, source)."""
-    return copy.deepcopy(model)
