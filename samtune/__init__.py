@@ -16,27 +16,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import errors as _errors
+
 __version__ = "0.1.0"
 
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
-    # errors
-    **{
-        name: "samtune.errors"
-        for name in (
-            "AdapterMismatchError",
-            "CheckpointError",
-            "ConfigError",
-            "DataError",
-            "InputError",
-            "MissingDependencyError",
-            "MissingFileError",
-            "OfflineError",
-            "RunError",
-            "SamtuneError",
-            "UnknownNameError",
-        )
-    },
+    # errors (a light module: no torch)
+    **{name: "samtune.errors" for name in _errors.__all__},
     # models
     "PreprocessConfig": "samtune.models",
     "base_fingerprint": "samtune.models",
