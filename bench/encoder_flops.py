@@ -2,13 +2,16 @@
 
 Counts the encoder's FLOPs with ``torch.utils.flop_counter`` (matmuls and convolutions, as the
 roofline counts them), times the forward pass, and divides by the FLOP/s a large square matmul
-reaches on the same device in the same dtype, measured in the same run. Also compares the
-attention implementations (SDPA vs eager) and, optionally, ``torch.compile``.
+reaches on the same device in the same dtype, measured in the same run. Compares the
+attention implementations (SDPA, eager, samtune's FlexAttention with the relative-position bias
+fused in) with and without ``torch.compile``; ``max_abs_diff`` checks each variant's output
+against the SDPA encoder's.
 
 Usage::
 
     python bench/encoder_flops.py                         # ViT-B, 1024 px
-    python bench/encoder_flops.py --model vit-h-random --batch 4 --compile
+    python bench/encoder_flops.py --model vit-h-random --batch 4
+    python bench/encoder_flops.py --variants sdpa+compile flex+compile flex+autotune
 """
 
 from __future__ import annotations
@@ -36,12 +39,43 @@ def encoder_flops(encoder, pix) -> int:
     return counter.get_total_flops()
 
 
+VARIANTS = {
+    # name: (attention, compile mode or None)
+    "sdpa": ("sdpa", None),
+    "eager-attention": ("eager", None),
+    "sdpa+compile": ("sdpa", "default"),
+    "flex+compile": ("flex", "default"),
+    "flex-global+compile": ("flex-global", "default"),
+    "flex+autotune": ("flex", "max-autotune-no-cudagraphs"),
+}
+
+
+def build_encoder(name: str, attention: str, device, dtype):
+    from samtune.fast import use_flex_attention
+
+    model = samtune.load_model(name)
+    if attention == "eager":  # the attention class is chosen at construction
+        weights = model.state_dict()
+        model = SamModel._from_config(model.config, attn_implementation="eager")
+        model.load_state_dict(weights)
+    elif attention.startswith("flex"):
+        use_flex_attention(model, windowed=attention == "flex")
+    return model.vision_encoder.to(device, dtype).eval()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="vit-b-random")
     ap.add_argument("--batch", type=int, default=None, help="default: 8 on GPU, 1 on CPU")
     ap.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None)
-    ap.add_argument("--compile", action="store_true", help="also time torch.compile(encoder)")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=None,
+        help="default: sdpa and eager-attention; on CUDA also the compiled and flex variants",
+    )
+    ap.add_argument("--compile", action="store_true", help="add sdpa+compile (any device)")
     ap.add_argument("--repeat", type=int, default=None)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
@@ -52,43 +86,56 @@ def main() -> None:
         args.dtype or ("bf16" if gpu else "fp32")
     ]
     repeat = args.repeat or (10 if gpu else 2)
+    variants = args.variants or (
+        ["sdpa", "eager-attention", "sdpa+compile", "flex+compile", "flex-global+compile"]
+        if gpu
+        else ["sdpa", "eager-attention"] + (["sdpa+compile"] if args.compile else [])
+    )
     torch.backends.cuda.matmul.allow_tf32 = True
 
     peak = peak_matmul(device, dtype, 8192 if gpu else 2048, repeat)
+    size = samtune.load_model(args.model).config.vision_config.image_size
+    pix = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+    # The work is the same for every variant: count it once, on the SDPA encoder.
+    reference = build_encoder(args.model, "sdpa", device, dtype)
+    flops = encoder_flops(reference, pix)
+    with torch.inference_mode():
+        expected = reference(pix).last_hidden_state.float()
+    del reference
     rows = []
-    for impl in ("sdpa", "eager"):
-        model = samtune.load_model(args.model)
-        if impl != "sdpa":  # the attention class is chosen at construction
-            weights = model.state_dict()
-            model = SamModel._from_config(model.config, attn_implementation=impl)
-            model.load_state_dict(weights)
-        assert impl in type(model.vision_encoder.layers[0].attn).__name__.lower() or impl == "eager"
-        encoder = model.vision_encoder.to(device, dtype).eval()
-        size = model.config.vision_config.image_size
-        pix = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
-        flops = encoder_flops(encoder, pix)
-        variants = [("eager-mode", encoder)]
-        if args.compile and impl == "sdpa":
-            variants.append(("compiled", torch.compile(encoder)))
-        for label, fn in variants:
+    for variant in variants:
+        attention, mode = VARIANTS[variant]
+        encoder = build_encoder(args.model, attention, device, dtype)
+        fn = (
+            encoder
+            if mode is None
+            else torch.compile(encoder, mode=None if mode == "default" else mode)
+        )
 
-            def forward(fn=fn, pix=pix):
-                with torch.inference_mode():
-                    return fn(pix)
+        def forward(fn=fn):
+            with torch.inference_mode():
+                return fn(pix)
 
-            t = time_it(forward, device, warmup=3, repeat=repeat)
-            rows.append(
-                {
-                    "attention": impl,
-                    "mode": label,
-                    "batch": batch,
-                    "ms/image": 1000 * t / batch,
-                    "images/s": batch / t,
-                    "TFLOP/s": flops / t / 1e12,
-                    "fraction_of_peak": flops / t / peak,
-                }
-            )
-        del model, encoder
+        try:
+            got = forward().last_hidden_state.float()
+            t = time_it(forward, device, warmup=2, repeat=repeat)
+        except Exception as exc:  # report and go on: one variant failing is a result too
+            rows.append({"variant": variant, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            continue
+        rows.append(
+            {
+                "variant": variant,
+                "batch": batch,
+                "ms/image": 1000 * t / batch,
+                "images/s": batch / t,
+                "TFLOP/s": flops / t / 1e12,
+                "fraction_of_peak": flops / t / peak,
+                "max_abs_diff": float((got - expected).abs().max()),
+            }
+        )
+        del encoder, fn
+        if gpu:
+            torch.cuda.empty_cache()
     payload = {
         "benchmark": "encoder_flops",
         **device_info(device),
@@ -100,7 +147,7 @@ def main() -> None:
     }
     emit(
         payload,
-        ["attention", "mode", "batch", "ms/image", "images/s", "TFLOP/s", "fraction_of_peak"],
+        ["variant", "batch", "ms/image", "images/s", "TFLOP/s", "fraction_of_peak", "max_abs_diff"],
         rows,
     )
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from _common import device_info, emit, peak_gib, pick_device, reset_peak, sync, time_it
 
 import samtune
+from samtune.fast import ATTENTION_CHOICES, COMPILE_MODES, compile_model, use_flex_attention
 from samtune.strategies import get_strategy
 from samtune.train.loop import SamTrainStep, enable_checkpointing
 from samtune.train.losses import sam_loss
@@ -84,7 +85,9 @@ def plain_step(model, opt, pix, boxes, targets, autocast):
     opt.step()
 
 
-def samtune_step(step_module, opt, inputs, targets, autocast):
+def samtune_step(step_module, opt, inputs, targets, autocast, graphs=False):
+    if graphs:
+        torch.compiler.cudagraph_mark_step_begin()
     with autocast():
         (pred, iou_pred), *_ = step_module(**inputs)
     loss = sam_loss(pred, iou_pred, targets).total
@@ -107,15 +110,23 @@ def _prepare(args, strategy, device, side, pix, boxes, targets, autocast) -> dic
     if side == "plain":
         fns = {"plain_s": lambda: plain_step(model, opt, pix, boxes, targets, autocast)}
     else:
+        if args.attention == "flex":
+            use_flex_attention(model)
+        compile_model(model, args.compile)
+        graphs = args.compile in ("reduce-overhead", "max-autotune")
         step_module = SamTrainStep(model)
         inputs = {"image_index": image_index, "pixel_values": pix, "boxes": flat_boxes}
-        fns = {"samtune_s": lambda: samtune_step(step_module, opt, inputs, targets, autocast)}
+        fns = {
+            "samtune_s": lambda: samtune_step(step_module, opt, inputs, targets, autocast, graphs)
+        }
         if strat.freezes_image_encoder:
             # later epochs: the embedding cache serves the encoder's output
             with torch.no_grad(), autocast():
                 emb = model.vision_encoder(pix).last_hidden_state.float()
             cached = {"image_index": image_index, "image_embeddings": emb, "boxes": flat_boxes}
-            fns["cached_s"] = lambda: samtune_step(step_module, opt, cached, targets, autocast)
+            fns["cached_s"] = lambda: samtune_step(
+                step_module, opt, cached, targets, autocast, graphs
+            )
     reset_peak(device)
     first = next(iter(fns.values()))
     for _ in range(args.warmup):
@@ -168,6 +179,10 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=4, help="box prompts per image")
     ap.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None)
     ap.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing (encoder)")
+    ap.add_argument(
+        "--compile", choices=COMPILE_MODES, default="no", help="torch.compile samtune's side"
+    )
+    ap.add_argument("--attention", choices=ATTENTION_CHOICES, default="sdpa", help="samtune's side")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--device", default="auto")
@@ -185,6 +200,8 @@ def main() -> None:
         "model": args.model,
         "mixed_precision": args.mixed_precision,
         "gradient_checkpointing": args.grad_ckpt,
+        "samtune_compile": args.compile,
+        "samtune_attention": args.attention,
         "results": rows,
     }
     columns = [

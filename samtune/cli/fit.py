@@ -55,6 +55,17 @@ def fit(
     cache: Annotated[
         str | None, typer.Option(help="Embedding cache for frozen encoders: auto, on or off.")
     ] = None,
+    attention: Annotated[
+        str | None,
+        typer.Option(help="Image-encoder attention: sdpa or flex (fused bias, CUDA only)."),
+    ] = None,
+    compile: Annotated[
+        str | None,
+        typer.Option(
+            "--compile",
+            help="torch.compile mode: no, default, reduce-overhead, max-autotune.",
+        ),
+    ] = None,
     eval_every: Annotated[
         int | None, typer.Option(help="Validate every N steps (default: each epoch).")
     ] = None,
@@ -106,6 +117,8 @@ def fit(
         grad_accum=grad_accum,
         gradient_checkpointing=gradient_checkpointing,
         cache=cache,
+        attention=attention,
+        compile=compile,
         eval_every=eval_every,
         checkpoint_every=checkpoint_every,
         early_stopping=early_stopping,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..fast import ATTENTION_CHOICES, COMPILE_MODES
 
 PROMPTS = ("box", "point", "interactive")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -72,6 +73,14 @@ class FitConfig:
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute the image encoder's activations in backward."}
     )
+    attention: str = field(
+        default="sdpa",
+        metadata={"help": "Image-encoder attention: sdpa, or flex (bias fused; CUDA, else sdpa)."},
+    )
+    compile: str = field(
+        default="no",
+        metadata={"help": "torch.compile SAM's parts: no, default, reduce-overhead, max-autotune."},
+    )
     seed: int = 0
     prompt: str = field(default="box", metadata={"help": "box, point or interactive."})
     interactive_rounds: int = field(default=3, metadata={"help": "Corrective-click rounds."})
@@ -124,6 +133,8 @@ class FitConfig:
         choose("mixed_precision", MIXED_PRECISION)
         choose("schedule", SCHEDULES)
         choose("cache", CACHE_MODES)
+        choose("attention", ATTENTION_CHOICES)
+        choose("compile", COMPILE_MODES)
         positive = ["epochs", "max_steps", "batch_size", "grad_accum", "eval_every",
                     "checkpoint_every", "early_stopping", "max_instances", "interactive_rounds",
                     "keep_checkpoints"]  # fmt: skip

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, RunError
+from ..fast import compile_model, use_flex_attention
 from ..io import atomic_write
 from . import losses
 from .cache import EmbeddingCache, cache_key, image_digest
@@ -462,6 +463,12 @@ def train(
     frozen_encoder = bool(strategy.freezes_image_encoder)
     if cfg.gradient_checkpointing and not frozen_encoder:
         enable_checkpointing(model)
+    if cfg.attention == "flex":
+        use_flex_attention(model)
+    compiled = compile_model(model, cfg.compile)
+    graphs = cfg.compile in ("reduce-overhead", "max-autotune")
+    if compiled:
+        say(f"torch.compile ({cfg.compile}): {', '.join(compiled)}; the first steps compile")
 
     # ---- embedding cache
     cache = None
@@ -583,6 +590,8 @@ def train(
                 with accelerator.accumulate(step_module):
                     inputs, targets, weight = _inputs(batch, cfg, embed, model, accelerator.device)
                     inputs["seed"] = cfg.seed * 1_000_003 + state.step
+                    if graphs:  # CUDA graphs: this step's outputs may overwrite the last one's
+                        torch.compiler.cudagraph_mark_step_begin()
                     rounds = step_module(**inputs)
                     outputs = [
                         losses.sam_loss(
