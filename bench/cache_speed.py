@@ -25,7 +25,9 @@ from pathlib import Path
 import torch
 
 
-def run(model: str, images: int, epochs: int, cache: str, workdir: Path) -> list[float]:
+def run(
+    model: str, images: int, epochs: int, cache: str, workdir: Path, compile: str = "no"
+) -> list[float]:
     """Seconds per epoch of one training run."""
     from samtune.data import load_dataset
     from samtune.train import loop
@@ -50,7 +52,8 @@ def run(model: str, images: int, epochs: int, cache: str, workdir: Path) -> list
                              size=256, root=workdir / "data")  # fmt: skip
         loop.fit(model, "decoder", {"train": train}, workdir / f"run-{cache}", epochs=epochs,
                  batch_size=1, cache=cache, compare=False, quiet=True, log_with=None,
-                 val_split=None, test_split=None, max_instances=4)  # fmt: skip
+                 val_split=None, test_split=None, max_instances=4,
+                 compile=compile)  # fmt: skip
     finally:
         loop.EpochSampler.set_epoch = set_epoch
         loop.save_checkpoint = save
@@ -60,7 +63,8 @@ def run(model: str, images: int, epochs: int, cache: str, workdir: Path) -> list
 
 def _measure_in_subprocess(args: argparse.Namespace, mode: str) -> list[float]:
     cmd = [sys.executable, __file__, "--model", args.model, "--images", str(args.images),
-           "--epochs", str(args.epochs), "--only", mode]  # fmt: skip
+           "--epochs", str(args.epochs), "--only", mode,
+           "--compile", args.compile if mode == "on" else "no"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     line = next(x for x in out.splitlines() if x.startswith("EPOCHS "))
     return json.loads(line.removeprefix("EPOCHS "))
@@ -71,12 +75,17 @@ def main() -> None:
     ap.add_argument("--model", default="vit-b-random")
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument(
+        "--compile",
+        default="no",
+        help="torch.compile mode for the cached run (the uncached run stays the eager loop)",
+    )
     ap.add_argument("--only", choices=("on", "off"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     if args.only:  # one measurement, in a process of its own
         with tempfile.TemporaryDirectory() as tmp:
-            times = run(args.model, args.images, args.epochs, args.only, Path(tmp))
+            times = run(args.model, args.images, args.epochs, args.only, Path(tmp), args.compile)
         print("EPOCHS " + json.dumps(times))
         return
     # each mode in a fresh process: measured in one process after the uncached ViT-B run, the
@@ -88,6 +97,7 @@ def main() -> None:
     result = {
         "model": args.model,
         "images": args.images,
+        "cached_run_compile": args.compile,
         "torch_threads": torch.get_num_threads(),
         "epoch_seconds_uncached": [round(t, 3) for t in off],
         "epoch_seconds_cached": [round(t, 3) for t in on],

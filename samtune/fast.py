@@ -34,7 +34,9 @@ __all__ = [
 ]
 
 ATTENTION_CHOICES = ("sdpa", "flex")
-COMPILE_MODES = ("no", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Modes without CUDA graphs only: a CUDA graph's outputs are overwritten by its next replay,
+# and evaluation keeps an image's embedding across many decoder calls.
+COMPILE_MODES = ("no", "default", "max-autotune-no-cudagraphs")
 
 _compiled_flex = None
 
@@ -142,15 +144,23 @@ def use_flex_attention(model: nn.Module, enable: bool = True, *, windowed: bool 
 
 
 def compile_model(
-    model: nn.Module, mode: str = "default", parts: tuple[str, ...] | None = None
+    model: nn.Module,
+    mode: str = "default",
+    parts: tuple[str, ...] | None = None,
+    *,
+    cuda_graphs: bool = False,
 ) -> list[str]:
     """``torch.compile`` SAM's parts in place (parameter names unchanged); returns their names.
 
-    ``parts`` defaults to all three. ``mode`` is a ``torch.compile`` mode, or ``"no"``.
+    ``parts`` defaults to all three. ``mode`` is one of :data:`COMPILE_MODES`; with
+    ``cuda_graphs=True`` also ``reduce-overhead`` and ``max-autotune``, whose outputs are only
+    valid until the next replay: the caller must mark each step
+    (``torch.compiler.cudagraph_mark_step_begin``) and not keep outputs across calls.
     Compilation happens lazily, on the first call of each part.
     """
-    if mode not in COMPILE_MODES:
-        raise ConfigError(f"compile mode must be one of {', '.join(COMPILE_MODES)}; found {mode!r}")
+    allowed = COMPILE_MODES + (("reduce-overhead", "max-autotune") if cuda_graphs else ())
+    if mode not in allowed:
+        raise ConfigError(f"compile mode must be one of {', '.join(allowed)}; found {mode!r}")
     if mode == "no":
         return []
     found = sam_parts(model)

@@ -144,3 +144,25 @@ def test_flex_encoder_matches_sdpa_encoder_in_bf16_on_gpu():
         b = flex(pix).last_hidden_state.float()
     rel = (a - b).norm() / a.norm()
     assert rel < 2e-2, float(rel)
+
+
+def test_fit_with_compile_and_flex_matches_the_eager_run(tmp_path):
+    """The speed options change how the step runs, not what it computes."""
+    from safetensors.torch import load_file
+
+    from samtune.data import load_dataset
+    from samtune.train import fit
+
+    train = load_dataset("demo", "train", counts={"train": 2, "val": 1, "test": 1})
+    common = dict(epochs=1, batch_size=1, max_instances=2, compare=False, quiet=True,
+                  log_with=None, val_split=None, test_split=None)  # fmt: skip
+    runs = {}
+    for name, options in {"eager": {}, "fast": {"compile": "default", "attention": "flex"}}.items():
+        fit("tiny", "lora", {"train": train}, tmp_path / name, **common, **options)
+        runs[name] = load_file(tmp_path / name / "adapter" / "adapter.safetensors")
+    assert runs["eager"].keys() == runs["fast"].keys()
+    for key, eager in runs["eager"].items():
+        assert torch.allclose(runs["fast"][key], eager, atol=1e-4), key
+    # LoRA's B matrices start at zero: the run trained them
+    assert any(v.abs().max() > 0 for k, v in runs["fast"].items() if "lora_B" in k)
+    assert (tmp_path / "fast" / "config.yaml").read_text().count("compile: default") == 1

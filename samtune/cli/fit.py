@@ -63,7 +63,7 @@ def fit(
         str | None,
         typer.Option(
             "--compile",
-            help="torch.compile mode: no, default, reduce-overhead, max-autotune.",
+            help="torch.compile mode: no, default or max-autotune-no-cudagraphs.",
         ),
     ] = None,
     eval_every: Annotated[

@@ -79,7 +79,7 @@ class FitConfig:
     )
     compile: str = field(
         default="no",
-        metadata={"help": "torch.compile SAM's parts: no, default, reduce-overhead, max-autotune."},
+        metadata={"help": "torch.compile SAM's parts: no, default, max-autotune-no-cudagraphs."},
     )
     seed: int = 0
     prompt: str = field(default="box", metadata={"help": "box, point or interactive."})

@@ -466,7 +466,6 @@ def train(
     if cfg.attention == "flex":
         use_flex_attention(model)
     compiled = compile_model(model, cfg.compile)
-    graphs = cfg.compile in ("reduce-overhead", "max-autotune")
     if compiled:
         say(f"torch.compile ({cfg.compile}): {', '.join(compiled)}; the first steps compile")
 
@@ -590,8 +589,6 @@ def train(
                 with accelerator.accumulate(step_module):
                     inputs, targets, weight = _inputs(batch, cfg, embed, model, accelerator.device)
                     inputs["seed"] = cfg.seed * 1_000_003 + state.step
-                    if graphs:  # CUDA graphs: this step's outputs may overwrite the last one's
-                        torch.compiler.cudagraph_mark_step_begin()
                     rounds = step_module(**inputs)
                     outputs = [
                         losses.sam_loss(
