@@ -52,6 +52,8 @@ _EXPORTS: dict[str, str] = {
     "load_dataset": "samtune.data",
     "preprocess_image": "samtune.data",
     # training
+    "compile_model": "samtune.fast",
+    "use_flex_attention": "samtune.fast",
     "FitConfig": "samtune.train",
     "FitResult": "samtune.train",
     "fit": "samtune.train",

@@ -1,0 +1,50 @@
+"""The benchmark scripts run end to end on the tiny model and print JSON, then a table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+CASES = {
+    "train_step": ["--model", "tiny", "--strategies", "decoder", "lora", "--batch", "1",
+                   "--warmup", "1", "--repeat", "1"],
+    "encoder_flops": ["--model", "tiny", "--variants", "sdpa", "eager-attention",
+                      "flex-global+compile", "--repeat", "1"],
+    "eval_throughput": ["--model", "tiny", "--images", "1", "--instances", "4", "--size", "64"],
+    "strategy_sizes": ["--model", "tiny"],
+}  # fmt: skip
+
+
+def _json_head(stdout: str) -> dict:
+    """The JSON object the script prints before its Markdown table."""
+    text = stdout[stdout.index("{") :]
+    return json.JSONDecoder().raw_decode(text)[0]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bench_script_prints_json_and_a_table(name, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / f"{name}.py"), *CASES[name]],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    payload = _json_head(proc.stdout)
+    assert payload, proc.stdout[:500]
+    assert "|---" in proc.stdout  # the Markdown table
+    if name == "encoder_flops":
+        rows = {r["variant"]: r for r in payload["results"]}
+        assert set(rows) == {"sdpa", "eager-attention", "flex-global+compile"}
+        for row in rows.values():  # every variant computes the SDPA encoder's output
+            assert row["max_abs_diff"] < 1e-4 and 0 < row["fraction_of_peak"]
+    if name == "train_step":
+        row = payload["results"][0]
+        assert row["strategy"] == "decoder" and row["cached_s"] > 0
