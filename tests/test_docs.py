@@ -31,6 +31,7 @@ NEEDS_NETWORK = (
 NOT_RUN = {
     "samtune fit --strategy lora --dataset trashcan": NEEDS_NETWORK,
     "samtune fit --strategy decoder --dataset trashcan --model facebook/sam-vit-huge --mixed-precision bf16": NEEDS_NETWORK,
+    "samtune fit --strategy lora --dataset trashcan --mixed-precision bf16 --attention flex --compile default": NEEDS_NETWORK,
     "samtune fit --strategy lora -S rank=16 -S use_dora=true --dataset zerowaste": NEEDS_NETWORK,
     "samtune eval --dataset trashcan --prompt clicks:10 --output reports/trashcan-clicks": NEEDS_NETWORK,
     "samtune eval -m facebook/sam-vit-base -d zerowaste --split test --prompt point -o runs/zs": NEEDS_NETWORK,
