@@ -32,6 +32,10 @@ NOT_RUN = {
     "samtune fit --strategy lora --dataset trashcan": NEEDS_NETWORK,
     "samtune fit --strategy decoder --dataset trashcan --model facebook/sam-vit-huge --mixed-precision bf16": NEEDS_NETWORK,
     "samtune fit --strategy lora --dataset trashcan --mixed-precision bf16 --attention flex --compile default": NEEDS_NETWORK,
+    "samtune fit --strategy decoder --dataset trashcan --epochs 20 --mixed-precision bf16": NEEDS_NETWORK,
+    "samtune fit --config runs/lora-trashcan/config.yaml --resume": (
+        "continues a TrashCan run, which needs the network; resume is tested in test_train_resume"
+    ),
     "samtune fit --strategy lora -S rank=16 -S use_dora=true --dataset zerowaste": NEEDS_NETWORK,
     "samtune eval --dataset trashcan --prompt clicks:10 --output reports/trashcan-clicks": NEEDS_NETWORK,
     "samtune eval -m facebook/sam-vit-base -d zerowaste --split test --prompt point -o runs/zs": NEEDS_NETWORK,
@@ -68,11 +72,31 @@ RUN = [
 ]
 
 
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """``(language, body)`` of every fenced code block, in order (language "" when unlabelled)."""
+    blocks, language, body = [], None, []
+    for line in text.splitlines():
+        fence = line.strip().startswith("```")
+        if language is None and fence:
+            language, body = line.strip()[3:].strip(), []
+        elif language is not None and fence:
+            blocks.append((language, "\n".join(body)))
+            language = None
+        elif language is not None:
+            body.append(line)
+    return blocks
+
+
 def documented_commands() -> dict[str, str]:
-    """Every ``samtune`` command line in a shell block of the docs -> the file it is in."""
+    """Every ``samtune`` command line in a shell or unlabelled block -> the file it is in.
+
+    Synopses with placeholders (``NAME [--root DIR]``) go in ``text`` blocks, which are skipped.
+    """
     found: dict[str, str] = {}
     for path in DOC_FILES:
-        for block in re.findall(r"```(?:bash|sh|shell|console)\n(.*?)```", path.read_text(), re.S):
+        for language, block in fenced_blocks(path.read_text()):
+            if language not in ("", "bash", "sh", "shell", "console"):
+                continue
             for line in block.splitlines():
                 line = line.strip().removeprefix("$ ")
                 if line.startswith("samtune "):
