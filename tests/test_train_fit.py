@@ -101,3 +101,12 @@ def test_augmentation_turns_the_cache_off_with_a_message(tmp_path, splits, decod
         compare=False, augment=True)  # fmt: skip
     assert "embedding cache off: augmentation changes the images" in capsys.readouterr().out
     assert not (run / "cache").exists()
+
+
+def test_python_fit_honours_explicit_none_for_validation_and_test(tmp_path, splits, decoder):
+    result = fit("tiny", decoder, splits, tmp_path / "run", epochs=1, batch_size=2, quiet=True,
+                 log_with=None, val_split=None, test_split=None, prompt=None)  # fmt: skip
+    assert result.history == [] and result.best_dir is None  # no validation ran
+    assert result.comparison == {} and result.table == ""  # no test-split comparison
+    saved = build_config(tmp_path / "run" / "config.yaml")
+    assert saved.val_split is None and saved.test_split is None and saved.prompt == "box"

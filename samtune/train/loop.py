@@ -13,6 +13,7 @@ simulated corrective clicks), so DistributedDataParallel sees exactly one forwar
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -102,8 +103,14 @@ def fit(
             objects[key] = value
             overrides[key] = _describe_object(key, value)
     overrides["output_dir"] = str(output_dir) if output_dir is not None else None
-    cfg = build_config(config, **overrides).resolved()
-    return train(cfg, **objects)
+    cfg = build_config(config, **overrides)
+    # build_config reads None as "not given" (the CLI's unset options); an option passed here
+    # as None is explicit: None turns val_split/test_split off, other fields get their default.
+    nullable = {f.name for f in dataclasses.fields(FitConfig) if "None" in str(f.type)}
+    cfg = dataclasses.replace(
+        cfg, **{k: None for k, v in options.items() if v is None and k in nullable}
+    )
+    return train(cfg.resolved(), **objects)
 
 
 def _describe_object(kind: str, value: Any) -> str:
