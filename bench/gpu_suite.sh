@@ -31,6 +31,8 @@ case $part in
       --compile default --warmup 3
     run decoder_graphs python "$here/train_step.py" --strategies decoder --batch 1 4 \
       --compile reduce-overhead --warmup 4
+    run decoder_channels_last python "$here/train_step.py" --strategies decoder --batch 4 \
+      --channels-last
     ;;
   checks)
     run test_fast python -m pytest -q -p no:cacheprovider "$here/../tests/test_fast.py"

@@ -112,6 +112,8 @@ def _prepare(args, strategy, device, side, pix, boxes, targets, autocast) -> dic
     else:
         if args.attention == "flex":
             use_flex_attention(model)
+        if args.channels_last:
+            model.to(memory_format=torch.channels_last)
         compile_model(model, args.compile, cuda_graphs=True)
         graphs = args.compile in ("reduce-overhead", "max-autotune")
         step_module = SamTrainStep(model)
@@ -123,6 +125,8 @@ def _prepare(args, strategy, device, side, pix, boxes, targets, autocast) -> dic
             # later epochs: the embedding cache serves the encoder's output
             with torch.no_grad(), autocast():
                 emb = model.vision_encoder(pix).last_hidden_state.float()
+            if args.channels_last:
+                emb = emb.contiguous(memory_format=torch.channels_last)
             cached = {"image_index": image_index, "image_embeddings": emb, "boxes": flat_boxes}
             fns["cached_s"] = lambda: samtune_step(
                 step_module, opt, cached, targets, autocast, graphs
@@ -186,6 +190,9 @@ def main() -> None:
         help="torch.compile samtune's side (the CUDA-graph modes: this bench only, not fit)",
     )
     ap.add_argument("--attention", choices=ATTENTION_CHOICES, default="sdpa", help="samtune's side")
+    ap.add_argument(
+        "--channels-last", action="store_true", help="samtune's side in channels-last layout"
+    )
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--device", default="auto")
@@ -205,6 +212,7 @@ def main() -> None:
         "gradient_checkpointing": args.grad_ckpt,
         "samtune_compile": args.compile,
         "samtune_attention": args.attention,
+        "samtune_channels_last": args.channels_last,
         "results": rows,
     }
     columns = [
