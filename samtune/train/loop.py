@@ -609,12 +609,15 @@ def train(
                         for pred, iou in rounds
                     ]
                     loss = weight * sum(o.total for o in outputs) / len(outputs)
-                    finite = accelerator.gather(
-                        torch.isfinite(loss.detach()).reshape(1).to(accelerator.device)
-                    )
+                    # One device-to-host copy per step: this process's loss and mean IoU, and
+                    # whether every process's loss is finite (a sync per value would stall a
+                    # GPU whose step is short).
+                    stats = torch.stack([loss.detach().float(), outputs[-1].iou.mean().float()])
+                    finite = accelerator.gather(torch.isfinite(stats[:1]).to(accelerator.device))
+                    loss_value, iou_now = stats.tolist()
                     if not bool(finite.all()):
                         raise RunError(
-                            f"loss became {loss.item()} at step {state.step + 1} (epoch "
+                            f"loss became {loss_value} at step {state.step + 1} (epoch "
                             f"{state.epoch}); training stopped. Last good checkpoint: "
                             f"{_last_ckpt_text(run_dir)}. Lower --lr, use "
                             "--mixed-precision no or bf16, or check the data"
@@ -627,16 +630,15 @@ def train(
                         scheduler.step()
                     optimizer.zero_grad()
                 state.batch_in_epoch += 1
-                iou_now = float(outputs[-1].iou.mean())
                 running_iou = iou_now if running_iou is None else 0.9 * running_iou + 0.1 * iou_now
                 if not accelerator.sync_gradients:
                     continue
                 state.step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}", iou=f"{running_iou:.3f}")
+                bar.set_postfix(loss=f"{loss_value:.4f}", iou=f"{running_iou:.3f}")
                 accelerator.log(
                     {
-                        "train/loss": loss.item(),
+                        "train/loss": loss_value,
                         "train/iou": iou_now,
                         "lr": scheduler.get_last_lr()[0],
                     },
