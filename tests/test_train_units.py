@@ -128,3 +128,16 @@ def test_checkpoint_folders_are_atomic(tmp_path):
     state = load_checkpoint(acc, latest_checkpoint(tmp_path))
     assert state.step == 3 and state.batch_in_epoch == 3
     assert model.weight.abs().sum() > 0
+
+
+def test_embedding_cache_memory_tier_lives_on_its_device(tmp_path):
+    cache = EmbeddingCache(tmp_path, memory_mb=1, device="meta")
+    emb = torch.randn(4, 8, 8)
+    cache.put("k", emb)
+    assert cache.get("k").device.type == "meta"  # memory tier: the given device
+    from safetensors.torch import load_file
+
+    on_disk = load_file(next(tmp_path.rglob("*.safetensors")))["embedding"]
+    assert torch.equal(on_disk, emb)  # the disk copy is the CPU tensor, exactly
+    fresh = EmbeddingCache(tmp_path, memory_mb=1, device="meta")
+    assert fresh.get("k").device.type == "meta"  # read from disk, then kept on the device

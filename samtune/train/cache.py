@@ -63,12 +63,21 @@ def cache_key(encoder_fingerprint: str, preprocess: Any, image: str, extra: Any 
 class EmbeddingCache:
     """Embeddings by key, in memory (LRU, ``memory_mb`` budget) and on disk under ``directory``.
 
-    ``directory=None`` keeps everything in memory only. Tensors are returned on CPU in the dtype
-    they were stored in; ``hits``/``misses`` count lookups.
+    ``directory=None`` keeps everything in memory only. The memory tier lives on ``device``
+    (default CPU; the training loop uses the model's device, so a cached step copies nothing
+    from the host); tensors come back on it in the dtype they were stored in. ``hits`` and
+    ``misses`` count lookups.
     """
 
-    def __init__(self, directory: str | Path | None, *, memory_mb: float = 1024) -> None:
+    def __init__(
+        self,
+        directory: str | Path | None,
+        *,
+        memory_mb: float = 1024,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.directory = Path(directory) if directory is not None else None
+        self.device = torch.device(device)
         self.memory_budget = int(memory_mb * 2**20)
         self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._memory_bytes = 0
@@ -95,6 +104,7 @@ class EmbeddingCache:
                 except Exception:  # unreadable file: recompute rather than fail the run
                     tensor = None
                 if tensor is not None:
+                    tensor = tensor.to(self.device)
                     self._remember(key, tensor)
                     self.hits += 1
                     return tensor
@@ -103,15 +113,15 @@ class EmbeddingCache:
 
     def put(self, key: str, embedding: torch.Tensor) -> None:
         """Store one embedding, (C, h, w); written to disk atomically."""
-        embedding = embedding.detach().to("cpu").contiguous()
-        self._remember(key, embedding)
+        embedding = embedding.detach().contiguous()
+        self._remember(key, embedding.to(self.device))
         if self.directory is not None:
             path = self._path(key)
             if not path.exists():
                 from safetensors.torch import save_file
 
                 with atomic_write(path) as tmp:
-                    save_file({"embedding": embedding}, str(tmp))
+                    save_file({"embedding": embedding.cpu()}, str(tmp))
 
     def _remember(self, key: str, tensor: torch.Tensor) -> None:
         size = tensor.numel() * tensor.element_size()

@@ -401,8 +401,8 @@ class _Embeddings:
                 fresh = self.sam.vision_encoder(pixel_values[missing]).last_hidden_state.float()
             for j, emb in zip(missing, fresh, strict=True):
                 self.cache.put(self._key(indices[j]), emb)
-                found[j] = emb.cpu()
-        return torch.stack(found).to(pixel_values.device)
+                found[j] = emb
+        return torch.stack([e.to(pixel_values.device) for e in found])
 
 
 # --------------------------------------------------------------------------- train
@@ -483,7 +483,9 @@ def train(
             say("embedding cache off: augmentation changes the images every epoch")
         else:
             cache = EmbeddingCache(
-                cfg.cache_dir or run_dir / "cache", memory_mb=cfg.cache_memory_mb
+                cfg.cache_dir or run_dir / "cache",
+                memory_mb=cfg.cache_memory_mb,
+                device=accelerator.device,
             )
     elif cfg.cache == "on":
         say(f"embedding cache off: strategy {cfg.strategy!r} trains the image encoder")
