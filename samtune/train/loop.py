@@ -305,7 +305,11 @@ def _make_accelerator(cfg: FitConfig, run_dir: Path):
     # only sets up a gloo process group when told it runs on the CPU; otherwise every process
     # would train alone on all the data.
     from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+    from accelerate.utils import (
+        DataLoaderConfiguration,
+        DistributedDataParallelKwargs,
+        ProjectConfiguration,
+    )
 
     # Accelerate keeps its settings in process-wide singletons, so a second fit() in the same
     # process (a notebook, a sweep) with another mixed precision or accumulation would be
@@ -324,6 +328,10 @@ def _make_accelerator(cfg: FitConfig, run_dir: Path):
         log_with=_tracker(cfg),
         project_config=ProjectConfiguration(
             project_dir=str(run_dir), logging_dir=str(run_dir / "logs")
+        ),
+        # On a GPU: pinned batches (the loader's pin_memory) copied without blocking the host.
+        dataloader_config=DataLoaderConfiguration(
+            non_blocking=torch.cuda.is_available() and not cpu
         ),
         # Box prompts leave point/mask prompt-encoder parameters without gradient.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
@@ -514,6 +522,7 @@ def train(
         sampler=sampler,
         collate_fn=collate_prompted,
         num_workers=cfg.num_workers,
+        pin_memory=accelerator.device.type == "cuda",
     )
 
     # ---- optimizer, schedule, prepare
@@ -729,7 +738,8 @@ def _inputs(batch: dict, cfg: FitConfig, embed, model, device) -> tuple[dict, to
     """Collated batch -> keyword arguments of :class:`SamTrainStep`, (M, r, r) targets, weight."""
     vision = model.config.vision_config
     low = 4 * (vision.image_size // vision.patch_size)  # the decoder upsamples the grid 4x
-    pixel_values = torch.stack(list(batch["pixel_values"])).to(device)
+    pixels = batch["pixel_values"]  # stacked by collate_prompted (pinned on a GPU machine)
+    pixel_values = (pixels if torch.is_tensor(pixels) else torch.stack(list(pixels))).to(device)
     counts = [len(m) for m in batch["masks"]]
     image_index = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
     targets = torch.cat(
