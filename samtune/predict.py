@@ -4,6 +4,11 @@ Prompts are in original image pixels: boxes ``(N, 4)`` XYXY, points ``(N, K, 2)`
 labels ``(N, K)`` (1 positive, 0 negative). Each box (or each group of K points, or each
 box + point group) is one prompt and gives one mask. The image is encoded once; masks are
 returned at the original resolution (logits upsampled, padding removed, thresholded at 0).
+
+Prompts are checked before the model runs (:func:`prepare_prompts`): boxes must have
+``x0 < x1`` and ``y0 < y1`` and, like points, lie inside the image (``0 <= x <= width``,
+``0 <= y <= height``); labels must be 1 or 0. A prompt that breaks a rule is an
+:class:`~samtune.errors.InputError` naming the image, the prompt and the rule.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from .errors import InputError, MissingFileError
+from .errors import DataError, InputError, MissingFileError
 
 
 @dataclass
@@ -56,6 +62,120 @@ def _prompt_array(x, last: int, name: str) -> np.ndarray | None:
     return arr
 
 
+VALID_LABELS = (0, 1)
+"""Point labels ``predict`` accepts: 1 (positive, on the object) and 0 (negative, background)."""
+
+
+class Prompts(NamedTuple):
+    """Checked prompts: ``boxes`` ``(N, 4)``, ``points`` ``(N, K, 2)`` float32 and ``labels``
+    ``(N, K)`` int64 (each None when absent); ``n`` prompts."""
+
+    boxes: np.ndarray | None
+    points: np.ndarray | None
+    labels: np.ndarray | None
+    n: int
+
+
+def _fmt(values) -> str:
+    return "[" + ", ".join(f"{float(v):g}" for v in np.ravel(values)) + "]"
+
+
+def prepare_prompts(
+    boxes=None,
+    points=None,
+    point_labels=None,
+    *,
+    size: tuple[int, int] | None = None,
+    image: str = "the image",
+) -> Prompts:
+    """Normalise and check one image's prompts, before anything runs.
+
+    Args:
+        boxes: ``(N, 4)`` XYXY boxes (or one flat box).
+        points: ``(N, K, 2)`` or ``(N, 2)`` (x, y) points.
+        point_labels: ``(N, K)`` (or ``(N,)``) labels, 1 or 0 (default: all 1).
+        size: ``(height, width)`` of the image; when given, every box and point must lie in
+            ``0 <= x <= width``, ``0 <= y <= height``.
+        image: how messages name the image (its path, say).
+
+    Returns:
+        :class:`Prompts`.
+
+    Raises:
+        InputError: no prompt; wrong shapes; unequal box and point-group counts; a
+            non-finite coordinate; an inverted or empty box (``x1 <= x0`` or ``y1 <= y0``);
+            a box or point outside the image; a label other than 1 or 0. The message names
+            the image and the prompt (by its index, which is also its mask's index).
+    """
+    boxes = _prompt_array(boxes, 4, "boxes")
+    points = _prompt_array(points, 2, "points")
+    if boxes is None and points is None:
+        raise InputError(f"no prompt given for {image}: pass boxes and/or points")
+    labels = None
+    if points is not None:
+        points = points.reshape(len(points), -1, 2) if points.ndim != 3 else points
+        if point_labels is None:
+            labels = np.ones(points.shape[:2], np.int64)
+        else:
+            try:
+                raw = np.asarray(point_labels, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise InputError(
+                    f"point labels for {image} must be numbers, 1 (positive) or 0 (negative); "
+                    f"found {point_labels!r}"
+                ) from None
+            if raw.size != points.shape[0] * points.shape[1]:
+                raise InputError(
+                    f"{image}: {raw.size} point label(s) for {points.shape[0] * points.shape[1]} "
+                    "point(s); give one label per point"
+                )
+            raw = raw.reshape(points.shape[:2])
+            bad = ~np.isin(raw, VALID_LABELS)
+            if bad.any():
+                i, k = (int(v) for v in np.argwhere(bad)[0])
+                raise InputError(
+                    f"{image}, prompt {i}, point {_fmt(points[i, k])}: label {raw[i, k]:g} is not "
+                    "valid; point labels are 1 (positive) or 0 (negative)"
+                )
+            labels = raw.astype(np.int64)
+    if boxes is not None:
+        boxes = boxes.reshape(-1, 4)
+    if boxes is not None and points is not None and len(boxes) != len(points):
+        raise InputError(
+            f"{image}: boxes and points pair up into prompts, so their counts must match: "
+            f"{len(boxes)} boxes, {len(points)} point groups"
+        )
+    height, width = size if size is not None else (None, None)
+    if boxes is not None:
+        for i, b in enumerate(boxes):
+            what = f"{image}, prompt {i}, box {_fmt(b)} (x0, y0, x1, y1)"
+            if not np.isfinite(b).all():
+                raise InputError(f"{what}: coordinates must be finite numbers")
+            if b[2] <= b[0] or b[3] <= b[1]:
+                raise InputError(
+                    f"{what}: x1 <= x0 or y1 <= y0; a box runs from its top-left (x0, y0) to its "
+                    "bottom-right (x1, y1) corner"
+                )
+            if size is not None and (b.min() < 0 or b[2] > width or b[3] > height):
+                raise InputError(
+                    f"{what} reaches outside the image, which is {width}x{height} (width x "
+                    f"height): boxes must lie in 0 <= x <= {width}, 0 <= y <= {height}"
+                )
+    if points is not None:
+        for i, group in enumerate(points):
+            for pt in group:
+                what = f"{image}, prompt {i}, point {_fmt(pt)} (x, y)"
+                if not np.isfinite(pt).all():
+                    raise InputError(f"{what}: coordinates must be finite numbers")
+                if size is not None and (pt.min() < 0 or pt[0] > width or pt[1] > height):
+                    raise InputError(
+                        f"{what} lies outside the image, which is {width}x{height} (width x "
+                        f"height): points must lie in 0 <= x <= {width}, 0 <= y <= {height}"
+                    )
+    n = len(boxes) if boxes is not None else len(points)
+    return Prompts(boxes, points, labels, n)
+
+
 def predict(
     model: torch.nn.Module,
     image,
@@ -82,33 +202,28 @@ def predict(
         :class:`Prediction` with one mask per prompt, in prompt order.
 
     Raises:
-        InputError: no prompt, or prompts with the wrong shape or unequal counts.
+        InputError: no prompt, prompts with the wrong shape or unequal counts, or a prompt that
+            breaks a rule of :func:`prepare_prompts` (outside the image, an inverted box, a
+            label other than 1 or 0); an image that is not HxWx3 uint8 RGB.
         MissingFileError: an image path that does not exist.
+        DataError: an image file that cannot be read.
     """
-    from .data.transforms import preprocess_image
+    from .data.transforms import preprocess_image, to_rgb_uint8
     from .models import preprocess_config
 
+    name = "the image"
     if isinstance(image, (str, os.PathLike)):
+        name = f"image {str(image)!r}"
         image = load_image_file(image)
-    boxes = _prompt_array(boxes, 4, "boxes")
-    points = _prompt_array(points, 2, "points")
-    if boxes is None and points is None:
-        raise InputError("no prompt given: pass boxes and/or points")
-    if points is not None:
-        points = points.reshape(len(points), -1, 2) if points.ndim != 3 else points
-        labels = (
-            np.ones(points.shape[:2], np.int64)
-            if point_labels is None
-            else np.asarray(point_labels, np.int64).reshape(points.shape[:2])
-        )
-    if boxes is not None:
-        boxes = boxes.reshape(-1, 4)
-    if boxes is not None and points is not None and len(boxes) != len(points):
-        raise InputError(
-            f"boxes and points pair up into prompts, so their counts must match: "
-            f"{len(boxes)} boxes, {len(points)} point groups"
-        )
-    n = len(boxes) if boxes is not None else len(points)
+    try:
+        image = to_rgb_uint8(image)
+    except (ValueError, AttributeError) as exc:
+        raise InputError(str(exc)) from None
+    boxes, points, labels, n = prepare_prompts(
+        boxes, points, point_labels, size=image.shape[:2], image=name
+    )
+    if not isinstance(prompt_batch, int) or prompt_batch < 1:
+        raise InputError(f"prompt_batch must be a whole number >= 1, found {prompt_batch!r}")
     param = next(model.parameters())
     was_training = model.training
     model.eval()
@@ -140,16 +255,33 @@ def predict(
 
 
 def load_image_file(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB (EXIF orientation applied)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"image {str(path)!r} does not exist")
-    try:
-        from .data.coco import load_image
+    """Read an image file as HxWx3 uint8 RGB (EXIF orientation applied).
 
+    Raises:
+        MissingFileError: ``path`` does not exist.
+        InputError: ``path`` is a folder.
+        DataError: the file is not a readable image (corrupt, truncated, not an image, too big).
+    """
+    from PIL import Image
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"image {str(path)!r} does not exist")
+    if path.is_dir():
+        raise InputError(f"image {str(path)!r} is a folder; give image files")
+    from .data.coco import load_image
+
+    try:
         return load_image(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{str(path)!r} is not a readable image: {exc}") from None
+    except DataError as exc:
+        cause = exc.__context__  # load_image raises "from None": the reader's own error
+        reason = f" ({cause})" if cause is not None and str(cause) else ""
+        raise DataError(
+            f"image {str(path)!r} cannot be read{reason}; the file is corrupt, truncated or not "
+            "an image: replace it or leave it out"
+        ) from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image {str(path)!r} is too large to read safely: {exc}") from None
 
 
 # --------------------------------------------------------------------------- prompt parsing
@@ -246,17 +378,26 @@ def _prompt_set(d, where: str) -> dict:
     if d.get("labels") is not None:
         if out["points"] is None:
             raise InputError(f"'labels' without 'points' in {where!r}")
-        out["labels"] = np.asarray(d["labels"], np.int64)
+        try:
+            out["labels"] = np.asarray(d["labels"], np.float64)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"'labels' in {where!r} must be numbers, 1 (positive) or 0 (negative); "
+                f"found {d['labels']!r}"
+            ) from None
         if out["labels"].size != out["points"].reshape(-1, 2).shape[0]:
             raise InputError(f"'labels' in {where!r} must give one label per point")
     return out
 
 
 __all__ = [
+    "VALID_LABELS",
     "Prediction",
+    "Prompts",
     "load_image_file",
     "parse_boxes",
     "parse_points",
     "predict",
+    "prepare_prompts",
     "read_prompts_file",
 ]

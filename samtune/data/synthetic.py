@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_dir
+from ..io import MANIFEST, atomic_dir
 from .coco import encode_mask
 
 DEMO_VERSION = 1
@@ -175,6 +175,18 @@ def generate_scene(rng: np.random.Generator, size: int = 128, max_objects: int =
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), objects
 
 
+def _adopt_earlier_demo(root: Path) -> None:
+    """Give a demo folder written before samtune kept manifests one, so it can be regenerated.
+
+    Only a folder holding ``demo.json`` and nothing but split folders is adopted.
+    """
+    if not (root / "demo.json").is_file() or (root / MANIFEST).exists():
+        return
+    entries = sorted(p.name for p in root.iterdir())
+    if all(name == "demo.json" or (root / name / "annotations.json").is_file() for name in entries):
+        (root / MANIFEST).write_text(json.dumps({"written_by": "samtune", "entries": entries}))
+
+
 def write_demo_dataset(
     root: str | Path,
     *,
@@ -197,6 +209,7 @@ def write_demo_dataset(
     categories = [
         {"id": i + 1, "name": n, "supercategory": "waste"} for i, n in enumerate(CATEGORIES)
     ]
+    _adopt_earlier_demo(root)
     with atomic_dir(root, overwrite=True) as tmp:
         ann_id = 1
         for split, n in counts.items():
