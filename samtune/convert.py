@@ -5,8 +5,11 @@ tensor exactly. The architecture of a Meta checkpoint (width, depth, heads, wind
 global-attention layers, image size, decoder sizes) is read from the tensor shapes, so any
 size converts, not just ViT-B/L/H.
 
-Decoder attention heads are the one thing the shapes do not reveal; Meta fixes them at 8 and
-so does :func:`config_from_meta_state_dict` unless told otherwise.
+What the shapes do not reveal (the mask decoder's attention heads, LayerNorm epsilons,
+samtune's preprocessing) is Meta's fixed choice in Meta's own checkpoints (8 heads, epsilon
+1e-5 in the decoder). A ``.pth`` samtune writes for another architecture carries it in a
+sidecar, ``<file>.samtune.json`` (:func:`save_meta_checkpoint`), which the loader reads back;
+without one the loader assumes Meta's values and says so.
 """
 
 from __future__ import annotations
@@ -180,10 +183,23 @@ def hf_to_meta_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, t
     return out
 
 
+META_DECODER_HEADS = 8
+META_DECODER_LAYER_NORM_EPS = 1e-5  # Meta's two-way transformer: nn.LayerNorm's default
+SIDECAR_SUFFIX = ".samtune.json"
+SIDECAR_FORMAT = "samtune.meta-sidecar"
+
+
 def config_from_meta_state_dict(
-    state_dict: Mapping[str, torch.Tensor], *, decoder_num_heads: int = 8
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    decoder_num_heads: int = META_DECODER_HEADS,
+    decoder_layer_norm_eps: float = META_DECODER_LAYER_NORM_EPS,
 ) -> SamConfig:
-    """Read the architecture of a Meta SAM checkpoint off its tensor shapes."""
+    """Read the architecture of a Meta SAM checkpoint off its tensor shapes.
+
+    The decoder's attention heads and LayerNorm epsilon cannot be read off shapes; they
+    default to Meta's (8, 1e-5).
+    """
     sd = strip_wrapper_prefix(state_dict)
     try:
         patch_w = sd["image_encoder.patch_embed.proj.weight"]
@@ -276,8 +292,7 @@ def config_from_meta_state_dict(
             num_multimask_outputs=n_mask_tokens - 1,
             iou_head_depth=iou_depth,
             iou_head_hidden_dim=iou_hidden,
-            # Meta's two-way transformer uses nn.LayerNorm's default eps.
-            layer_norm_eps=1e-5,
+            layer_norm_eps=decoder_layer_norm_eps,
         ),
     )
 
@@ -355,14 +370,31 @@ def read_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def sam_model_from_meta_state_dict(state_dict: Mapping[str, torch.Tensor], **config_overrides):
-    """Build a ``SamModel`` from a Meta state dict (architecture from the shapes)."""
+def sam_model_from_meta_state_dict(
+    state_dict: Mapping[str, torch.Tensor], config: SamConfig | None = None, **config_overrides
+):
+    """Build a ``SamModel`` from a Meta state dict.
+
+    Args:
+        state_dict: Meta ``segment_anything`` keys (a wrapper prefix is stripped).
+        config: the architecture; default: read off the shapes
+            (:func:`config_from_meta_state_dict` with ``config_overrides``).
+
+    Raises:
+        CheckpointError: the tensors do not fit the architecture.
+    """
     from transformers import SamModel
 
-    config = config_from_meta_state_dict(state_dict, **config_overrides)
+    if config is None:
+        config = config_from_meta_state_dict(state_dict, **config_overrides)
     model = SamModel(config)
     hf_sd = meta_to_hf_state_dict(state_dict)
-    missing, unexpected = model.load_state_dict(hf_sd, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(hf_sd, strict=False)
+    except RuntimeError as exc:  # size mismatches
+        raise CheckpointError(
+            f"checkpoint does not match the architecture it was given: {str(exc).splitlines()[-1].strip()}"
+        ) from None
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint does not match SAM's architecture: missing {missing[:3]}, "
@@ -371,15 +403,103 @@ def sam_model_from_meta_state_dict(state_dict: Mapping[str, torch.Tensor], **con
     return model
 
 
-def save_meta_checkpoint(model, path: str | Path) -> Path:
-    """Write a ``SamModel`` as a Meta ``.pth`` that ``sam_model_registry`` builds load."""
+def sidecar_path(path: str | Path) -> Path:
+    """Where :func:`save_meta_checkpoint` puts what a Meta ``.pth`` cannot record."""
+    return Path(str(path) + SIDECAR_SUFFIX)
+
+
+def read_sidecar(path: str | Path) -> dict | None:
+    """The sidecar of a Meta checkpoint, or None when there is none.
+
+    Raises:
+        CheckpointError: a sidecar that is not valid JSON or not samtune's.
+    """
+    import json
+
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{str(side)!r} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+        raise CheckpointError(f"{str(side)!r} is not a samtune sidecar (format {SIDECAR_FORMAT!r})")
+    if not isinstance(data.get("config"), dict):
+        raise CheckpointError(f"{str(side)!r} lacks the model config")
+    return data
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_replaceable_file(path: Path, overwrite: bool) -> None:
+    from .errors import InputError
+
+    if path.is_dir():
+        raise InputError(f"cannot write {str(path)!r}: it is a folder; give a .pth file name")
+    if not path.exists():
+        return
+    if not overwrite:
+        raise InputError(f"{str(path)!r} exists; choose another path or pass --overwrite")
+    try:
+        side = read_sidecar(path)
+    except CheckpointError:
+        side = None
+    if side is None or side.get("sha256") != _sha256(path):
+        raise InputError(
+            f"refusing to replace {str(path)!r}: samtune did not write it (no matching "
+            f"{SIDECAR_SUFFIX} sidecar); --overwrite only replaces samtune's own outputs"
+        )
+
+
+def save_meta_checkpoint(model, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a ``SamModel`` as a Meta ``.pth`` plus its sidecar ``<path>.samtune.json``.
+
+    The ``.pth`` holds exactly Meta's keys (``sam_model_registry`` builds load it when the
+    architecture is one of Meta's); the sidecar records the full config and preprocessing,
+    which Meta's format cannot, so that :func:`samtune.load_model` rebuilds the same model
+    (same fingerprint) even for non-standard architectures.
+
+    Raises:
+        InputError: ``path`` exists and ``overwrite`` is off, or it is not samtune's to replace.
+    """
+    import json
+
+    from . import __version__
     from .io import atomic_write
+    from .models import fingerprint, model_source, preprocess_config
 
     path = Path(path)
+    _check_replaceable_file(path, overwrite)
     sd = {
         k: v.detach().cpu().contiguous()
         for k, v in hf_to_meta_state_dict(model.state_dict()).items()
     }
+    config = model.config.to_dict()
+    for key in ("_name_or_path", "transformers_version", "samtune_preprocess"):
+        config.pop(key, None)
     with atomic_write(path) as tmp:
         torch.save(sd, tmp)
+        side = {
+            "format": SIDECAR_FORMAT,
+            "format_version": 1,
+            "about": "what a Meta segment-anything .pth cannot record; read by samtune.load_model",
+            "file": path.name,
+            "sha256": _sha256(tmp),
+            "fingerprint": fingerprint(model),
+            "source": model_source(model),
+            "samtune_version": __version__,
+            "preprocess": preprocess_config(model).to_dict(),
+            "config": config,
+        }
+        with atomic_write(sidecar_path(path)) as side_tmp:
+            side_tmp.write_text(json.dumps(side, indent=2) + "\n")
     return path

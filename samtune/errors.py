@@ -15,6 +15,9 @@ exception fits, the subclass inherits it too, so ``except ValueError`` keeps wor
     ├── MissingDependencyError (ImportError) an optional extra is not installed
     └── RunError (RuntimeError)            a run that started and failed (NaN loss, OOM)
 
+Warnings: :class:`SamtuneWarning` (``UserWarning``), and :class:`AssumptionWarning` for a load
+that had to assume what its format cannot record.
+
 A message says what was expected, what was found, and what to do. The CLI prints it as one
 line and exits 2 for bad input (every class but :class:`RunError`), 1 for a failed run.
 """
@@ -73,7 +76,16 @@ class RunError(SamtuneError, RuntimeError):
     exit_code = 1
 
 
+class SamtuneWarning(UserWarning):
+    """A note samtune gives without stopping (the CLI prints it as one ``note:`` line)."""
+
+
+class AssumptionWarning(SamtuneWarning):
+    """A load had to assume something its input format cannot record (it says what)."""
+
+
 __all__ = [
+    "AssumptionWarning",
     "AdapterMismatchError",
     "CheckpointError",
     "ConfigError",
@@ -84,5 +96,6 @@ __all__ = [
     "OfflineError",
     "RunError",
     "SamtuneError",
+    "SamtuneWarning",
     "UnknownNameError",
 ]

@@ -23,7 +23,7 @@ import torch
 from transformers import SamConfig, SamModel
 
 from . import convert
-from .errors import CheckpointError, MissingFileError, OfflineError
+from .errors import CheckpointError, ConfigError, MissingFileError, OfflineError
 
 # SAM's normalisation (ImageNet statistics in 0-255 pixel units, as Meta and HF use them).
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -189,6 +189,8 @@ def load_model(
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
     revision: str | None = None,
+    decoder_num_heads: int | None = None,
+    decoder_layer_norm_eps: float | None = None,
 ) -> SamModel:
     """Load a ``SamModel`` from a preset, a local folder or checkpoint, or a hub id.
 
@@ -198,6 +200,10 @@ def load_model(
         dtype: cast the weights to this dtype (default: keep them as stored, fp32 for presets).
         device: move the model there.
         revision: hub revision (branch, tag or commit) for hub ids.
+        decoder_num_heads, decoder_layer_norm_eps: for a Meta checkpoint without a samtune
+            sidecar, the mask decoder's attention heads and LayerNorm epsilon, which Meta's
+            format does not record (default: Meta's 8 and 1e-5, with a note that they were
+            assumed). Not accepted for other sources, whose config records them.
 
     Returns:
         The model in eval mode; :func:`preprocess_config` gives its preprocessing and
@@ -209,13 +215,26 @@ def load_model(
         OfflineError: a hub id that cannot be fetched (no network, ``HF_HUB_OFFLINE=1``).
     """
     source_str = os.fspath(source)
+    stated = {
+        k: v
+        for k, v in (
+            ("decoder_num_heads", decoder_num_heads),
+            ("decoder_layer_norm_eps", decoder_layer_norm_eps),
+        )
+        if v is not None
+    }
+    path = Path(source_str).expanduser()
+    if stated and not (source_str not in PRESETS and path.is_file()):
+        raise ConfigError(
+            f"{', '.join(stated)} only apply to Meta .pth/.safetensors checkpoints (whose format "
+            f"does not record them); {source_str!r} records its own architecture"
+        )
     if source_str in PRESETS:
         model = PRESETS[source_str][1](seed)
     else:
-        path = Path(source_str).expanduser()
         if path.exists():
-            model = _load_local(path)
-        elif _looks_like_path(source_str):
+            model = _load_local(path, stated)
+        elif looks_like_local_path(source_str):
             raise MissingFileError(
                 f"model path {source_str!r} does not exist; give an existing folder or "
                 f"checkpoint, a hub id such as {DEFAULT_HUB_MODEL!r}, or a preset "
@@ -232,13 +251,22 @@ def load_model(
     return model
 
 
-def _looks_like_path(s: str) -> bool:
-    if s.startswith((".", "/", "~")) or "\\" in s or s.count("/") > 1:
+def looks_like_local_path(text: str) -> bool:
+    """Whether a source that does not exist was meant as a local path rather than a hub id.
+
+    A hub id is ``name`` or ``owner/name``. Anything else is a path: it starts with ``.``,
+    ``/`` or ``~``, has a backslash, two or more slashes, or a file suffix, or its first
+    component is an existing local folder (``runs/lora-demoo`` with ``runs/`` present is a
+    typo, not a hub repository).
+    """
+    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1:
         return True
-    return s.endswith((".pth", ".pt", ".bin", ".safetensors", ".ckpt"))
+    if text.endswith((".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".json", ".yaml")):
+        return True
+    return "/" in text and Path(text.split("/", 1)[0]).expanduser().is_dir()
 
 
-def _load_local(path: Path) -> SamModel:
+def _load_local(path: Path, stated: dict | None = None) -> SamModel:
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.is_file():
@@ -271,12 +299,51 @@ def _load_local(path: Path) -> SamModel:
         sd = convert.read_torch_checkpoint(path)
     sd = convert.strip_wrapper_prefix(sd)
     if convert.is_meta_state_dict(sd):
-        return convert.sam_model_from_meta_state_dict(sd)
+        return _model_from_meta(path, sd, stated or {})
+    if stated:
+        raise ConfigError(
+            f"{str(path)!r} is not a Meta checkpoint; {', '.join(stated)} do not apply"
+        )
     raise CheckpointError(
         f"{str(path)!r} is not a SAM checkpoint: expected Meta segment-anything keys "
         f"('image_encoder.*', 'prompt_encoder.*', 'mask_decoder.*'), found keys like "
         f"{sorted(sd)[:3]}"
     )
+
+
+def _model_from_meta(path: Path, sd: dict, stated: dict) -> SamModel:
+    """A Meta checkpoint: architecture from its sidecar, from the user, or Meta's (said so)."""
+    import warnings
+
+    from transformers import SamConfig
+
+    from .errors import AssumptionWarning
+
+    side = convert.read_sidecar(path)
+    if side is not None and not stated:
+        try:
+            config = SamConfig(**side["config"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{str(convert.sidecar_path(path))!r} holds an invalid config ({exc})"
+            ) from None
+        model = convert.sam_model_from_meta_state_dict(sd, config)
+        if isinstance(side.get("preprocess"), dict):
+            model.config.samtune_preprocess = PreprocessConfig.from_dict(
+                side["preprocess"]
+            ).to_dict()
+        return model
+    if not stated:
+        warnings.warn(
+            f"{path.name}: a Meta checkpoint does not record the mask decoder's attention heads "
+            f"or LayerNorm epsilon, and it has no {convert.SIDECAR_SUFFIX} sidecar; assumed "
+            f"Meta's ({convert.META_DECODER_HEADS} heads, eps "
+            f"{convert.META_DECODER_LAYER_NORM_EPS:g}). If it was built otherwise, state them: "
+            f"samtune convert {path.name} OUT --to hf --decoder-heads N --decoder-eps E",
+            AssumptionWarning,
+            stacklevel=4,
+        )
+    return convert.sam_model_from_meta_state_dict(sd, **stated)
 
 
 def _check_loading_info(info: dict, where: str) -> None:
@@ -354,8 +421,62 @@ def _load_hub(repo_id: str, revision: str | None) -> SamModel:
 # --------------------------------------------------------------------------- fingerprints
 
 
-def fingerprint(model_or_state_dict: torch.nn.Module | dict[str, torch.Tensor]) -> str:
-    """A stable hex digest of a model's weights (names, shapes and values).
+# Config keys that do not change what a model computes once its weights are loaded: the
+# generic PretrainedConfig switches, initialisation settings, and values derived from others.
+_NOT_ARCHITECTURE = {
+    "_name_or_path",
+    "architectures",
+    "chunk_size_feed_forward",
+    "dtype",
+    "torch_dtype",
+    "id2label",
+    "label2id",
+    "is_encoder_decoder",
+    "output_attentions",
+    "output_hidden_states",
+    "problem_type",
+    "return_dict",
+    "transformers_version",
+    "tie_word_embeddings",
+    "initializer_range",  # initialisation only
+    "scale",  # initialisation of the positional table
+    "mlp_ratio",  # mlp_dim is what the layers use
+    "image_embedding_size",  # image_size // patch_size
+    "samtune_preprocess",  # covered by preprocess_config below
+}
+
+
+def _canonical(value):
+    if isinstance(value, dict):
+        return {
+            k: _canonical(v)
+            for k, v in sorted(value.items())
+            if k not in _NOT_ARCHITECTURE and not k.startswith("_")
+        }
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    return value
+
+
+def architecture(model_or_config) -> dict:
+    """What defines a model's computation besides its weights: its config, canonicalised.
+
+    Every config field counts except the generic ``PretrainedConfig`` switches, initialisation
+    settings and derived values (:data:`_NOT_ARCHITECTURE`); floats are compared to 6
+    significant digits. For a ``SamModel`` the preprocessing (image size, mean, std) is
+    included, since it changes every output too.
+    """
+    config = getattr(model_or_config, "config", model_or_config)
+    arch = _canonical(config.to_dict())
+    if hasattr(model_or_config, "vision_encoder") and hasattr(model_or_config, "config"):
+        arch["preprocess"] = _canonical(preprocess_config(model_or_config).to_dict())
+    return arch
+
+
+def weights_fingerprint(model_or_state_dict: torch.nn.Module | dict[str, torch.Tensor]) -> str:
+    """A stable hex digest of the weights alone (names, shapes and values).
 
     Values are hashed after rounding to bfloat16, so the same weights loaded in fp32, fp16 or
     bf16 share a fingerprint, while any real change to a weight changes it.
@@ -364,7 +485,10 @@ def fingerprint(model_or_state_dict: torch.nn.Module | dict[str, torch.Tensor]) 
         sd = model_or_state_dict.state_dict()
     else:
         sd = model_or_state_dict
-    h = hashlib.sha256()
+    return _hash_weights(hashlib.sha256(), sd).hexdigest()[:16]
+
+
+def _hash_weights(h, sd):
     for name in sorted(sd):
         t = sd[name]
         if not torch.is_tensor(t):
@@ -373,7 +497,24 @@ def fingerprint(model_or_state_dict: torch.nn.Module | dict[str, torch.Tensor]) 
         h.update(str(tuple(t.shape)).encode())
         data = t.detach().to("cpu", torch.bfloat16).contiguous().view(torch.uint8)
         h.update(data.numpy().tobytes())
-    return h.hexdigest()[:16]
+    return h
+
+
+def fingerprint(model_or_state_dict: torch.nn.Module | dict[str, torch.Tensor]) -> str:
+    """A stable hex digest of a model: its architecture (:func:`architecture`) and weights.
+
+    Two models share a fingerprint only if they compute the same thing: same config (decoder
+    heads, LayerNorm epsilons, preprocessing...) and the same weights. Weights are hashed after
+    rounding to bfloat16, so fp32, fp16 and bf16 copies share it. A plain state dict carries
+    no architecture; its fingerprint is :func:`weights_fingerprint`.
+    """
+    if not isinstance(model_or_state_dict, torch.nn.Module) or not hasattr(
+        getattr(model_or_state_dict, "config", None), "to_dict"
+    ):
+        return weights_fingerprint(model_or_state_dict)
+    h = hashlib.sha256()
+    h.update(json.dumps(architecture(model_or_state_dict), sort_keys=True).encode())
+    return _hash_weights(h, model_or_state_dict.state_dict()).hexdigest()[:16]
 
 
 def base_fingerprint(model: torch.nn.Module) -> str:
@@ -404,6 +545,12 @@ def describe(model: SamModel) -> dict:
             "width": v.hidden_size,
             "depth": v.num_hidden_layers,
             "heads": v.num_attention_heads,
+        },
+        "decoder": {
+            "width": model.config.mask_decoder_config.hidden_size,
+            "depth": model.config.mask_decoder_config.num_hidden_layers,
+            "heads": model.config.mask_decoder_config.num_attention_heads,
+            "layer_norm_eps": model.config.mask_decoder_config.layer_norm_eps,
         },
         "parameters": {
             "total": sum(p.numel() for p in model.parameters()),

@@ -11,6 +11,7 @@ import importlib
 import pkgutil
 import sys
 import traceback
+import warnings
 from typing import Annotated
 
 import click
@@ -18,7 +19,21 @@ import typer
 from typer.core import TyperGroup
 
 from .. import __version__
-from ..errors import SamtuneError
+from ..errors import SamtuneError, SamtuneWarning
+
+# OS errors that mean "this path cannot be used as given": input errors, exit 2.
+_PATH_ERRORS = (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """samtune's own warnings as one ``note:`` line; others as Python prints them."""
+    if issubclass(category, SamtuneWarning):
+        click.echo(f"note: {message}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
 
 
 class _SamtuneGroup(TyperGroup):
@@ -26,12 +41,20 @@ class _SamtuneGroup(TyperGroup):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except SamtuneError as exc:
             if (ctx.obj or {}).get("debug"):
                 traceback.print_exc()
             click.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except _PATH_ERRORS as exc:  # a path the user gave that cannot be used: input, exit 2
+            if (ctx.obj or {}).get("debug"):
+                traceback.print_exc()
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             raise typer.Exit(130) from None
@@ -83,16 +106,17 @@ _register_commands()
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    debug = "--debug" in (argv if argv is not None else sys.argv)
     try:
         app(args=argv, prog_name="samtune")
     except SystemExit:
         raise
-    except Exception:  # an unexpected failure: a run that failed, exit 1
-        if argv is not None and "--debug" in argv or "--debug" in sys.argv:
+    except Exception as exc:  # a failure samtune has no message for: the run failed, exit 1
+        if debug:
             raise
-        exc = sys.exc_info()[1]
         click.echo(
-            f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            f"error: samtune failed with {type(exc).__name__}: {exc}. This is a samtune bug if "
+            "the input was valid; rerun with --debug for the traceback and report it",
             err=True,
         )
         sys.exit(1)

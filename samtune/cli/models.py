@@ -12,6 +12,17 @@ from ..errors import UnknownNameError
 
 FORMATS = ("hf", "segment-anything")
 
+_HEADS = typer.Option(
+    "--decoder-heads",
+    min=1,
+    help="Meta .pth without a samtune sidecar: the mask decoder's attention heads (Meta: 8).",
+)
+_EPS = typer.Option(
+    "--decoder-eps",
+    min=1e-12,
+    help="Meta .pth without a samtune sidecar: the mask decoder's LayerNorm epsilon (Meta: 1e-5).",
+)
+
 
 def info(
     source: Annotated[
@@ -21,6 +32,8 @@ def info(
         ),
     ] = "tiny",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    decoder_heads: Annotated[int | None, _HEADS] = None,
+    decoder_eps: Annotated[float | None, _EPS] = None,
 ) -> None:
     """Load a SAM model and print its size, preprocessing and weight fingerprint.
 
@@ -34,7 +47,8 @@ def info(
     """
     from ..models import describe, load_model
 
-    summary = describe(load_model(source))
+    model = load_model(source, decoder_num_heads=decoder_heads, decoder_layer_norm_eps=decoder_eps)
+    summary = describe(model)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -42,7 +56,12 @@ def info(
     e = summary["encoder"]
     typer.echo(f"source        {summary['source']}")
     typer.echo(f"image size    {summary['image_size']} px")
+    d = summary["decoder"]
     typer.echo(f"encoder       ViT width {e['width']}, depth {e['depth']}, heads {e['heads']}")
+    typer.echo(
+        f"decoder       width {d['width']}, depth {d['depth']}, heads {d['heads']}, "
+        f"LayerNorm eps {d['layer_norm_eps']:g}"
+    )
     typer.echo(
         f"parameters    {p['total']:,} (image encoder {p['image_encoder']:,}, prompt encoder "
         f"{p['prompt_encoder']:,}, mask decoder {p['mask_decoder']:,})"
@@ -58,6 +77,11 @@ def convert(
         Path, typer.Argument(help="Output folder (hf) or .pth file (segment-anything).")
     ],
     to: Annotated[str, typer.Option("--to", help="Output format: hf or segment-anything.")] = "hf",
+    decoder_heads: Annotated[int | None, _HEADS] = None,
+    decoder_eps: Annotated[float | None, _EPS] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an OUTPUT that samtune wrote earlier.")
+    ] = False,
 ) -> None:
     """Convert between Meta segment-anything checkpoints and Hugging Face SamModel folders.
 
@@ -66,6 +90,11 @@ def convert(
         samtune convert sam_vit_b_01ec64.pth ./sam-vit-b-hf --to hf
 
         samtune convert ./sam-vit-b-hf ./sam_vit_b.pth --to segment-anything
+
+    A Meta .pth does not record the mask decoder's attention heads or LayerNorm epsilon;
+    samtune writes them to a sidecar (OUTPUT.samtune.json) and reads it back. For a .pth
+    without one, Meta's values are assumed (with a note); --decoder-heads / --decoder-eps
+    state them instead.
     """
     from ..convert import save_meta_checkpoint
     from ..io import atomic_dir
@@ -73,12 +102,14 @@ def convert(
 
     if to not in FORMATS:
         raise UnknownNameError(f"unknown format {to!r}; choose one of {', '.join(FORMATS)}")
-    model = load_model(source)
+    model = load_model(source, decoder_num_heads=decoder_heads, decoder_layer_norm_eps=decoder_eps)
     if to == "hf":
-        with atomic_dir(output) as tmp:
-            model.save_pretrained(tmp)
+        from ..adapters import save_hf_folder
+
+        with atomic_dir(output, overwrite=overwrite, protect=[source]) as tmp:
+            save_hf_folder(model, tmp)
     else:
-        save_meta_checkpoint(model, output)
+        save_meta_checkpoint(model, output, overwrite=overwrite)
     typer.echo(f"wrote {output}")
 
 
