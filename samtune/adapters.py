@@ -4,12 +4,14 @@ An adapter is one file, ``adapter.safetensors``, holding exactly the tensors the
 trained (:meth:`Strategy.trainable_state_dict`), with string metadata:
 
 =========================  ===============================================================
-``format``                 ``samtune.adapter`` (``format_version`` ``1``)
+``format``                 ``samtune.adapter`` (``format_version`` ``2``)
 ``strategy``               the strategy's registered name (``lora``)
 ``strategy_config``        its config, JSON
 ``strategy_package``       the distribution that provides it (``samtune``, ``samtune-bitfit``)
 ``base_model``             the base model's source (hub id, path or preset)
-``base_fingerprint``       :func:`samtune.models.fingerprint` of the untouched base weights
+``base_fingerprint``       :func:`samtune.models.fingerprint` of the untouched base model
+                           (architecture and weights)
+``base_architecture``      :func:`samtune.models.architecture` of the base, JSON
 ``samtune_version``        the samtune that wrote it
 =========================  ===============================================================
 
@@ -41,7 +43,9 @@ from .strategies.base import Strategy, applied_strategy, clear_strategy
 
 ADAPTER_FILE = "adapter.safetensors"
 FORMAT = "samtune.adapter"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+# Version 1 fingerprinted the base's weights only; such adapters still load, with a note.
+_WEIGHTS_ONLY_VERSIONS = ("1",)
 EXPORT_FORMATS = ("hf", "segment-anything", "peft", "hub")
 
 
@@ -78,7 +82,7 @@ def adapter_metadata(model: torch.nn.Module) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     from . import __version__
-    from .models import base_fingerprint, model_source
+    from .models import architecture, base_fingerprint, model_source
 
     strategy = _require_strategy(model)
     package = strategy.distribution or "samtune"
@@ -95,6 +99,7 @@ def adapter_metadata(model: torch.nn.Module) -> dict[str, str]:
         "strategy_package_version": package_version,
         "base_model": model_source(model),
         "base_fingerprint": base_fingerprint(model),
+        "base_architecture": json.dumps(architecture(model), sort_keys=True),
         "samtune_version": __version__,
     }
 
@@ -136,10 +141,9 @@ def _resolve(dir_or_hub_id: str | os.PathLike) -> Path:
         return path
     if path.is_file():
         return path
-    looks_like_hub_id = (
-        text.count("/") == 1 and not text.startswith((".", "/", "~")) and "\\" not in text
-    )
-    if not looks_like_hub_id or path.suffix:
+    from .models import looks_like_local_path
+
+    if looks_like_local_path(text):
         raise MissingFileError(
             f"adapter {text!r} does not exist; give a folder holding {ADAPTER_FILE}, the file "
             "itself, or a Hugging Face hub id (user/name)"
@@ -208,6 +212,33 @@ def read_adapter(dir_or_hub_id: str | os.PathLike) -> AdapterFile:
     missing = [k for k in ("strategy", "strategy_config", "base_fingerprint") if k not in metadata]
     if missing:
         raise CheckpointError(f"adapter {str(path)!r} lacks metadata {missing}; write it again")
+    version = metadata.get("format_version", "1")
+    if version not in (FORMAT_VERSION, *_WEIGHTS_ONLY_VERSIONS):
+        raise CheckpointError(
+            f"adapter {str(path)!r} has format version {version!r}; this samtune reads "
+            f"{', '.join((*_WEIGHTS_ONLY_VERSIONS, FORMAT_VERSION))}: upgrade samtune"
+        )
+    for key in ("strategy_config", "base_architecture"):
+        if key not in metadata:
+            continue
+        try:
+            value = json.loads(metadata[key])
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(
+                f"adapter {str(path)!r}: metadata {key!r} is not valid JSON ({exc})"
+            ) from None
+        if not isinstance(value, dict):
+            raise CheckpointError(
+                f"adapter {str(path)!r}: metadata {key!r} must be a JSON object, found "
+                f"{type(value).__name__}"
+            )
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(
+            f"adapter {str(path)!r} holds NaN or infinite values in {len(bad)} tensor(s) "
+            f"({', '.join(sorted(bad)[:3])}): the run that wrote it diverged; use another "
+            "checkpoint's adapter (best/ or a checkpoint)"
+        )
     return AdapterFile(path, tensors, metadata)
 
 
@@ -248,7 +279,7 @@ def load_adapter(
             trained on (the message names both).
         UnknownNameError: the strategy is not installed (the message names its package).
     """
-    from .models import base_fingerprint, load_model, model_source
+    from .models import base_fingerprint, load_model, model_source, weights_fingerprint
 
     adapter = read_adapter(dir_or_hub_id)
     if not isinstance(base_model, torch.nn.Module):
@@ -258,18 +289,59 @@ def load_adapter(
             "the base model already has a strategy applied; pass a freshly loaded base model"
         )
     expected = adapter.metadata["base_fingerprint"]
-    found = base_fingerprint(base_model)
+    weights_only = adapter.metadata.get("format_version", "1") in _WEIGHTS_ONLY_VERSIONS
+    found = weights_fingerprint(base_model) if weights_only else base_fingerprint(base_model)
     if found != expected:
         raise AdapterMismatchError(
             f"adapter {str(adapter.path)!r} was trained on base {expected} "
             f"({adapter.metadata.get('base_model', 'unknown')!r}), but the model given has "
-            f"fingerprint {found} ({model_source(base_model)!r}); load the adapter onto the base "
-            "model it was trained on"
+            f"fingerprint {found} ({model_source(base_model)!r})"
+            + _architecture_difference(adapter, base_model)
+            + "; load the adapter onto the base model it was trained on"
+        )
+    if weights_only:
+        import warnings
+
+        from .errors import AssumptionWarning
+
+        warnings.warn(
+            f"adapter {str(adapter.path)!r} was written by samtune before fingerprints covered "
+            "the architecture: its base's weights match, its architecture (decoder heads, "
+            "epsilons, preprocessing) was assumed to match too; save it again to record it",
+            AssumptionWarning,
+            stacklevel=2,
         )
     strategy = _strategy_from(adapter)
     strategy.apply(base_model)
     strategy.load_trainable_state_dict(base_model, adapter.tensors)
     return base_model
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _architecture_difference(adapter: AdapterFile, model: torch.nn.Module) -> str:
+    """``: architecture differs in a.b (adapter's base 8, given 4)`` or ``""``."""
+    from .models import architecture
+
+    recorded = adapter.metadata.get("base_architecture")
+    if not recorded:
+        return ""
+    want, have = _flatten(json.loads(recorded)), _flatten(architecture(model))
+    keys = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+    if not keys:
+        return " (same architecture, different weights)"
+    shown = ", ".join(
+        f"{k} (adapter's base {want.get(k)!r}, given {have.get(k)!r})" for k in keys[:3]
+    )
+    return f"; the architectures differ in {shown}" + (", ..." if len(keys) > 3 else "")
 
 
 def merge_adapter(model: torch.nn.Module) -> torch.nn.Module:
@@ -303,6 +375,7 @@ def export_adapter(
     *,
     metrics: str | os.PathLike | None = None,
     overwrite: bool = False,
+    protect: list[str | os.PathLike] | tuple = (),
 ) -> Path:
     """Write a tuned model in another format.
 
@@ -314,12 +387,16 @@ def export_adapter(
             peft-based strategies such as ``lora``), ``hub`` (adapter + config + model card).
         metrics: for ``hub``, a JSON (flat ``{name: value}`` or ``{"metrics": {...}}``) or
             Markdown file whose content becomes the card's evaluation section.
-        overwrite: replace a non-empty output folder.
+        overwrite: replace an output that samtune wrote earlier (a folder whose manifest
+            lists everything in it, a ``.pth`` whose sidecar matches it). Nothing samtune did
+            not write is ever removed; the current folder and its parents never are.
+        protect: paths that must survive (the adapter and base being exported): an output
+            folder that holds one of them is refused.
 
     Raises:
         UnknownNameError: an unknown format.
         InputError: a format the strategy cannot produce (``peft`` for non-peft strategies,
-            merged formats for ``adapter``), or an existing non-empty output folder.
+            merged formats for ``adapter``), or an output that exists and may not be replaced.
     """
     from .convert import save_meta_checkpoint
 
@@ -329,24 +406,26 @@ def export_adapter(
         raise UnknownNameError(
             f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}"
         )
+    from .models import model_source
+
+    protect = [*protect, *([model_source(model)] if Path(model_source(model)).exists() else [])]
     if format == "hf":
         merged = merge_adapter(model)
-        with atomic_dir(output, overwrite=overwrite) as tmp:
-            merged.save_pretrained(tmp)
+        with atomic_dir(output, overwrite=overwrite, protect=protect) as tmp:
+            save_hf_folder(merged, tmp)
     elif format == "segment-anything":
-        if output.exists() and not overwrite:
-            raise InputError(f"{str(output)!r} exists; choose another path or pass overwrite")
-        save_meta_checkpoint(merge_adapter(model), output)
+        save_meta_checkpoint(merge_adapter(model), output, overwrite=overwrite)
     elif format == "peft":
         if not hasattr(strategy, "save_peft_directory"):
             raise InputError(
                 f"strategy {strategy.name!r} does not produce peft layers, so it cannot be "
                 "written as a peft directory; use format 'hf' (merged model) or the adapter file"
             )
-        with atomic_dir(output, overwrite=overwrite) as tmp:
+        with atomic_dir(output, overwrite=overwrite, protect=protect) as tmp:
             strategy.save_peft_directory(model, tmp)
     else:
-        with atomic_dir(output, overwrite=overwrite) as tmp:
+        model_card(model, metrics)  # a bad metrics file fails before anything is written
+        with atomic_dir(output, overwrite=overwrite, protect=protect) as tmp:
             save_adapter(model, tmp)
             meta = adapter_metadata(model)
             config = {**meta, "strategy_config": json.loads(meta["strategy_config"])}
@@ -355,13 +434,76 @@ def export_adapter(
     return output
 
 
+def save_hf_folder(model: torch.nn.Module, folder: str | os.PathLike) -> Path:
+    """``model.save_pretrained(folder)`` plus the ``preprocessor_config.json`` of its
+    preprocessing, so ``SamProcessor.from_pretrained(folder)`` works and a reload keeps it."""
+    from transformers import SamImageProcessor, SamProcessor
+
+    from .models import preprocess_config
+
+    folder = Path(folder)
+    pre = preprocess_config(model)
+    image_processor = SamImageProcessor(
+        size={"longest_edge": pre.image_size},
+        pad_size={"height": pre.image_size, "width": pre.image_size},
+        image_mean=[m / 255.0 for m in pre.mean],
+        image_std=[s / 255.0 for s in pre.std],
+    )
+    model.save_pretrained(folder)
+    SamProcessor(image_processor=image_processor).save_pretrained(folder)
+    return folder
+
+
+def _number(value: Any, percent: bool) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return str(value)
+    return f"{100 * value:.2f}" if percent else f"{value:.4g}"
+
+
+def _metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(key, title, percent) of the scalar metrics in ``metrics``, headline ones first."""
+    from .evaluate.report import METRIC_COLUMNS
+
+    rows = [(k, title, pct) for k, (title, pct, _) in METRIC_COLUMNS.items() if k in metrics]
+    known = {k for k, _, _ in rows}
+    for key, value in metrics.items():
+        if key not in known and isinstance(value, int | float) and not isinstance(value, bool):
+            rows.append((key, key, key.startswith("miou@")))
+    return rows
+
+
+def _side_by_side(columns: dict[str, dict[str, Any]]) -> str:
+    """A metric x model table; the first column is the baseline of the change column."""
+    labels = list(columns)
+    first = columns[labels[0]]
+    rows = _metric_rows(first)
+    head = "| metric | " + " | ".join(labels) + (" | change |" if len(labels) == 2 else " |")
+    lines = [head, "|---|" + "---:|" * (len(labels) + (len(labels) == 2))]
+    for key, title, pct in rows:
+        cells = [_number(columns[label].get(key, "-"), pct) for label in labels]
+        if len(labels) == 2:
+            a, b = first.get(key), columns[labels[1]].get(key)
+            if isinstance(a, int | float) and isinstance(b, int | float):
+                change = (b - a) * (100 if pct else 1)
+                cells.append(f"{change:+.2f}" if pct else f"{change:+.4g}")
+            else:
+                cells.append("-")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _metrics_section(metrics: str | os.PathLike | None) -> str:
+    """The card's evaluation section from a fit's ``metrics.json``, an eval's JSON output
+    (``comparison.json`` or ``--json``), a flat ``{name: value}`` JSON, or Markdown."""
     if metrics is None:
         return ""
     path = Path(metrics)
     if not path.is_file():
         raise MissingFileError(f"metrics file {str(path)!r} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read metrics file {str(path)!r}: {exc}") from None
     if path.suffix.lower() in (".md", ".markdown"):
         return "## Evaluation\n\n" + text.strip() + "\n"
     try:
@@ -370,20 +512,49 @@ def _metrics_section(metrics: str | os.PathLike | None) -> str:
         raise InputError(
             f"metrics file {str(path)!r} is neither Markdown (.md) nor valid JSON ({exc})"
         ) from None
-    if isinstance(data, dict) and isinstance(data.get("metrics"), dict):
-        data = data["metrics"]
     if not isinstance(data, dict):
         raise InputError(
-            f"metrics JSON {str(path)!r} must be an object of metric name -> value; found "
-            f"{type(data).__name__}"
+            f"metrics JSON {str(path)!r} must be an object; found {type(data).__name__}"
         )
-    rows = []
-    for name, value in data.items():
-        if isinstance(value, dict | list):
-            continue
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-        rows.append(f"| {name} | {shown} |")
-    return "## Evaluation\n\n| metric | value |\n|---|---|\n" + "\n".join(rows) + "\n"
+    parts: list[str] = []
+    comparison = data.get("comparison")
+    if isinstance(comparison, dict) and "steps" in data:  # a fit's metrics.json
+        tuned = comparison.get("fine_tuned") or {}
+        base = comparison.get("zero_shot") or {}
+        for protocol, values in tuned.items():
+            if not isinstance(values, dict):
+                continue
+            columns = {"zero-shot": base[protocol]} if isinstance(base.get(protocol), dict) else {}
+            columns["fine-tuned"] = values
+            parts.append(f"**{protocol} prompts** (test split)\n\n" + _side_by_side(columns))
+        training = (
+            [f"{data['steps']} optimizer steps"] if isinstance(data.get("steps"), int) else []
+        )
+        best = data.get("best") or {}
+        if isinstance(best.get("miou"), int | float):
+            training.append(
+                f"best validation mIoU {100 * best['miou']:.2f} at step {best.get('step')}"
+            )
+        if training:
+            parts.append("Training: " + ", ".join(training) + ".")
+    elif data and all(
+        isinstance(v, dict) and isinstance(v.get("metrics"), dict) for v in data.values()
+    ):
+        parts.append(_side_by_side({label: v["metrics"] for label, v in data.items()}))
+    else:
+        flat = data["metrics"] if isinstance(data.get("metrics"), dict) else data
+        rows = _metric_rows(flat)
+        if rows:
+            parts.append(
+                "| metric | value |\n|---|---:|\n"
+                + "\n".join(f"| {title} | {_number(flat[k], pct)} |" for k, title, pct in rows)
+            )
+    if not parts:
+        raise InputError(
+            f"metrics file {str(path)!r} holds no metrics samtune recognises (a fit's "
+            "metrics.json, an eval's comparison.json, or {name: number})"
+        )
+    return "## Evaluation\n\n" + "\n\n".join(parts) + "\n"
 
 
 def model_card(model: torch.nn.Module, metrics: str | os.PathLike | None = None) -> str:

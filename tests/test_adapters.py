@@ -133,7 +133,7 @@ def test_hub_folder_has_adapter_config_and_card(base_dir, tmp_path):
     front = card.split("---")[1]
     assert 'library_name: "samtune"' in front and f'base_model: "{base_dir}"' in front
     assert '- "lora"' in front
-    assert "| miou | 0.8123 |" in card and "| dice | 0.9000 |" in card
+    assert "| mIoU | 81.23 |" in card and "| Dice | 90.00 |" in card
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["strategy"] == "lora" and config["strategy_config"]["rank"] == 8
     restored = load_adapter(samtune.load_model(base_dir), out)

@@ -21,11 +21,18 @@ def _tuned(adapter: str, base: str | None):
     return load_adapter(source, adapter)
 
 
+def _inputs(*paths) -> list[Path]:
+    """The command's inputs that exist locally: an output may never replace them."""
+    return [Path(p) for p in paths if p is not None and Path(p).exists()]
+
+
 def merge(
     adapter: Annotated[str, _ADAPTER],
     output: Annotated[Path, typer.Argument(help="Output folder for the merged SamModel.")],
     base: Annotated[str | None, _BASE] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an OUTPUT that samtune wrote earlier.")
+    ] = False,
 ) -> None:
     """Merge an adapter into its base and write a plain Hugging Face SamModel folder.
 
@@ -40,7 +47,9 @@ def merge(
     """
     from ..adapters import export_adapter
 
-    export_adapter(_tuned(adapter, base), output, "hf", overwrite=overwrite)
+    export_adapter(
+        _tuned(adapter, base), output, "hf", overwrite=overwrite, protect=_inputs(adapter, base)
+    )
     typer.echo(f"wrote {output}")
 
 
@@ -56,7 +65,9 @@ def export(
         Path | None,
         typer.Option("--metrics", help="hub: metrics JSON or Markdown for the model card."),
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an OUTPUT that samtune wrote earlier.")
+    ] = False,
 ) -> None:
     """Export a tuned model: merged HF folder, Meta .pth, peft directory, or hub folder.
 
@@ -75,7 +86,14 @@ def export(
     """
     from ..adapters import export_adapter
 
-    export_adapter(_tuned(adapter, base), output, format, metrics=metrics, overwrite=overwrite)
+    export_adapter(
+        _tuned(adapter, base),
+        output,
+        format,
+        metrics=metrics,
+        overwrite=overwrite,
+        protect=_inputs(adapter, base, metrics),
+    )
     typer.echo(f"wrote {output}")
 
 

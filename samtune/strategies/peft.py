@@ -10,6 +10,7 @@ plain ``peft.PeftModel.from_pretrained`` loads.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,13 +98,21 @@ class PeftBasedStrategy(Strategy):
         ``adapter_model.safetensors``) that ``PeftModel.from_pretrained(base, directory)``
         loads onto the untouched base. Trained decoder tensors travel as ``modules_to_save``
         of their own leaf modules, so no peft target sits inside one."""
+        import warnings
+
         from peft import get_peft_model
+
+        from ..models import model_source
 
         trained = self.trainable_state_dict(model)
         plain = remove_tuner_layers(copy.deepcopy(model), merge=False)
         clear_strategy(plain)
+        plain.__dict__.pop("peft_config", None)  # the injected layers' config: not a 2nd adapter
         owners = sorted({n.rsplit(".", 1)[0] for n in trained if not self.is_adapter_param(n)})
-        peft_model = get_peft_model(plain, self.peft_config(modules_to_save=owners or None))
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated is_gradient_checkpointing; nothing to act on
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+            peft_model = get_peft_model(plain, self.peft_config(modules_to_save=owners or None))
         state = {}
         for name, tensor in trained.items():
             if self.is_adapter_param(name):
@@ -115,6 +124,12 @@ class PeftBasedStrategy(Strategy):
         if result.unexpected_keys:
             raise RuntimeError(f"peft layout mismatch: {result.unexpected_keys[:3]}")
         peft_model.save_pretrained(str(directory))
+        # peft takes the base's name from the model (empty for samtune's loads) and, given one,
+        # would look it up on the hub while saving: record it afterwards instead.
+        config_file = Path(directory) / "adapter_config.json"
+        config = json.loads(config_file.read_text())
+        config["base_model_name_or_path"] = model_source(model)
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         return directory
 
 
