@@ -28,7 +28,7 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
-from ..errors import DataError, MissingFileError, OfflineError
+from ..errors import ConfigError, DataError, MissingFileError, OfflineError
 from ..io import atomic_write
 from .recipes import Recipe, RemoteFile, _fill, get_recipe
 
@@ -222,12 +222,30 @@ def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
                 f"{str(archive)!r} is not a zip or tar archive (corrupt or incomplete "
                 "download?); delete it and download again"
             )
+        # Only entries an earlier extraction of this archive put there may be replaced; the
+        # record is written before the first move, so an interrupted extraction can be redone.
+        record = target / f".{archive.name}.entries.json"
+        ours: set[str] = set()
+        if record.is_file():
+            try:
+                ours = set(json.loads(record.read_text()))
+            except (ValueError, TypeError):
+                ours = set()
+        names = sorted(item.name for item in tmp.iterdir())
+        clash = [n for n in names if (target / n).exists() and n not in ours]
+        if clash:
+            raise DataError(
+                f"{str(target)!r} already holds {', '.join(clash[:3])}, which samtune did not "
+                f"extract from {archive.name}; move it away or choose another dataset root"
+            )
+        with atomic_write(record) as rec:
+            rec.write_text(json.dumps(sorted(ours | set(names))))
         created = []
-        for item in sorted(tmp.iterdir()):
-            dest = target / item.name
+        for name in names:
+            dest = target / name
             if dest.exists():
                 shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-            os.replace(item, dest)
+            os.replace(tmp / name, dest)
             created.append(dest)
         return created
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
@@ -294,7 +312,10 @@ def download_dataset(
             elif algo == "sha256":
                 sha256 = digest
             else:
-                raise ValueError(f"checksum must be 'sha256:<hex>' or 'md5:<hex>', found {algo!r}")
+                raise ConfigError(
+                    f"checksum for {file.filename!r} must be 'sha256:<hex>' or 'md5:<hex>', "
+                    f"found {algo!r}"
+                )
         dest = root / file.filename
         marker = dest.with_name(f".{dest.name}.extracted")
         if file.extract and marker.is_file():
