@@ -35,7 +35,6 @@ from .errors import (
     CheckpointError,
     InputError,
     MissingFileError,
-    OfflineError,
     UnknownNameError,
 )
 from .io import atomic_dir, atomic_write
@@ -141,7 +140,7 @@ def _resolve(dir_or_hub_id: str | os.PathLike) -> Path:
         return path
     if path.is_file():
         return path
-    from .models import looks_like_local_path
+    from .hub import looks_like_local_path
 
     if looks_like_local_path(text):
         raise MissingFileError(
@@ -153,29 +152,21 @@ def _resolve(dir_or_hub_id: str | os.PathLike) -> Path:
 
 def _download(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import RepositoryNotFoundError
 
-    from .models import hub_reachable
+    from .hub import hub_fetch
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-    try:
-        folder = snapshot_download(
-            repo_id,
-            allow_patterns=[ADAPTER_FILE, "*.json", "*.md"],
-            # no network: the cache or a clear error now, not ~25 s of logged retries
-            local_files_only=not offline and not hub_reachable(),
+    def fetch(local_only: bool) -> str:
+        return snapshot_download(
+            repo_id, allow_patterns=[ADAPTER_FILE, "*.json", "*.md"], local_files_only=local_only
         )
+
+    try:
+        folder = hub_fetch(repo_id, "adapter", fetch, "the local adapter folder")
     except RepositoryNotFoundError:
         raise MissingFileError(
             f"{repo_id!r} is neither a local adapter folder nor a repository on the Hugging "
             "Face hub"
-        ) from None
-    except (LocalEntryNotFoundError, OSError, ConnectionError) as exc:
-        why = "HF_HUB_OFFLINE is set" if offline else f"the hub could not be reached ({exc})"
-        raise OfflineError(
-            f"cannot fetch adapter {repo_id!r}: it is not a local folder, not in the local "
-            f"Hugging Face cache, and {why}. Download it once with network access "
-            f"(`huggingface-cli download {repo_id}`) or pass the local folder"
         ) from None
     path = Path(folder)
     if not (path / ADAPTER_FILE).is_file():

@@ -484,7 +484,7 @@ def save_meta_checkpoint(model, path: str | Path, *, overwrite: bool = False) ->
         for k, v in hf_to_meta_state_dict(model.state_dict()).items()
     }
     config = model.config.to_dict()
-    for key in ("_name_or_path", "transformers_version", "samtune_preprocess"):
+    for key in ("_name_or_path", "transformers_version"):
         config.pop(key, None)
     with atomic_write(path) as tmp:
         torch.save(sd, tmp)

@@ -64,5 +64,4 @@ def load_bundled_demo_model() -> SamModel:
         "shared_image_embedding.positional_embedding"
     ]
     model.load_state_dict(sd, strict=True)
-    model.config._name_or_path = "samtune/demo"
     return model.eval()

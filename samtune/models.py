@@ -18,20 +18,19 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import SamConfig, SamModel
 
-from . import convert
-from .errors import CheckpointError, ConfigError, MissingFileError, OfflineError
+from . import convert, hub
+from .errors import CheckpointError, ConfigError, MissingFileError
 
 # SAM's normalisation (ImageNet statistics in 0-255 pixel units, as Meta and HF use them).
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
 DEFAULT_HUB_MODEL = "facebook/sam-vit-base"
-_FINGERPRINT_ATTR = "_samtune_base_fingerprint"
-_SOURCE_ATTR = "_samtune_source"
 
 
 @dataclass(frozen=True)
@@ -54,11 +53,46 @@ class PreprocessConfig:
         return cls(int(d["image_size"]), tuple(d["mean"]), tuple(d["std"]))
 
 
+@dataclass
+class SamtuneInfo:
+    """Everything samtune knows about a model beyond its config and weights.
+
+    One record per model, attached as ``model.samtune_info`` (like timm's ``pretrained_cfg``);
+    :func:`samtune_info` reads it, creating an empty one for a model samtune did not load.
+    A deep copy of the model copies it.
+
+    Attributes:
+        source: what the model was loaded from (preset, path or hub id; "" if unknown).
+        preprocess: the preprocessing its files declare (a ``preprocessor_config.json``, a
+            Meta sidecar); ``None`` means SAM's mean and std at the config's image size.
+        base_fingerprint: :func:`fingerprint` of the untouched base, taken before training
+            changes anything (:func:`base_fingerprint`).
+        strategy: the :class:`~samtune.strategies.Strategy` applied to it, if any.
+    """
+
+    source: str = ""
+    preprocess: PreprocessConfig | None = None
+    base_fingerprint: str | None = None
+    strategy: Any = None
+
+
+INFO_ATTR = "samtune_info"
+
+
+def samtune_info(model: torch.nn.Module) -> SamtuneInfo:
+    """The :class:`SamtuneInfo` record of ``model`` (attached on first use)."""
+    info = model.__dict__.get(INFO_ATTR)
+    if info is None:
+        info = SamtuneInfo()
+        model.__dict__[INFO_ATTR] = info
+    return info
+
+
 def preprocess_config(model: SamModel) -> PreprocessConfig:
     """The preprocessing that matches ``model`` (its image size, SAM's mean and std)."""
-    stored = getattr(model.config, "samtune_preprocess", None)
-    if stored:
-        return PreprocessConfig.from_dict(stored)
+    declared = samtune_info(model).preprocess
+    if declared is not None:
+        return declared
     return PreprocessConfig(image_size=int(model.config.vision_config.image_size))
 
 
@@ -234,7 +268,7 @@ def load_model(
     else:
         if path.exists():
             model = _load_local(path, stated)
-        elif looks_like_local_path(source_str):
+        elif hub.looks_like_local_path(source_str):
             raise MissingFileError(
                 f"model path {source_str!r} does not exist; give an existing folder or "
                 f"checkpoint, a hub id such as {DEFAULT_HUB_MODEL!r}, or a preset "
@@ -246,24 +280,9 @@ def load_model(
         model = model.to(dtype)
     if device is not None:
         model = model.to(device)
-    setattr(model, _SOURCE_ATTR, source_str)
+    samtune_info(model).source = source_str
     model.eval()
     return model
-
-
-def looks_like_local_path(text: str) -> bool:
-    """Whether a source that does not exist was meant as a local path rather than a hub id.
-
-    A hub id is ``name`` or ``owner/name``. Anything else is a path: it starts with ``.``,
-    ``/`` or ``~``, has a backslash, two or more slashes, or a file suffix, or its first
-    component is an existing local folder (``runs/lora-demoo`` with ``runs/`` present is a
-    typo, not a hub repository).
-    """
-    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1:
-        return True
-    if text.endswith((".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".json", ".yaml")):
-        return True
-    return "/" in text and Path(text.split("/", 1)[0]).expanduser().is_dir()
 
 
 def _load_local(path: Path, stated: dict | None = None) -> SamModel:
@@ -329,9 +348,7 @@ def _model_from_meta(path: Path, sd: dict, stated: dict) -> SamModel:
             ) from None
         model = convert.sam_model_from_meta_state_dict(sd, config)
         if isinstance(side.get("preprocess"), dict):
-            model.config.samtune_preprocess = PreprocessConfig.from_dict(
-                side["preprocess"]
-            ).to_dict()
+            samtune_info(model).preprocess = PreprocessConfig.from_dict(side["preprocess"])
         return model
     if not stated:
         warnings.warn(
@@ -356,61 +373,47 @@ def _check_loading_info(info: dict, where: str) -> None:
 
 
 def _attach_processor_settings(model: SamModel, path: Path) -> None:
+    """Record the preprocessing a folder declares: its ``preprocessor_config.json`` (or the
+    ``samtune_preprocess`` entry samtune 0.1 wrote into ``config.json``)."""
+    legacy = model.config.__dict__.pop("samtune_preprocess", None)
+    if legacy:
+        samtune_info(model).preprocess = PreprocessConfig.from_dict(legacy)
     proc = path / "preprocessor_config.json"
     if not proc.is_file():
         return
-    cfg = json.loads(proc.read_text())
+    try:
+        cfg = json.loads(proc.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{str(proc)!r} is not valid JSON: {exc}") from None
     size = cfg.get("size", {}).get("longest_edge", model.config.vision_config.image_size)
     scale = 255.0 if cfg.get("do_rescale", True) else 1.0
     mean = cfg.get("image_mean", [m / 255 for m in SAM_PIXEL_MEAN])
     std = cfg.get("image_std", [s / 255 for s in SAM_PIXEL_STD])
-    model.config.samtune_preprocess = PreprocessConfig(
+    samtune_info(model).preprocess = PreprocessConfig(
         int(size), tuple(m * scale for m in mean), tuple(s * scale for s in std)
-    ).to_dict()
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the Hugging Face endpoint opens within ``timeout``."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
+    )
 
 
 def _load_hub(repo_id: str, revision: str | None) -> SamModel:
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
+    from huggingface_hub.errors import RepositoryNotFoundError
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-    # Without a network, huggingface_hub retries each request with backoff for ~25 s and
-    # logs every retry; one quick probe turns that into the cache or a clear error at once.
-    local_only = not offline and not hub_reachable()
-    try:
-        model, info = SamModel.from_pretrained(
+    from . import hub
+
+    def fetch(local_only: bool):
+        return SamModel.from_pretrained(
             repo_id, revision=revision, output_loading_info=True, local_files_only=local_only
         )
-    except (LocalEntryNotFoundError, EntryNotFoundError, OSError, ConnectionError) as exc:
-        if isinstance(exc, RepositoryNotFoundError):
-            raise CheckpointError(
-                f"{repo_id!r} is neither a local path nor a repository on the Hugging Face hub"
-            ) from None
-        why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
-        raise OfflineError(
-            f"cannot load {repo_id!r}: it is not a local path, it is not in the local "
-            f"Hugging Face cache, and {why}. Download it once with network access "
-            f"(`huggingface-cli download {repo_id}`), or pass a local folder, a Meta .pth "
-            f"checkpoint or a preset ({', '.join(PRESETS)})"
+
+    try:
+        model, info = hub.hub_fetch(
+            repo_id,
+            "model",
+            fetch,
+            f"a local folder, a Meta .pth checkpoint or a preset ({', '.join(PRESETS)})",
+        )
+    except RepositoryNotFoundError:
+        raise CheckpointError(
+            f"{repo_id!r} is neither a local path nor a repository on the Hugging Face hub"
         ) from None
     except ValueError as exc:
         raise CheckpointError(f"{repo_id!r} is not a SAM model: {exc}") from None
@@ -442,7 +445,6 @@ _NOT_ARCHITECTURE = {
     "scale",  # initialisation of the positional table
     "mlp_ratio",  # mlp_dim is what the layers use
     "image_embedding_size",  # image_size // patch_size
-    "samtune_preprocess",  # covered by preprocess_config below
 }
 
 
@@ -519,16 +521,15 @@ def fingerprint(model_or_state_dict: torch.nn.Module | dict[str, torch.Tensor]) 
 
 def base_fingerprint(model: torch.nn.Module) -> str:
     """Fingerprint of the base weights, taken the first time it is asked (before training)."""
-    fp = getattr(model, _FINGERPRINT_ATTR, None)
-    if fp is None:
-        fp = fingerprint(model)
-        setattr(model, _FINGERPRINT_ATTR, fp)
-    return fp
+    info = samtune_info(model)
+    if info.base_fingerprint is None:
+        info.base_fingerprint = fingerprint(model)
+    return info.base_fingerprint
 
 
 def model_source(model: torch.nn.Module) -> str:
     """The source string the model was loaded from (hub id, path or preset), if known."""
-    src = getattr(model, _SOURCE_ATTR, None)
+    src = samtune_info(model).source
     if src:
         return src
     config = getattr(model, "config", None)

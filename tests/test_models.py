@@ -150,11 +150,11 @@ def test_cli_convert_both_ways(tmp_path):
 def test_hub_id_unreachable_fails_fast_without_retries(monkeypatch, tmp_path):
     import time
 
-    from samtune import models
+    from samtune import hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
     start = time.monotonic()
     with pytest.raises(samtune.OfflineError, match="could not be reached"):
         load_model("facebook/sam-vit-base")

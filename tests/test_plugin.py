@@ -64,4 +64,4 @@ def test_pip_installed_plugin_is_listed_and_trains(installed_plugin, tmp_path):
 
     save_adapter(model, tmp_path)
     restored = load_adapter(randomize_(samtune.load_model("tiny")), tmp_path)
-    assert restored._samtune_strategy.name == "bitfit"
+    assert restored.samtune_info.strategy.name == "bitfit"

@@ -28,8 +28,6 @@ import torch
 
 from ..errors import CheckpointError, ConfigError, InputError
 
-STRATEGY_ATTR = "_samtune_strategy"
-
 # Meta's SAM keeps the random Fourier matrix of its positional encoding as a *buffer*; HF
 # makes it a parameter shared by two modules. No built-in strategy trains it.
 POSITIONAL_MATRIX = "shared_image_embedding.positional_embedding"
@@ -171,9 +169,9 @@ class Strategy:
         Raises:
             InputError: the model already carries a strategy.
         """
-        from ..models import base_fingerprint
+        from ..models import base_fingerprint, samtune_info
 
-        existing = getattr(model, STRATEGY_ATTR, None)
+        existing = samtune_info(model).strategy
         if existing is not None:
             raise InputError(
                 f"this model already has strategy {existing.name!r} applied; apply a strategy "
@@ -183,7 +181,7 @@ class Strategy:
         self.inject(model)
         for name, param in model.named_parameters():
             param.requires_grad_(bool(self.is_trainable(name)))
-        setattr(model, STRATEGY_ATTR, self)
+        samtune_info(model).strategy = self
         return model
 
     def trainable_names(self, model: torch.nn.Module) -> list[str]:
@@ -228,13 +226,14 @@ class Strategy:
 
 def applied_strategy(model: torch.nn.Module) -> Strategy | None:
     """The strategy applied to ``model`` (``None`` for a plain model)."""
-    return getattr(model, STRATEGY_ATTR, None)
+    from ..models import samtune_info
+
+    return samtune_info(model).strategy
 
 
 def clear_strategy(model: torch.nn.Module) -> None:
     """Forget the strategy and base fingerprint recorded on ``model`` (after merging)."""
-    from ..models import _FINGERPRINT_ATTR
+    from ..models import samtune_info
 
-    for attr in (STRATEGY_ATTR, _FINGERPRINT_ATTR):
-        if attr in model.__dict__:
-            delattr(model, attr)
+    info = samtune_info(model)
+    info.strategy, info.base_fingerprint = None, None
