@@ -301,13 +301,21 @@ def build_meta_sam(config: SamConfig) -> torch.nn.Module:
     """An (untrained) ``segment_anything`` ``Sam`` with the architecture of ``config``."""
     from functools import partial
 
-    from segment_anything.modeling import (
-        ImageEncoderViT,
-        MaskDecoder,
-        PromptEncoder,
-        Sam,
-        TwoWayTransformer,
-    )
+    try:
+        from segment_anything.modeling import (
+            ImageEncoderViT,
+            MaskDecoder,
+            PromptEncoder,
+            Sam,
+            TwoWayTransformer,
+        )
+    except ImportError:
+        from .errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            "building Meta's Sam module needs the segment_anything package: "
+            'pip install "samtune[meta]" (reading and writing Meta .pth files does not)'
+        ) from None
 
     v, p, d = config.vision_config, config.prompt_encoder_config, config.mask_decoder_config
     grid = v.image_size // v.patch_size

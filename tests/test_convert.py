@@ -142,3 +142,14 @@ def test_wrapper_prefix_is_stripped():
     wrapped = {f"model.{k}": v for k, v in meta.state_dict().items()}
     hf = convert.sam_model_from_meta_state_dict(wrapped)
     assert hf.config.vision_config.hidden_size == 32
+
+
+def test_building_meta_sam_without_segment_anything_names_the_extra(monkeypatch):
+    import sys
+
+    from samtune.errors import MissingDependencyError
+    from samtune.models import tiny_config
+
+    monkeypatch.setitem(sys.modules, "segment_anything.modeling", None)
+    with pytest.raises(MissingDependencyError, match=r"samtune\[meta\]"):
+        convert.build_meta_sam(tiny_config())
