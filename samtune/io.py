@@ -42,11 +42,24 @@ def _not_writable(path: Path, exc: OSError) -> InputError:
     return InputError(f"cannot write {str(path)!r}: {reason}")
 
 
-def _make_parent(path: Path) -> None:
+def _make_parent(path: Path) -> list[Path]:
+    """Create ``path``'s missing parent folders; returns them, outermost first."""
+    created = [p for p in reversed(path.parents) if not p.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        _remove_empty(created)
         raise _not_writable(path, exc) from None
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove folders this write created, innermost first, if nothing else went in."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 @contextlib.contextmanager
@@ -59,10 +72,11 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     if path.is_dir():
         raise InputError(f"cannot write {str(path)!r}: it is a folder; give a file name")
-    _make_parent(path)
+    created = _make_parent(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
+        _remove_empty(created)
         raise _not_writable(path, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
@@ -72,9 +86,11 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+        created = []
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+        _remove_empty(created)
 
 
 def written_by_samtune(folder: str | Path) -> tuple[bool, list[str]]:
@@ -163,10 +179,11 @@ def atomic_dir(
         check_replaceable(path, protect)
     elif path.exists():
         _refuse_cwd(path)
-    _make_parent(path)
+    created = _make_parent(path)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     except OSError as exc:
+        _remove_empty(created)
         raise _not_writable(path, exc) from None
     try:
         yield tmp
@@ -186,9 +203,11 @@ def atomic_dir(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+        created = []
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
 
 
 def read_yaml_mapping(path: str | Path, what: str = "options") -> dict:

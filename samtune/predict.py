@@ -38,11 +38,12 @@ class Prediction:
         (XYWH), ``score``; ``pycocotools.mask.decode`` restores the mask exactly."""
         from pycocotools import mask as mask_utils
 
+        from .data.coco import encode_mask
+
         out = []
         for m, s in zip(self.masks, self.scores, strict=True):
-            rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+            rle = encode_mask(m)
             bbox = mask_utils.toBbox(rle).tolist()
-            rle["counts"] = rle["counts"].decode("ascii")
             out.append({"segmentation": rle, "area": int(m.sum()), "bbox": bbox, "score": float(s)})
         return out
 

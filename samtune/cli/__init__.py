@@ -14,12 +14,14 @@ import traceback
 import warnings
 from typing import Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import SamtuneError, SamtuneWarning
+
+# typer vendors click; these are the exceptions its parser raises for a bad option or value.
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 # OS errors that mean "this path cannot be used as given": input errors, exit 2.
 _PATH_ERRORS = (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)
@@ -28,7 +30,7 @@ _PATH_ERRORS = (PermissionError, NotADirectoryError, IsADirectoryError, FileExis
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """samtune's own warnings as one ``note:`` line; others as Python prints them."""
     if issubclass(category, SamtuneWarning):
-        click.echo(f"note: {message}", err=True)
+        typer.echo(f"note: {message}", err=True)
     else:
         _python_show_warning(message, category, filename, lineno, file, line)
 
@@ -39,7 +41,7 @@ _python_show_warning = warnings.showwarning
 class _SamtuneGroup(TyperGroup):
     """Turns samtune errors into one line on stderr and the documented exit code."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
@@ -47,16 +49,29 @@ class _SamtuneGroup(TyperGroup):
         except SamtuneError as exc:
             if (ctx.obj or {}).get("debug"):
                 traceback.print_exc()
-            click.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except _UsageError as exc:  # a bad option or value: one line, like every input error
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `samtune fit`-style help, not an error
+                raise
+            if (ctx.obj or {}).get("debug"):
+                traceback.print_exc()
+            where = (
+                f"samtune {exc.ctx.info_name} " if exc.ctx and exc.ctx is not ctx else "samtune "
+            )
+            message = exc.format_message().replace(
+                "Got unexpected extra", "Too many arguments: extra"
+            )
+            typer.echo(f"error: {message} (see `{where}--help`)", err=True)
+            raise typer.Exit(2) from None
         except _PATH_ERRORS as exc:  # a path the user gave that cannot be used: input, exit 2
             if (ctx.obj or {}).get("debug"):
                 traceback.print_exc()
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
 
 
@@ -114,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a failure samtune has no message for: the run failed, exit 1
         if debug:
             raise
-        click.echo(
+        typer.echo(
             f"error: samtune failed with {type(exc).__name__}: {exc}. This is a samtune bug if "
             "the input was valid; rerun with --debug for the traceback and report it",
             err=True,
