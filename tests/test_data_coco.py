@@ -166,8 +166,10 @@ def test_missing_and_corrupt_images(tmp_path):
         ds = InstanceDataset(ann_file, images, on_error="skip")
     assert len(ds) == 2
     (images / "img1.png").write_bytes(b"not an image at all")
-    with pytest.raises(DataError, match="img1.png.*corrupt"):
-        ds[0]
+    with pytest.raises(DataError, match="img1.png.*corrupt.*on_error='skip'"):
+        InstanceDataset(ann_file, images, check_files=False)[0]
+    with pytest.warns(UserWarning, match="skipped unreadable image"):
+        assert ds[0].num_instances == 0
 
 
 def test_malformed_json_names_the_file(tmp_path):

@@ -120,12 +120,14 @@ def test_checkpoint_folders_are_atomic(tmp_path):
     (tmp_path / "checkpoints" / ".step-000001.tmp").mkdir(parents=True)
     assert latest_checkpoint(tmp_path) is None
     for step in (1, 2, 3):
-        save_checkpoint(acc, tmp_path, TrainerState(step=step, batch_in_epoch=step), keep=2)
+        save_checkpoint(
+            acc, tmp_path, TrainerState(step=step, batch_in_epoch=step), model=model, keep=2
+        )
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["step-000002", "step-000003"]
     with torch.no_grad():
         model.weight.zero_()
-    state = load_checkpoint(acc, latest_checkpoint(tmp_path))
+    state = load_checkpoint(acc, latest_checkpoint(tmp_path), model=model)
     assert state.step == 3 and state.batch_in_epoch == 3
     assert model.weight.abs().sum() > 0
 

@@ -52,6 +52,31 @@ def read_config(path: Path) -> dict:
     return out
 
 
+# Python types the options take where they differ from the command line's (lists of paths).
+_TYPES = {"adapter": list[str | Path] | None}
+
+
+def check_options(values: dict) -> None:
+    """Check the type of every option (from ``--config`` or Python) and the range of numbers.
+
+    Raises:
+        ConfigError: naming the option, what it expects and what it found.
+    """
+    import typing
+
+    from ..train.config import check_range, check_seed, check_type
+
+    hints = {**typing.get_type_hints(eval_command), **_TYPES}
+    for key, value in values.items():
+        if key in CONFIG_KEYS:
+            check_type(key, value, hints[key])
+    check_range("jitter", values.get("jitter"), minimum=0)
+    check_seed("seed", values.get("seed"))
+    check_range("prompt_batch", values.get("prompt_batch"), minimum=1)
+    check_range("max_images", values.get("max_images"), minimum=1)
+    check_range("worst", values.get("worst"), minimum=0)
+
+
 def eval_command(
     ctx: typer.Context,
     model: Annotated[
@@ -172,10 +197,13 @@ def run_eval(
 ) -> dict:
     """The body of ``samtune eval`` (also usable from Python); returns ``{label: EvalReport}``."""
     from ..data import load_dataset
+    from ..data.recipes import check_dataset
     from ..evaluate import evaluate, format_comparison, parse_protocol
     from ..models import load_model
 
-    protocol = parse_protocol(prompt)  # fail on a bad protocol before loading anything
+    # Fail on a bad option, protocol, dataset or split before loading anything.
+    check_options({k: v for k, v in locals().items() if k in CONFIG_KEYS})
+    protocol = parse_protocol(prompt)
     adapters = [str(a) for a in (adapter or [])]
     if isinstance(adapter, str):
         adapters = [adapter]
@@ -187,7 +215,12 @@ def run_eval(
 
     options = {}
     if images is not None or annotations is not None:
+        if dataset != "coco":
+            raise ConfigError(
+                f"--images and --annotations apply to --dataset coco only, not {dataset!r}"
+            )
         options = {"images": images, "annotations": annotations}
+    check_dataset(dataset, [split], root, **options)
     data = load_dataset(dataset, split, root, **options)
 
     from accelerate import Accelerator

@@ -3,7 +3,9 @@
 :class:`InstanceDataset` is a ``torch.utils.data.Dataset`` of :class:`~samtune.data.sample.Sample`.
 It validates the annotation file when it is built (unknown images or categories, zero-area
 boxes, malformed segmentations, missing image files) and either raises one clear error naming
-the file or, with ``on_error="skip"``, drops what is broken with one warning that counts it.
+the file or, with ``on_error="skip"``, drops what is broken with one warning that counts it
+(unreadable images included: those found when the dataset is built are left out; an image that
+only fails when it is decoded becomes an image without instances, with a warning).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..errors import DataError, MissingFileError
+from ..errors import ConfigError, DataError, MissingFileError, SamtuneWarning
 from .sample import Sample, masks_to_boxes
 
 ON_ERROR = ("raise", "skip")
@@ -53,8 +55,23 @@ def load_image(path: str | Path) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
             f"image {str(path)!r} cannot be read ({exc}); the file is corrupt or not an image: "
-            "replace it, or load the dataset with on_error='skip'"
-        ) from None
+            "replace it"
+        ) from exc  # the cause is the reader's own words (InstanceDataset's warning uses them)
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` is not an image PIL can open (a cheap check: header and structure), or None.
+
+    A file truncated in the middle of its pixel data can pass; it fails when decoded.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Exception as exc:  # PIL raises many types for a bad file
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _to_rgb_uint8(img) -> np.ndarray:
@@ -169,8 +186,10 @@ class InstanceDataset(Dataset):
         min_area: drop instances whose decoded mask has fewer pixels (default 1: empty masks).
         skip_empty: drop images that have no instances (after filtering).
         on_error: ``"raise"`` (default): the first problem raises DataError/MissingFileError
-            naming the file; ``"skip"``: broken annotations and images with missing files are
-            dropped, with one warning that counts them by reason.
+            naming the file; ``"skip"``: broken annotations, missing and unreadable image
+            files are dropped, with one warning that counts them by reason (an image that
+            opens but fails to decode later is read as an image without instances, with a
+            warning, and counted in ``skipped["unreadable image"]``).
         check_files: verify at construction that every image file exists.
         image_ids: keep only these image ids (used for seeded splits).
 
@@ -195,7 +214,7 @@ class InstanceDataset(Dataset):
         image_ids: Iterable[int] | None = None,
     ) -> None:
         if on_error not in ON_ERROR:
-            raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
+            raise ConfigError(f"on_error must be 'raise' or 'skip'; found {on_error!r}")
         self.name = name
         self.on_error = on_error
         self.min_area = int(min_area)
@@ -253,6 +272,9 @@ class InstanceDataset(Dataset):
             for rec in self._images:
                 path = self.image_root / rec["file_name"]
                 if path.is_file():
+                    if on_error == "skip" and _unreadable(path):
+                        self.skipped["unreadable image"] += 1
+                        continue
                     kept.append(rec)
                 elif on_error == "raise":
                     raise MissingFileError(
@@ -267,7 +289,7 @@ class InstanceDataset(Dataset):
             self._images = [r for r in self._images if self._anns[r["id"]]]
         if self.skipped:
             detail = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
-            warnings.warn(f"{self._where}: skipped {detail}", stacklevel=2)
+            warnings.warn(f"{self._where}: skipped {detail}", SamtuneWarning, stacklevel=2)
 
     # ----------------------------------------------------------------- validation
 
@@ -341,7 +363,16 @@ class InstanceDataset(Dataset):
             i += len(self)
         rec = self._images[i]
         path = self.image_path(i)
-        image = load_image(path)
+        try:
+            image = load_image(path)
+        except DataError as exc:
+            if self.on_error == "skip":
+                return self._unreadable_sample(rec, path, exc)
+            raise DataError(
+                f"{exc}, or load the dataset with on_error='skip' (samtune fit: "
+                "dataset_options: {on_error: skip} in the --config file) to leave unreadable "
+                "images out"
+            ) from None
         h, w = image.shape[:2]
         declared = (rec.get("height"), rec.get("width"))
         # Annotations live in the displayed (EXIF-applied) frame; some files record the
@@ -376,6 +407,31 @@ class InstanceDataset(Dataset):
             image_id=int(rec["id"]),
             file_name=str(rec["file_name"]),
             meta={"dataset": self.name},
+        )
+
+    def _unreadable_sample(self, rec: dict, path: Path, exc: Exception) -> Sample:
+        """on_error='skip': an image that fails to decode becomes an image without instances."""
+        self.skipped["unreadable image"] += 1
+        reason = exc.__cause__ or exc
+        warnings.warn(
+            f"{self._where}: skipped unreadable image {str(path)!r} ({reason}); it counts as an "
+            f"image without instances ({self.skipped['unreadable image']} unreadable so far)",
+            SamtuneWarning,
+            stacklevel=3,
+        )
+        h = rec.get("height") if isinstance(rec.get("height"), int) else 1
+        w = rec.get("width") if isinstance(rec.get("width"), int) else 1
+        h, w = max(1, h), max(1, w)
+        return Sample(
+            image=np.zeros((h, w, 3), np.uint8),
+            masks=np.zeros((0, h, w), dtype=bool),
+            boxes=np.zeros((0, 4), np.float32),
+            category_ids=np.zeros(0, np.int64),
+            iscrowd=np.zeros(0, bool),
+            instance_ids=np.zeros(0, np.int64),
+            image_id=int(rec["id"]),
+            file_name=str(rec["file_name"]),
+            meta={"dataset": self.name, "skipped": "unreadable image"},
         )
 
     def stats(self) -> dict:

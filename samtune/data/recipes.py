@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import MissingFileError, UnknownNameError
-from .coco import InstanceDataset
+from ..errors import ConfigError, MissingFileError, UnknownNameError
+from .coco import ON_ERROR, InstanceDataset
 
 
 @dataclass(frozen=True)
@@ -326,6 +326,67 @@ def taco_split_ids(root: Path, split: str, seed: int = 0, fractions=(0.8, 0.1, 0
     return splits[split]
 
 
+# --------------------------------------------------------------------------- checks
+
+# load_dataset's options: InstanceDataset's, and those of one recipe.
+DATASET_OPTIONS = ("categories", "category_map", "min_area", "skip_empty", "on_error",
+                   "check_files")  # fmt: skip
+RECIPE_OPTIONS = {"demo": ("seed", "size", "counts"), "taco": ("split_seed",),
+                  "coco": ("images", "annotations")}  # fmt: skip
+
+
+def _check_options(name: str, options: dict) -> None:
+    known = DATASET_OPTIONS + RECIPE_OPTIONS.get(name, ())
+    if name != "taco":  # taco chooses the image ids of its splits itself
+        known += ("image_ids",)
+    unknown = sorted(str(k) for k in options if k not in known)
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for dataset {name!r}; known options: "
+            f"{', '.join(known)}"
+        )
+    on_error = options.get("on_error", "raise")
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}; found {on_error!r}")
+
+
+def check_dataset(
+    name: str, splits: list[str] | tuple[str, ...], root: str | Path | None = None, **options
+) -> None:
+    """Check a dataset's name, split names, options and files without reading any of them.
+
+    What :func:`load_dataset` would refuse for these ``splits`` is refused here first, cheaply
+    (no image or annotation is read, the demo data is not generated): for a run to fail on a
+    wrong name before it loads a model.
+
+    Raises:
+        UnknownNameError: an unknown dataset or split.
+        ConfigError: an unknown or invalid option.
+        MissingFileError: the dataset's files are not there (the message says how to get them).
+    """
+    recipe = get_recipe(name)
+    _check_options(name, options)
+    for split in splits:
+        resolve_split(recipe, split)
+    if name == "demo":
+        return
+    if name == "coco":
+        images, annotations = options.get("images"), options.get("annotations")
+        for what, path in (("annotation file", annotations), ("image folder", images)):
+            if path is not None and not Path(path).expanduser().exists():
+                raise MissingFileError(f"coco {what} {str(path)!r} does not exist")
+        if images is None or annotations is None:
+            if root is None:
+                raise MissingFileError(
+                    "dataset 'coco' needs root=<folder> or both images= and annotations="
+                )
+            for split in splits:
+                _coco_paths(Path(root).expanduser(), split)
+        return
+    for split in splits:
+        dataset_paths(name, split, root)
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -350,11 +411,13 @@ def load_dataset(
 
     Raises:
         UnknownNameError: an unknown dataset or split.
+        ConfigError: an unknown or invalid option.
         MissingFileError: the data is not there; the message names the folder searched and
             the ``samtune data download`` command (or the manual steps) that fixes it.
         DataError: malformed annotations (see ``on_error``).
     """
     recipe = get_recipe(name)
+    _check_options(name, options)
     label = f"{name}/{split}"
     if name == "demo":
         from .synthetic import ensure_demo_dataset

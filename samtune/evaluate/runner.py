@@ -287,7 +287,7 @@ def evaluate(
         jitter: box protocol only, relative box noise passed to ``prompts.jitter_boxes``
             (0 = exact ground-truth boxes). Seeded per image from ``seed``.
         seed: seed for the jitter.
-        max_images: evaluate only the first ``max_images`` images.
+        max_images: evaluate only the first ``max_images`` images (None: all; else >= 1).
         worst: keep the ``worst`` lowest-IoU predictions (RLE masks) for overlays.
         progress: show a progress bar (default: when stderr is a terminal, main process only).
         name: label for the report (default: the model's source).
@@ -299,12 +299,18 @@ def evaluate(
         UnknownNameError / ConfigError: a bad ``prompt`` or option value.
     """
     from ..models import base_fingerprint, model_source, preprocess_config
+    from ..train.config import check_range, check_seed, check_type
 
     protocol = parse_protocol(prompt)
-    if prompt_batch < 1:
-        raise ConfigError(f"prompt_batch must be >= 1, got {prompt_batch}")
-    if jitter < 0:
-        raise ConfigError(f"jitter must be >= 0, got {jitter}")
+    check_type("prompt_batch", prompt_batch, int)
+    check_range("prompt_batch", prompt_batch, minimum=1)
+    check_type("jitter", jitter, float)
+    check_range("jitter", jitter, minimum=0)
+    check_seed("seed", seed)
+    check_type("max_images", max_images, int | None)
+    check_range("max_images", max_images, minimum=1)
+    check_type("worst", worst, int)
+    check_range("worst", worst, minimum=0)
     if jitter > 0 and protocol.kind != "box":
         raise ConfigError(f"jitter applies to the box protocol only, not {protocol.name!r}")
 

@@ -8,6 +8,12 @@ folder as ``config.yaml`` and can be passed back with ``--config`` to reproduce 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import os
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +88,13 @@ class FitConfig:
         metadata={"help": "torch.compile SAM's parts: no, default, max-autotune-no-cudagraphs."},
     )
     seed: int = 0
+    deterministic: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.use_deterministic_algorithms (GPU reproducibility; slower). CPU "
+            "runs are bit-identical without it."
+        },
+    )
     prompt: str = field(default="box", metadata={"help": "box, point or interactive."})
     interactive_rounds: int = field(default=3, metadata={"help": "Corrective-click rounds."})
     box_jitter: float = field(default=0.1, metadata={"help": "Box noise (fraction of box size)."})
@@ -120,9 +133,16 @@ class FitConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _normalize(f.name, getattr(self, f.name)))
         self.validate()
 
     def validate(self) -> None:
+        """Check every field's type, then its value (ConfigError naming the field)."""
+        hints = _field_types()
+        for f in dataclasses.fields(self):
+            check_type(f.name, getattr(self, f.name), hints[f.name])
+
         def choose(name: str, allowed: tuple[str, ...]) -> None:
             value = getattr(self, name)
             if value not in allowed:
@@ -139,19 +159,21 @@ class FitConfig:
                     "checkpoint_every", "early_stopping", "max_instances", "interactive_rounds",
                     "keep_checkpoints"]  # fmt: skip
         for name in positive:
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name} must be a positive integer; found {value!r}")
-        for name in ("lr", "weight_decay", "max_grad_norm", "box_jitter"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
-                raise ConfigError(f"{name} must be a number >= 0; found {value!r}")
-        if self.lr == 0:
-            raise ConfigError("lr must be > 0; found 0")
-        if not isinstance(self.strategy_options, dict):
+            check_range(name, getattr(self, name), minimum=1)
+        for name in ("warmup_steps", "num_workers", "cache_memory_mb"):
+            check_range(name, getattr(self, name), minimum=0)
+        check_seed("seed", self.seed)
+        check_range("lr", self.lr, minimum=0, strict=True)
+        for name in ("weight_decay", "max_grad_norm", "box_jitter") + LOSS_WEIGHTS:
+            check_range(name, getattr(self, name), minimum=0)
+        if not any(getattr(self, name) > 0 for name in LOSS_WEIGHTS):
             raise ConfigError(
-                f"strategy_options must be a mapping; found {type(self.strategy_options).__name__}"
+                f"at least one of {', '.join(LOSS_WEIGHTS)} must be > 0; found all 0 "
+                "(the loss would be 0 and nothing would train)"
             )
+        for name in ("strategy", "dataset", "train_split"):
+            if not getattr(self, name).strip():
+                raise ConfigError(f"{name} must not be empty")
 
     def resolved(self) -> FitConfig:
         """A copy with every default filled in (the demo defaults for ``dataset='demo'``)."""
@@ -187,6 +209,177 @@ class FitConfig:
                 f"{', '.join(sorted(known))}"
             )
         return cls(**data)
+
+
+LOSS_WEIGHTS = ("focal_weight", "dice_weight", "iou_weight")
+# Fields that name files or folders: a Path is accepted and stored as text.
+PATH_FIELDS = ("output_dir", "dataset_root", "cache_dir")
+# YAML 1.1 reads the bare words on/off/no as booleans: give these fields the word back.
+_YAML_WORDS: dict[str, dict[bool, str]] = {
+    "cache": {True: "on", False: "off"},
+    "mixed_precision": {False: "no"},
+    "compile": {False: "no"},
+    "log_with": {False: "no"},
+}
+# A number YAML 1.1 reads as text (``1e-4`` needs a dot to be a float there).
+_NUMBER_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(FitConfig)
+
+
+def _normalize(name: str, value: Any) -> Any:
+    """Undo what YAML and pathlib do to values whose meaning is plain."""
+    if isinstance(value, bool) and value in _YAML_WORDS.get(name, {}):
+        return _YAML_WORDS[name][value]
+    if name in PATH_FIELDS and isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        hint = _field_types().get(name)
+        if hint is not None and float in _union_args(hint)[0]:
+            return float(value)
+    return value
+
+
+def _union_args(hint: Any) -> tuple[list[Any], bool]:
+    """(the non-None types of ``hint``, whether None is allowed)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+    else:
+        args = (hint,)
+    return [a for a in args if a is not type(None)], type(None) in args
+
+
+def _matches(value: Any, kind: Any) -> bool:
+    origin = typing.get_origin(kind) or kind
+    if kind is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, k) for k in typing.get_args(kind))
+    if origin is bool:
+        return isinstance(value, bool)
+    if origin is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is str:
+        return isinstance(value, str)
+    if isinstance(origin, type) and issubclass(origin, os.PathLike) or kind is Path:
+        return isinstance(value, (str, os.PathLike))
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin in (list, tuple):
+        inner = typing.get_args(kind)[:1] or (Any,)
+        return isinstance(value, (list, tuple)) and all(_matches(v, inner[0]) for v in value)
+    return isinstance(value, origin) if isinstance(origin, type) else True
+
+
+def _describe(kind: Any) -> str:
+    origin = typing.get_origin(kind) or kind
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(k) for k in typing.get_args(kind))
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             dict: "a mapping (key: value)"}  # fmt: skip
+    if origin in names:
+        return names[origin]
+    if origin in (list, tuple):
+        inner = (typing.get_args(kind) or (Any,))[0]
+        return "a list" if inner is Any else f"{_describe(inner)} or a list of them"
+    if kind is Path or isinstance(origin, type) and issubclass(origin, os.PathLike):
+        return "a path"
+    return getattr(kind, "__name__", str(kind))
+
+
+def check_type(name: str, value: Any, hint: Any) -> None:
+    """ConfigError naming ``name``, the type ``hint`` expects and ``value``, if they differ.
+
+    ``hint`` is a type annotation (``int``, ``float | None``, ``list[str]``, ``Path``...);
+    ``True`` is not an integer and text is not a number. A ``list[X]`` also takes one ``X``.
+    """
+    kinds, nullable = _union_args(hint)
+    if value is None and nullable:
+        return
+    for kind in kinds:
+        if _matches(value, kind):
+            return
+        if typing.get_origin(kind) in (list, tuple) and _matches(
+            value, (typing.get_args(kind) or (Any,))[0]
+        ):
+            return
+    expected = " or ".join(_describe(k) for k in kinds) + (" or null" if nullable else "")
+    raise ConfigError(f"{name} must be {expected}; found {type(value).__name__} {value!r}")
+
+
+def check_range(
+    name: str, value: Any, *, minimum: float, strict: bool = False, integer: bool | None = None
+) -> None:
+    """ConfigError unless ``value`` (None passes) is finite and >= ``minimum`` (> if ``strict``)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number; found {type(value).__name__} {value!r}")
+    if integer and not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer; found {type(value).__name__} {value!r}")
+    bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number {bound}; found {value!r}")
+    if value < minimum or (strict and value == minimum):
+        if isinstance(value, int) and minimum == 1 and not strict:
+            bound = "a positive integer (>= 1)"
+        raise ConfigError(f"{name} must be {bound}; found {value!r}")
+
+
+def check_seed(name: str, value: Any) -> None:
+    """A random seed: an integer in 0 .. 2**32 - 1 (what NumPy accepts)."""
+    check_range(name, value, minimum=0, integer=True)
+    if value is not None and value >= 2**32:
+        raise ConfigError(f"{name} must be < 2**32 (4294967296); found {value!r}")
+
+
+def check_inputs(cfg: FitConfig, *, strategy: Any = None, dataset: Any = None) -> Any:
+    """Check names and paths before any model or data is loaded; return the strategy to use.
+
+    The dataset recipe, its split names, its files (``dataset_root``) and options, the
+    strategy name and options, the tracker and the run folder are checked here, so that a
+    wrong one is reported at once (not after a model download). ``strategy``/``dataset``
+    objects given to :func:`samtune.fit` are taken as they are.
+
+    Raises:
+        UnknownNameError: an unknown dataset, split or strategy.
+        MissingFileError: the dataset's files are not where they should be.
+        ConfigError: an invalid option.
+    """
+    if cfg.output_dir is not None:
+        out = Path(cfg.output_dir).expanduser()
+        if out.exists() and not out.is_dir():
+            raise ConfigError(
+                f"output_dir {str(out)!r} is a file, not a folder; choose another --output-dir"
+            )
+    if cfg.log_with is not None:
+        from accelerate.utils import LoggerType
+
+        trackers = ("auto", "none", "no", *(t.value for t in LoggerType))
+        if cfg.log_with not in trackers:
+            raise ConfigError(
+                f"log_with must be one of {', '.join(trackers)}; found {cfg.log_with!r}"
+            )
+    if dataset is None:
+        from ..data.recipes import check_dataset
+
+        splits = [s for s in (cfg.train_split, cfg.val_split, cfg.test_split) if s]
+        check_dataset(cfg.dataset, splits, cfg.dataset_root, **cfg.dataset_options)
+    elif isinstance(dataset, dict) and cfg.train_split not in dataset:
+        raise ConfigError(
+            f"train_split {cfg.train_split!r} is not among the splits given "
+            f"({', '.join(map(str, dataset)) or 'none'})"
+        )
+    if strategy is None or isinstance(strategy, str):
+        from ..strategies import get_strategy
+
+        strategy = get_strategy(strategy or cfg.strategy, **cfg.strategy_options)
+    return strategy
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

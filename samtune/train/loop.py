@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import logging
 import math
 import os
 import sys
@@ -161,7 +160,10 @@ class SamTrainStep(nn.Module):
         """
         if pixel_values is not None:
             image_embeddings = self.sam.vision_encoder(pixel_values).last_hidden_state
-        embeddings = image_embeddings[image_index]
+        # index_select, not image_embeddings[image_index]: the backward of advanced indexing
+        # (index_put_ with accumulate) adds the prompts' gradients with multithreaded atomics
+        # on CPU, in a different order each run; index_select's (index_add_) is ordered.
+        embeddings = image_embeddings.index_select(0, image_index)
         prompt = {}
         if boxes is not None:
             prompt["input_boxes"] = boxes[:, None, :]
@@ -286,18 +288,6 @@ def enable_checkpointing(model: nn.Module) -> None:
     enable(**kwargs)
 
 
-class _TiedEmbeddingNote(logging.Filter):
-    """Drops Accelerate's note that it saved SAM's tied positional embedding once.
-
-    SAM's prompt encoder shares its positional embedding with the model; safetensors stores a
-    shared tensor once and the tie restores it on load, so the note is expected on every
-    checkpoint and would only alarm a user.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Removed shared tensor" not in record.getMessage()
-
-
 def _make_accelerator(cfg: FitConfig, run_dir: Path):
     from accelerate import Accelerator
 
@@ -316,9 +306,6 @@ def _make_accelerator(cfg: FitConfig, run_dir: Path):
     # refused. Start each run from fresh settings; the process group (PartialState) stays.
     AcceleratorState._reset_state()
     GradientState._reset_state()
-    note_logger = logging.getLogger("accelerate.utils.other")
-    if not any(isinstance(f, _TiedEmbeddingNote) for f in note_logger.filters):
-        note_logger.addFilter(_TiedEmbeddingNote())
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cpu = world > 1 and not torch.cuda.is_available()
     return Accelerator(
@@ -423,8 +410,13 @@ def train(
     from accelerate.utils import set_seed
 
     from ..models import base_fingerprint, load_model, preprocess_config
+    from .config import check_inputs
 
     run_dir = Path(cfg.output_dir)
+    cfg.validate()  # a FitConfig changed after it was built is checked again
+    # Names, splits, dataset files, strategy options: wrong ones fail here, before any model or
+    # data is loaded and before anything is written.
+    strategy = check_inputs(cfg, strategy=strategy, dataset=dataset)
     existing = list_checkpoints(run_dir)
     if existing and not cfg.resume:
         raise ConfigError(
@@ -440,8 +432,12 @@ def train(
             "`torchrun --nproc_per_node N -m samtune fit ...`"
         )
     set_seed(cfg.seed)
-    if accelerator.is_main_process:
-        save_yaml(cfg, run_dir / "config.yaml")
+    if cfg.deterministic:  # process-wide, like the seed; see docs/training.md, Reproducibility
+        if torch.cuda.is_available():  # cuBLAS reads it when it first starts
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        # Strict: with warn_only, SDPA's memory-efficient backward stays nondeterministic.
+        torch.use_deterministic_algorithms(True)
 
     # ---- model, data
     if model is None:
@@ -534,17 +530,17 @@ def train(
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, total_steps))
-    accelerator.register_for_checkpointing(scheduler)
     embed = _Embeddings(model, train_ds, cache, pre, accelerator) if frozen_encoder else None
 
     # ---- resume
     state = TrainerState()
+    saved = {"model": step_module, "optimizer": optimizer, "scheduler": scheduler}
     if cfg.resume:
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
             say(f"--resume: no checkpoint in {run_dir}, starting from the beginning")
         else:
-            state = load_checkpoint(accelerator, ckpt)
+            state = load_checkpoint(accelerator, ckpt, **saved)
             say(f"resumed from {ckpt.name} (epoch {state.epoch}, step {state.step})")
         prev = run_dir / "metrics.json"
         if prev.is_file():
@@ -558,6 +554,8 @@ def train(
         )
 
     # ---- epochs
+    if accelerator.is_main_process:  # only once setup succeeded: a failed setup leaves nothing
+        save_yaml(cfg, run_dir / "config.yaml")
     eval_each_epoch = cfg.eval_every is None
     ckpt_each_epoch = cfg.checkpoint_every is None
     show = not cfg.quiet and sys.stderr.isatty() and accelerator.is_local_main_process
@@ -660,7 +658,7 @@ def train(
                 if state.step >= total_steps:
                     stop = True
                 if cfg.checkpoint_every and (state.step % cfg.checkpoint_every == 0 or stop):
-                    save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints)
+                    save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints, **saved)
                 if stop:
                     break
             if state.batch_in_epoch >= len(loader):  # the epoch is complete
@@ -669,9 +667,9 @@ def train(
                 if eval_each_epoch:
                     validate()
                 if ckpt_each_epoch:
-                    save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints)
+                    save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints, **saved)
             elif stop and ckpt_each_epoch:  # max_steps or early stopping mid-epoch
-                save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints)
+                save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints, **saved)
     except RuntimeError as exc:
         if isinstance(exc, RunError) or not _is_oom(exc):
             raise
