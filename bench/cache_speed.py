@@ -30,33 +30,24 @@ def run(
 ) -> list[float]:
     """Seconds per epoch of one training run."""
     from samtune.data import load_dataset
-    from samtune.train import loop
+    from samtune.train import Callback, fit
 
     marks: list[float] = []
-    set_epoch = loop.EpochSampler.set_epoch
 
-    def mark_start(self, epoch: int) -> None:
-        if len(marks) % 2 == 0:  # the loop and Accelerate's loader both set the epoch
+    class EpochTimes(Callback):  # an epoch: from its start to the end of its checkpoint
+        def on_epoch_begin(self, run) -> None:
             marks.append(time.perf_counter())
-        set_epoch(self, epoch)
 
-    def mark_end(*args, **kwargs):  # called once at the end of every epoch
-        marks.append(time.perf_counter())
+        def on_epoch_end(self, run) -> None:
+            marks.append(time.perf_counter())
 
-    loop.EpochSampler.set_epoch = mark_start
-    save = loop.save_checkpoint
-    loop.save_checkpoint = mark_end
-    try:
-        # 256 px images: the model still sees 1024 px (SAM resizes the longest side)
-        train = load_dataset("demo", "train", counts={"train": images, "val": 1, "test": 1},
-                             size=256, root=workdir / "data")  # fmt: skip
-        loop.fit(model, "decoder", {"train": train}, workdir / f"run-{cache}", epochs=epochs,
-                 batch_size=1, cache=cache, compare=False, quiet=True, log_with=None,
-                 val_split=None, test_split=None, max_instances=4,
-                 compile=compile)  # fmt: skip
-    finally:
-        loop.EpochSampler.set_epoch = set_epoch
-        loop.save_checkpoint = save
+    # 256 px images: the model still sees 1024 px (SAM resizes the longest side)
+    train = load_dataset("demo", "train", counts={"train": images, "val": 1, "test": 1},
+                         size=256, root=workdir / "data")  # fmt: skip
+    fit(model, "decoder", {"train": train}, workdir / f"run-{cache}", epochs=epochs,
+        batch_size=1, cache=cache, compare=False, quiet=True, log_with=None,
+        val_split=None, test_split=None, max_instances=4, compile=compile,
+        callbacks=[EpochTimes()])  # fmt: skip
     starts, ends = marks[0::2], marks[1::2]
     return [end - start for start, end in zip(starts, ends, strict=True)]
 

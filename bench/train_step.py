@@ -6,7 +6,7 @@ targets:
 
 - ``plain``: what the public fine-tuning notebooks do: ``model(pixel_values=..., input_boxes=...)``
   every step (the image encoder runs every step, even when frozen), the loss written inline;
-- ``samtune``: samtune's training step (:class:`samtune.train.loop.SamTrainStep` and
+- ``samtune``: samtune's training step (:class:`samtune.train.step.SamTrainStep` and
   :func:`samtune.train.losses.sam_loss`). For strategies that freeze the encoder samtune's loop
   serves embeddings from its cache after the first epoch: that step is timed as ``cached``.
 
@@ -32,8 +32,9 @@ from _common import device_info, emit, peak_gib, pick_device, reset_peak, sync, 
 import samtune
 from samtune.fast import ATTENTION_CHOICES, COMPILE_MODES, compile_model, use_flex_attention
 from samtune.strategies import get_strategy
-from samtune.train.loop import SamTrainStep, enable_checkpointing
+from samtune.train.loop import enable_checkpointing
 from samtune.train.losses import sam_loss
+from samtune.train.step import SamTrainStep
 
 
 def make_inputs(batch: int, prompts: int, size: int, device, seed: int = 0):

@@ -74,24 +74,22 @@ def test_cli_rejects_bad_options_with_exit_2(tmp_path):
     assert result.exit_code == 2 and "key=value" in result.output
 
 
-def test_frozen_encoder_reads_embeddings_from_the_cache(tmp_path, splits, decoder, monkeypatch):
-    from samtune.train import loop
+def test_frozen_encoder_reads_embeddings_from_the_cache(tmp_path, splits, decoder):
+    from samtune.train import Callback
 
-    encoded = []
-    real = loop._Embeddings.__call__
+    class Count(Callback):
+        def __init__(self):
+            self.encoded = []
 
-    def counting(self, pixel_values, indices):
-        before = self.cache.misses
-        out = real(self, pixel_values, indices)
-        encoded.append(self.cache.misses - before)
-        return out
+        def on_encode(self, run, encoded, cached):
+            self.encoded.append(encoded)
 
-    monkeypatch.setattr(loop._Embeddings, "__call__", counting)
+    count = Count()
     run = tmp_path / "run"
     fit("tiny", decoder, splits, run, epochs=3, batch_size=2, quiet=True, log_with=None,
-        compare=False)  # fmt: skip
+        compare=False, callbacks=[count])  # fmt: skip
     # epoch 1 encodes each of the 4 images once; epochs 2 and 3 only read
-    assert encoded == [2, 2, 0, 0, 0, 0]
+    assert count.encoded == [2, 2, 0, 0, 0, 0]
     assert len(list((run / "cache").rglob("*.safetensors"))) == 4
 
 

@@ -1,14 +1,17 @@
 """The training loop on Hugging Face Accelerate, top to bottom.
 
-``fit`` resolves the config, then ``train`` does, in order: build the accelerator, load the
-model and data, evaluate zero-shot on the test split, apply the strategy, prepare model,
-optimizer and data loader, resume if asked, run the epochs (validation, best checkpoint, step
-checkpoints, early stopping), save the adapter, evaluate the fine-tuned model and write the
-zero-shot versus fine-tuned table.
+``fit`` resolves the config, then ``train`` runs three parts:
 
-One forward call of the prepared module per optimizer micro-step does everything that needs
-gradients (image encoder when it trains, prompt encoder, mask decoder, and every round of
-simulated corrective clicks), so DistributedDataParallel sees exactly one forward per backward.
+* ``_setup``: check the inputs, build the accelerator, load the model and data, evaluate
+  zero-shot on the test split, apply the strategy, prepare model, optimizer and data loader
+  (:class:`Run` holds them), resume if asked, write ``config.yaml``;
+* the epochs (``_train_epoch``): per batch one ``_train_step`` in Accelerate's ``accumulate``
+  idiom (forward, loss, backward, step, schedule, zero_grad; the pieces live in
+  :mod:`samtune.train.step`), then ``_after_step`` (logs, validation with the best adapter,
+  step checkpoints, early stopping);
+* ``_finish``: save the adapter, evaluate the fine-tuned model, write the comparison table.
+
+:class:`~samtune.train.callbacks.Callback` hooks are the seams for benches, tests and users.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from torch import nn
 from ..errors import ConfigError, RunError
 from ..fast import compile_model, use_flex_attention
 from ..io import atomic_write
-from . import losses
-from .cache import EmbeddingCache, cache_key, image_digest
+from .cache import EmbeddingCache
+from .callbacks import Callback, CallbackList
 from .checkpoint import (
     TrainerState,
     latest_checkpoint,
@@ -39,6 +42,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import FitConfig, build_config, save_yaml
+from .step import FrozenEncoderEmbeddings, SamTrainStep, batch_inputs, training_loss
 
 
 @dataclass
@@ -73,6 +77,7 @@ def fit(
     output_dir: str | Path | None = None,
     *,
     config: str | Path | dict | FitConfig | None = None,
+    callbacks: list[Callback] | None = None,
     **options: Any,
 ) -> FitResult:
     """Fine-tune SAM with a strategy on a dataset; the Python twin of ``samtune fit``.
@@ -85,6 +90,8 @@ def fit(
             ``{"train": ds, "val": ds, "test": ds}`` gives the splits directly.
         output_dir: the run folder (default ``runs/<strategy>-<dataset>``).
         config: a YAML file, mapping or :class:`FitConfig`; explicit arguments override it.
+        callbacks: :class:`~samtune.train.callbacks.Callback` objects told of epochs, steps,
+            validations and checkpoints.
         **options: any :class:`FitConfig` field (``epochs``, ``lr``, ``prompt``, ``resume``...).
 
     Returns:
@@ -109,7 +116,7 @@ def fit(
     cfg = dataclasses.replace(
         cfg, **{k: None for k, v in options.items() if v is None and k in nullable}
     )
-    return train(cfg.resolved(), **objects)
+    return train(cfg.resolved(), callbacks=callbacks, **objects)
 
 
 def _describe_object(kind: str, value: Any) -> str:
@@ -120,106 +127,6 @@ def _describe_object(kind: str, value: Any) -> str:
 
         return model_source(value)
     return getattr(value, "name", None) or "custom"
-
-
-# --------------------------------------------------------------------------- the module DDP wraps
-
-
-class SamTrainStep(nn.Module):
-    """Everything that needs gradients in one forward: encoder (if training), prompts, decoder.
-
-    ``forward`` returns one ``(pred_masks (M, K, r, r), iou_pred (M, K))`` pair per round:
-    one round for box or point prompts, ``1 + rounds`` for interactive training.
-    """
-
-    def __init__(self, sam: nn.Module) -> None:
-        super().__init__()
-        self.sam = sam
-
-    def forward(
-        self,
-        image_index: torch.Tensor,
-        pixel_values: torch.Tensor | None = None,
-        image_embeddings: torch.Tensor | None = None,
-        boxes: torch.Tensor | None = None,
-        points: torch.Tensor | None = None,
-        point_labels: torch.Tensor | None = None,
-        targets: torch.Tensor | None = None,
-        multimask: bool = False,
-        rounds: int = 0,
-        seed: int = 0,
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Args (M prompts over B images):
-
-        image_index: (M,) which image each prompt belongs to.
-        pixel_values: (B, 3, S, S) preprocessed images (the encoder trains), or
-        image_embeddings: (B, C, s, s) precomputed embeddings (the encoder is frozen).
-        boxes: (M, 4) XYXY in model pixels; points: (M, k, 2) model pixels and
-        point_labels: (M, k) (1 positive, 0 negative); targets: (M, r, r) bool low-res masks,
-        needed for ``rounds > 0`` (simulated clicks); seed: for click sampling.
-        """
-        if pixel_values is not None:
-            image_embeddings = self.sam.vision_encoder(pixel_values).last_hidden_state
-        # index_select, not image_embeddings[image_index]: the backward of advanced indexing
-        # (index_put_ with accumulate) adds the prompts' gradients with multithreaded atomics
-        # on CPU, in a different order each run; index_select's (index_add_) is ordered.
-        embeddings = image_embeddings.index_select(0, image_index)
-        prompt = {}
-        if boxes is not None:
-            prompt["input_boxes"] = boxes[:, None, :]
-        if points is not None:
-            prompt["input_points"] = points[:, None]
-            prompt["input_labels"] = point_labels[:, None]
-        out = self.sam(image_embeddings=embeddings, multimask_output=multimask, **prompt)
-        results = [(out.pred_masks[:, 0], out.iou_scores[:, 0])]
-        if rounds:
-            generator = torch.Generator().manual_seed(seed)
-            pts, lbl = points, point_labels
-            logits = _best_logits(*results[-1])
-            for _ in range(rounds):
-                click, label = _sample_clicks(logits.detach(), targets, generator)
-                # low-res pixel -> model pixel (centre of the low-res cell)
-                scale = self.sam.config.vision_config.image_size / logits.shape[-1]
-                click_xy = (click.to(logits.dtype) + 0.5) * scale
-                pts = torch.cat([pts, click_xy[:, None]], dim=1)
-                lbl = torch.cat([lbl, label[:, None].to(lbl.dtype)], dim=1)
-                out = self.sam(
-                    image_embeddings=embeddings,
-                    input_points=pts[:, None],
-                    input_labels=lbl[:, None],
-                    input_masks=logits.detach()[:, None],
-                    multimask_output=False,
-                )
-                results.append((out.pred_masks[:, 0], out.iou_scores[:, 0]))
-                logits = results[-1][0][:, 0]
-        return results
-
-
-def _best_logits(pred_masks: torch.Tensor, iou_pred: torch.Tensor) -> torch.Tensor:
-    """(M, K, r, r) -> (M, r, r): the candidate the IoU head rates highest (as at inference)."""
-    pick = iou_pred.argmax(dim=1)
-    return pred_masks[torch.arange(pred_masks.shape[0]), pick]
-
-
-def _sample_clicks(
-    logits: torch.Tensor, targets: torch.Tensor, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One corrective click per prompt, uniform over the error region (as SAM was trained).
-
-    Returns ``(xy (M, 2) long in low-res pixels, label (M,) 1 for a missed pixel, 0 for a false
-    one)``; a prompt without error gets a positive click on its target (or the centre).
-    """
-    pred = logits > 0
-    gt = targets.bool()
-    error = (pred ^ gt).flatten(1).float().cpu()
-    fallback = gt.flatten(1).float().cpu()
-    weights = torch.where(error.sum(1, keepdim=True) > 0, error, fallback)
-    weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))
-    flat = torch.multinomial(weights, 1, generator=generator)[:, 0].to(logits.device)
-    r = logits.shape[-1]
-    ys, xs = flat // r, flat % r
-    label = gt.flatten(1).gather(1, flat[:, None])[:, 0].long()
-    return torch.stack([xs, ys], dim=1), label
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -359,74 +266,120 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-class _Embeddings:
-    """Image embeddings for frozen encoders: from the cache when there, else computed once."""
+# --------------------------------------------------------------------------- a run
 
-    def __init__(self, sam, dataset, cache: EmbeddingCache | None, preprocess, accelerator):
-        from ..models import fingerprint
 
-        self.sam, self.dataset, self.cache, self.accelerator = sam, dataset, cache, accelerator
-        self.keys: dict[int, str] = {}
-        self.encoder_fp = fingerprint(sam.vision_encoder) if cache is not None else ""
-        self.preprocess = preprocess
+@dataclass
+class Run:
+    """A training run in progress: what setup built, where it stands, and whether to stop.
 
-    def _key(self, index: int) -> str:
-        if index not in self.keys:
-            image_path = getattr(self.dataset, "image_path", None)
-            data = None
-            if image_path is not None:
-                try:
-                    data = Path(image_path(index)).read_bytes()
-                except (OSError, TypeError):
-                    data = None
-            if data is None:
-                data = self.dataset[index].image
-            self.keys[index] = cache_key(self.encoder_fp, self.preprocess, image_digest(data))
-        return self.keys[index]
+    Callbacks receive it; ``state`` is the :class:`TrainerState` that checkpoints save.
+    """
 
-    @torch.no_grad()
-    def __call__(self, pixel_values: torch.Tensor, indices: list[int]) -> torch.Tensor:
-        if self.cache is None:
-            with self.accelerator.autocast():
-                return self.sam.vision_encoder(pixel_values).last_hidden_state.float()
-        found = [self.cache.get(self._key(i)) for i in indices]
-        missing = [j for j, e in enumerate(found) if e is None]
-        if missing:
-            with self.accelerator.autocast():
-                fresh = self.sam.vision_encoder(pixel_values[missing]).last_hidden_state.float()
-            for j, emb in zip(missing, fresh, strict=True):
-                self.cache.put(self._key(indices[j]), emb)
-                found[j] = emb
-        return torch.stack([e.to(pixel_values.device) for e in found])
+    cfg: FitConfig
+    accelerator: Any
+    model: nn.Module  # the SamModel with the strategy applied
+    step_module: nn.Module  # SamTrainStep, prepared (DDP-wrapped on several processes)
+    optimizer: Any
+    scheduler: Any
+    loader: Any
+    prompted: Any  # the prompted training dataset (its instance sampling follows the epoch)
+    sampler: EpochSampler
+    embed: FrozenEncoderEmbeddings | None
+    splits: dict[str, Any]
+    callbacks: CallbackList
+    total_steps: int
+    state: TrainerState = field(default_factory=TrainerState)
+    comparison: dict[str, Any] = field(default_factory=dict)
+    stop: bool = False
+    running_iou: float | None = None
+
+    @property
+    def trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.output_dir)
+
+    @property
+    def protocols(self) -> list[str]:
+        return ["box"] + (["point"] if self.cfg.compare_point else [])
+
+    def split(self, name: str | None) -> Any:
+        return self.splits.get(name) if name else None
+
+    def say(self, text: str) -> None:
+        self.accelerator.print(text)
 
 
 # --------------------------------------------------------------------------- train
 
 
 def train(
-    cfg: FitConfig, *, model: Any = None, strategy: Any = None, dataset: Any = None
+    cfg: FitConfig,
+    *,
+    model: Any = None,
+    strategy: Any = None,
+    dataset: Any = None,
+    callbacks: list[Callback] | None = None,
 ) -> FitResult:
-    """Run training for a resolved :class:`FitConfig` (see :func:`fit`)."""
-    from accelerate.utils import set_seed
+    """Run training for a resolved :class:`FitConfig` (see :func:`fit`): setup, epochs, finish."""
+    run = _setup(cfg, model, strategy, dataset, CallbackList(callbacks or []))
+    run.callbacks.on_train_begin(run)
+    show = not cfg.quiet and sys.stderr.isatty() and run.accelerator.is_local_main_process
+    from tqdm.auto import tqdm
 
-    from ..models import base_fingerprint, load_model, preprocess_config
+    with tqdm(total=run.total_steps, initial=run.state.step, disable=not show, desc="fit",
+              unit="step") as bar:  # fmt: skip
+        run.stop = run.state.step >= run.total_steps
+        while not run.stop and run.state.epoch < cfg.epochs:
+            _guard_oom(run, _train_epoch, bar)
+    result = _finish(run)
+    run.callbacks.on_train_end(run, result)
+    return result
+
+
+def _setup(cfg: FitConfig, model, strategy, dataset, callbacks: CallbackList) -> Run:
+    """Everything before the first step; writes config.yaml only once all of it succeeded."""
     from .config import check_inputs
 
-    run_dir = Path(cfg.output_dir)
     cfg.validate()  # a FitConfig changed after it was built is checked again
     # Names, splits, dataset files, strategy options: wrong ones fail here, before any model or
     # data is loaded and before anything is written.
     strategy = check_inputs(cfg, strategy=strategy, dataset=dataset)
-    existing = list_checkpoints(run_dir)
+    existing = list_checkpoints(cfg.output_dir)
     if existing and not cfg.resume:
         raise ConfigError(
-            f"{str(run_dir)!r} already holds checkpoints (latest {existing[-1].name}); pass "
+            f"{cfg.output_dir!r} already holds checkpoints (latest {existing[-1].name}); pass "
             "--resume to continue that run, or choose another --output-dir"
         )
-    accelerator = _make_accelerator(cfg, run_dir)
-    say = accelerator.print
+    accelerator = _make_accelerator(cfg, Path(cfg.output_dir))
+    _seed(cfg, accelerator)
+    model, splits = _model_and_data(cfg, model, dataset, accelerator)
+    comparison: dict[str, Any] = {}
+    test_ds = splits.get(cfg.test_split) if cfg.test_split else None
+    if cfg.compare and test_ds is not None and not cfg.resume:  # before the model changes
+        protocols = ["box"] + (["point"] if cfg.compare_point else [])
+        comparison["zero_shot"] = _evaluate(model, test_ds, protocols, accelerator, "zero-shot")
+    model = _apply_strategy(cfg, model, strategy, accelerator)
+    run = _prepare(cfg, model, splits, accelerator, callbacks)
+    run.comparison = comparison
+    if cfg.resume:
+        _resume(run)
+    if _tracker(cfg):
+        plain = {k: v for k, v in cfg.to_dict().items() if isinstance(v, int | float | str | bool)}
+        accelerator.init_trackers("samtune", config=plain)
+    if accelerator.is_main_process:
+        save_yaml(cfg, run.run_dir / "config.yaml")
+    return run
+
+
+def _seed(cfg: FitConfig, accelerator) -> None:
+    from accelerate.utils import set_seed
+
     if _single_process_from_multi_launch(accelerator):
-        say(
+        accelerator.print(
             "note: `accelerate launch --num_processes N` started one process: without GPUs it "
             "needs --multi_gpu (then samtune trains on N CPU processes with gloo), or use "
             "`torchrun --nproc_per_node N -m samtune fit ...`"
@@ -439,285 +392,279 @@ def train(
         # Strict: with warn_only, SDPA's memory-efficient backward stays nondeterministic.
         torch.use_deterministic_algorithms(True)
 
-    # ---- model, data
+
+def _model_and_data(cfg: FitConfig, model, dataset, accelerator) -> tuple[nn.Module, dict]:
+    from ..models import base_fingerprint, load_model
+
     if model is None:
         model = load_model(cfg.model, seed=cfg.seed)
     base_fingerprint(model)  # remember the base weights before anything changes them
-    pre = preprocess_config(model)
     with accelerator.main_process_first():  # one process generates/downloads, the others wait
         splits = _load_splits(cfg, dataset)
-    train_ds = splits[cfg.train_split]
-    val_ds = splits.get(cfg.val_split) if cfg.val_split else None
-    test_ds = splits.get(cfg.test_split) if cfg.test_split else None
+    return model, splits
 
-    # ---- zero-shot evaluation on the test split, before any change to the model
-    protocols = ["box"] + (["point"] if cfg.compare_point else [])
-    comparison: dict[str, Any] = {}
-    if cfg.compare and test_ds is not None and not cfg.resume:
-        comparison["zero_shot"] = _evaluate(model, test_ds, protocols, accelerator, "zero-shot")
 
-    # ---- strategy
-    if strategy is None or isinstance(strategy, str):
-        from ..strategies import get_strategy
-
-        strategy = get_strategy(strategy or cfg.strategy, **cfg.strategy_options)
+def _apply_strategy(cfg: FitConfig, model, strategy, accelerator) -> nn.Module:
+    """The strategy, then what makes the trainable model fast (checkpointing, attention, compile)."""
     model = strategy.apply(model)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise ConfigError(f"strategy {cfg.strategy!r} left no parameter trainable")
-    n_train = sum(p.numel() for p in trainable)
-    say(
-        f"strategy {cfg.strategy}: {n_train:,} trainable parameters of "
-        f"{sum(p.numel() for p in model.parameters()):,}"
+    accelerator.print(
+        f"strategy {cfg.strategy}: {sum(p.numel() for p in trainable):,} trainable parameters "
+        f"of {sum(p.numel() for p in model.parameters()):,}"
     )
-    frozen_encoder = bool(strategy.freezes_image_encoder)
-    if cfg.gradient_checkpointing and not frozen_encoder:
+    if cfg.gradient_checkpointing and not strategy.freezes_image_encoder:
         enable_checkpointing(model)
     if cfg.attention == "flex":
         use_flex_attention(model)
     compiled = compile_model(model, cfg.compile)
     if compiled:
-        say(f"torch.compile ({cfg.compile}): {', '.join(compiled)}; the first steps compile")
-
-    # ---- embedding cache
-    cache = None
-    if frozen_encoder and cfg.cache != "off":
-        if cfg.augment:
-            say("embedding cache off: augmentation changes the images every epoch")
-        else:
-            cache = EmbeddingCache(
-                cfg.cache_dir or run_dir / "cache",
-                memory_mb=cfg.cache_memory_mb,
-                device=accelerator.device,
-            )
-    elif cfg.cache == "on":
-        say(f"embedding cache off: strategy {cfg.strategy!r} trains the image encoder")
-
-    # ---- data loader
-    from ..data import PromptedDataset, collate_prompted
-
-    augment = None
-    if cfg.augment:
-        from ..data.transforms import AugmentConfig
-
-        augment = AugmentConfig()
-    prompted = PromptedDataset(
-        train_ds,
-        pre,
-        prompt="box" if cfg.prompt == "box" else "point",
-        max_instances=cfg.max_instances,
-        augment=augment,
-        jitter=cfg.box_jitter if cfg.prompt == "box" else 0.0,
-        seed=cfg.seed,
-    )
-    sampler = EpochSampler(len(prompted), cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        prompted,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        collate_fn=collate_prompted,
-        num_workers=cfg.num_workers,
-        pin_memory=accelerator.device.type == "cuda",
-    )
-
-    # ---- optimizer, schedule, prepare
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step_module = SamTrainStep(model)
-    step_module, optimizer, loader = accelerator.prepare(step_module, optimizer, loader)
-    steps_per_epoch = max(1, math.ceil(len(loader) / cfg.grad_accum))
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, total_steps))
-    embed = _Embeddings(model, train_ds, cache, pre, accelerator) if frozen_encoder else None
-
-    # ---- resume
-    state = TrainerState()
-    saved = {"model": step_module, "optimizer": optimizer, "scheduler": scheduler}
-    if cfg.resume:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            say(f"--resume: no checkpoint in {run_dir}, starting from the beginning")
-        else:
-            state = load_checkpoint(accelerator, ckpt, **saved)
-            say(f"resumed from {ckpt.name} (epoch {state.epoch}, step {state.step})")
-        prev = run_dir / "metrics.json"
-        if prev.is_file():
-            comparison = json.loads(prev.read_text()).get("comparison", {}) or comparison
-    if _tracker(cfg):
-        accelerator.init_trackers(
-            "samtune",
-            config={
-                k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))
-            },
+        accelerator.print(
+            f"torch.compile ({cfg.compile}): {', '.join(compiled)}; the first steps compile"
         )
+    return model
 
-    # ---- epochs
-    if accelerator.is_main_process:  # only once setup succeeded: a failed setup leaves nothing
-        save_yaml(cfg, run_dir / "config.yaml")
-    eval_each_epoch = cfg.eval_every is None
-    ckpt_each_epoch = cfg.checkpoint_every is None
-    show = not cfg.quiet and sys.stderr.isatty() and accelerator.is_local_main_process
-    from tqdm.auto import tqdm
 
-    bar = tqdm(total=total_steps, initial=state.step, disable=not show, desc="fit", unit="step")
-    running_iou: float | None = None
-    stop = state.step >= total_steps
-    best_dir = run_dir / "best"
+def _embedding_cache(cfg: FitConfig, frozen_encoder: bool, accelerator) -> EmbeddingCache | None:
+    if not frozen_encoder:
+        if cfg.cache == "on":
+            accelerator.print(
+                f"embedding cache off: strategy {cfg.strategy!r} trains the image encoder"
+            )
+        return None
+    if cfg.cache == "off":
+        return None
+    if cfg.augment:
+        accelerator.print("embedding cache off: augmentation changes the images every epoch")
+        return None
+    directory = cfg.cache_dir or Path(cfg.output_dir) / "cache"
+    return EmbeddingCache(directory, memory_mb=cfg.cache_memory_mb, device=accelerator.device)
 
-    def validate() -> None:
-        nonlocal stop
-        if val_ds is None:
-            return
-        report = _evaluate_one(model, val_ds, cfg.eval_prompt, accelerator, "validation")
-        miou = float(report.metrics["miou"])
-        entry = {"step": state.step, "epoch": state.epoch, "metrics": dict(report.metrics)}
-        state.history.append(entry)
-        improved = state.best_metric is None or miou > state.best_metric
-        if improved:
-            state.best_metric, state.best_step = miou, state.step
-            state.evals_without_improvement = 0
-            _save_adapter(model, best_dir, accelerator)
-        else:
-            state.evals_without_improvement += 1
-        accelerator.log({"val/miou": miou}, step=state.step)
-        say(f"step {state.step}: validation mIoU {miou:.4f}" + (" (best)" if improved else ""))
-        if accelerator.is_main_process:
-            _write_metrics(run_dir, state, comparison)
-        if cfg.early_stopping and state.evals_without_improvement >= cfg.early_stopping:
-            say(f"early stopping: no improvement in {cfg.early_stopping} validations")
-            stop = True
 
+def _prepare(cfg: FitConfig, model, splits: dict, accelerator, callbacks: CallbackList) -> Run:
+    """Data loader, optimizer and schedule, prepared by Accelerate; the frozen encoder's source."""
+    from ..data import PromptedDataset, collate_prompted
+    from ..data.transforms import AugmentConfig
+    from ..models import preprocess_config
+
+    pre = preprocess_config(model)
+    train_ds = splits[cfg.train_split]
+    prompted = PromptedDataset(train_ds, pre, prompt="box" if cfg.prompt == "box" else "point",
+                               max_instances=cfg.max_instances,
+                               augment=AugmentConfig() if cfg.augment else None,
+                               jitter=cfg.box_jitter if cfg.prompt == "box" else 0.0,
+                               seed=cfg.seed)  # fmt: skip
+    sampler = EpochSampler(len(prompted), cfg.seed)
+    loader = torch.utils.data.DataLoader(prompted, batch_size=cfg.batch_size, sampler=sampler,
+                                         collate_fn=collate_prompted, num_workers=cfg.num_workers,
+                                         pin_memory=accelerator.device.type == "cuda")  # fmt: skip
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step_module, optimizer, loader = accelerator.prepare(SamTrainStep(model), optimizer, loader)
+    total_steps = max(1, math.ceil(len(loader) / cfg.grad_accum)) * cfg.epochs
+    total_steps = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, total_steps))
+    frozen = bool(model.samtune_info.strategy.freezes_image_encoder)
+    run = Run(cfg, accelerator, model, step_module, optimizer, scheduler, loader, prompted,
+              sampler, None, splits, callbacks, total_steps)  # fmt: skip
+    if frozen:
+        cache = _embedding_cache(cfg, frozen, accelerator)
+        run.embed = FrozenEncoderEmbeddings(
+            model, train_ds, cache, pre, accelerator,
+            on_encode=lambda encoded, cached: callbacks.on_encode(run, encoded, cached),
+        )  # fmt: skip
+    else:
+        _embedding_cache(cfg, frozen, accelerator)  # says why the cache is off, if asked for
+    return run
+
+
+def _checkpointed(run: Run) -> dict[str, Any]:
+    return {"model": run.step_module, "optimizer": run.optimizer, "scheduler": run.scheduler}
+
+
+def _resume(run: Run) -> None:
+    ckpt = latest_checkpoint(run.run_dir)
+    if ckpt is None:
+        run.say(f"--resume: no checkpoint in {run.run_dir}, starting from the beginning")
+    else:
+        run.state = load_checkpoint(run.accelerator, ckpt, **_checkpointed(run))
+        run.say(f"resumed from {ckpt.name} (epoch {run.state.epoch}, step {run.state.step})")
+    prev = run.run_dir / "metrics.json"
+    if prev.is_file():
+        run.comparison = json.loads(prev.read_text()).get("comparison", {}) or run.comparison
+
+
+# --------------------------------------------------------------------------- epochs, steps
+
+
+def _train_epoch(run: Run, bar) -> None:
+    """One epoch (or what is left of it after a resume), then the epoch's end."""
+    state, cfg = run.state, run.cfg
+    run.sampler.set_epoch(state.epoch)
+    if hasattr(run.prompted, "set_epoch"):
+        run.prompted.set_epoch(state.epoch)
+    batches = run.loader
+    if state.batch_in_epoch:
+        batches = run.accelerator.skip_first_batches(run.loader, state.batch_in_epoch)
+    # Accelerate's loaders count their own passes and reset the sampler's epoch to that count
+    # on every iter(); a resumed run (and the skipping loader) must be told.
+    if hasattr(batches, "set_epoch"):
+        batches.set_epoch(state.epoch)
+    run.callbacks.on_epoch_begin(run)
+    for batch in batches:
+        loss, iou = _train_step(run, batch)
+        state.batch_in_epoch += 1
+        run.running_iou = iou if run.running_iou is None else 0.9 * run.running_iou + 0.1 * iou
+        if run.accelerator.sync_gradients:
+            _after_step(run, bar, loss, iou)
+            if run.stop:
+                break
+    if state.batch_in_epoch >= len(run.loader):  # the epoch is complete
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        if cfg.eval_every is None:
+            _validate(run)
+        if cfg.checkpoint_every is None:
+            _checkpoint(run)
+        run.callbacks.on_epoch_end(run)
+    elif run.stop and cfg.checkpoint_every is None:  # max_steps or early stopping mid-epoch
+        _checkpoint(run)
+
+
+def _train_step(run: Run, batch: dict) -> tuple[float, float]:
+    """One micro-step in Accelerate's accumulate idiom; returns (loss, mean predicted IoU)."""
+    acc, cfg = run.accelerator, run.cfg
+    with acc.accumulate(run.step_module):
+        inputs, targets, weight = batch_inputs(batch, cfg, run.embed, run.model, acc.device)
+        inputs["seed"] = cfg.seed * 1_000_003 + run.state.step
+        rounds = run.step_module(**inputs)  # forward
+        loss, iou = training_loss(rounds, targets, weight, cfg)  # loss
+        values = _finite_or_stop(run, loss, iou)
+        acc.backward(loss)  # backward
+        if acc.sync_gradients and cfg.max_grad_norm:
+            acc.clip_grad_norm_(run.trainable, cfg.max_grad_norm)
+        run.optimizer.step()  # step
+        if acc.sync_gradients and not acc.optimizer_step_was_skipped:
+            run.scheduler.step()  # schedule
+        run.optimizer.zero_grad()  # zero_grad
+    return values
+
+
+def _finite_or_stop(run: Run, loss: torch.Tensor, iou: torch.Tensor) -> tuple[float, float]:
+    """One device-to-host copy per step: this process's loss and mean IoU, and whether every
+    process's loss is finite (a sync per value would stall a GPU whose step is short)."""
+    acc = run.accelerator
+    stats = torch.stack([loss.detach().float(), iou.float()])
+    finite = acc.gather(torch.isfinite(stats[:1]).to(acc.device))
+    loss_value, iou_value = stats.tolist()
+    if not bool(finite.all()):
+        raise RunError(
+            f"loss became {loss_value} at step {run.state.step + 1} (epoch {run.state.epoch}); "
+            f"training stopped. Last good checkpoint: {_last_ckpt_text(run.run_dir)}. Lower "
+            "--lr, use --mixed-precision no or bf16, or check the data"
+        )
+    return loss_value, iou_value
+
+
+def _guard_oom(run: Run, work, *args):
     try:
-        while not stop and state.epoch < cfg.epochs:
-            sampler.set_epoch(state.epoch)
-            if hasattr(prompted, "set_epoch"):
-                prompted.set_epoch(state.epoch)
-            batches = loader
-            if state.batch_in_epoch:
-                batches = accelerator.skip_first_batches(loader, state.batch_in_epoch)
-            # Accelerate's loaders count their own passes and reset the sampler's epoch to that
-            # count on every iter(); a resumed run (and the skipping loader) must be told.
-            if hasattr(batches, "set_epoch"):
-                batches.set_epoch(state.epoch)
-            for batch in batches:
-                with accelerator.accumulate(step_module):
-                    inputs, targets, weight = _inputs(batch, cfg, embed, model, accelerator.device)
-                    inputs["seed"] = cfg.seed * 1_000_003 + state.step
-                    rounds = step_module(**inputs)
-                    outputs = [
-                        losses.sam_loss(
-                            pred,
-                            iou,
-                            targets,
-                            focal_weight=cfg.focal_weight,
-                            dice_weight=cfg.dice_weight,
-                            iou_weight=cfg.iou_weight,
-                        )
-                        for pred, iou in rounds
-                    ]
-                    loss = weight * sum(o.total for o in outputs) / len(outputs)
-                    # One device-to-host copy per step: this process's loss and mean IoU, and
-                    # whether every process's loss is finite (a sync per value would stall a
-                    # GPU whose step is short).
-                    stats = torch.stack([loss.detach().float(), outputs[-1].iou.mean().float()])
-                    finite = accelerator.gather(torch.isfinite(stats[:1]).to(accelerator.device))
-                    loss_value, iou_now = stats.tolist()
-                    if not bool(finite.all()):
-                        raise RunError(
-                            f"loss became {loss_value} at step {state.step + 1} (epoch "
-                            f"{state.epoch}); training stopped. Last good checkpoint: "
-                            f"{_last_ckpt_text(run_dir)}. Lower --lr, use "
-                            "--mixed-precision no or bf16, or check the data"
-                        )
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.max_grad_norm:
-                        accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                    optimizer.step()
-                    if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
-                        scheduler.step()
-                    optimizer.zero_grad()
-                state.batch_in_epoch += 1
-                running_iou = iou_now if running_iou is None else 0.9 * running_iou + 0.1 * iou_now
-                if not accelerator.sync_gradients:
-                    continue
-                state.step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}", iou=f"{running_iou:.3f}")
-                accelerator.log(
-                    {
-                        "train/loss": loss_value,
-                        "train/iou": iou_now,
-                        "lr": scheduler.get_last_lr()[0],
-                    },
-                    step=state.step,
-                )
-                if cfg.eval_every and state.step % cfg.eval_every == 0:
-                    validate()
-                if state.step >= total_steps:
-                    stop = True
-                if cfg.checkpoint_every and (state.step % cfg.checkpoint_every == 0 or stop):
-                    save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints, **saved)
-                if stop:
-                    break
-            if state.batch_in_epoch >= len(loader):  # the epoch is complete
-                state.epoch += 1
-                state.batch_in_epoch = 0
-                if eval_each_epoch:
-                    validate()
-                if ckpt_each_epoch:
-                    save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints, **saved)
-            elif stop and ckpt_each_epoch:  # max_steps or early stopping mid-epoch
-                save_checkpoint(accelerator, run_dir, state, keep=cfg.keep_checkpoints, **saved)
+        return work(run, *args)
     except RuntimeError as exc:
         if isinstance(exc, RunError) or not _is_oom(exc):
             raise
         raise RunError(
-            f"out of memory at step {state.step + 1}: lower --batch-size or max_instances, "
+            f"out of memory at step {run.state.step + 1}: lower --batch-size or max_instances, "
             "turn on gradient_checkpointing, or use a lighter strategy (lora, decoder)"
         ) from exc
-    finally:
-        bar.close()
 
-    # ---- final adapter, best, comparison
-    accelerator.wait_for_everyone()
-    if (
-        eval_each_epoch is False
-        and val_ds is not None
-        and (not state.history or state.history[-1]["step"] != state.step)
-    ):
-        validate()
-    adapter_dir = run_dir / "adapter"
-    _save_adapter(model, adapter_dir, accelerator)
-    model.eval()
+
+def _after_step(run: Run, bar, loss: float, iou: float) -> None:
+    """After an optimizer step: progress, logs, validation, stop, checkpoint (in that order)."""
+    state, cfg = run.state, run.cfg
+    state.step += 1
+    bar.update(1)
+    bar.set_postfix(loss=f"{loss:.4f}", iou=f"{run.running_iou:.3f}")
+    lr = run.scheduler.get_last_lr()[0]
+    run.accelerator.log({"train/loss": loss, "train/iou": iou, "lr": lr}, step=state.step)
+    run.callbacks.on_step_end(run, loss, iou)
+    if cfg.eval_every and state.step % cfg.eval_every == 0:
+        _validate(run)
+    if state.step >= run.total_steps:
+        run.stop = True
+    if cfg.checkpoint_every and (state.step % cfg.checkpoint_every == 0 or run.stop):
+        _checkpoint(run)
+
+
+def _checkpoint(run: Run) -> None:
+    path = save_checkpoint(run.accelerator, run.run_dir, run.state,
+                           keep=run.cfg.keep_checkpoints, **_checkpointed(run))  # fmt: skip
+    run.callbacks.on_checkpoint(run, path)
+
+
+def _validate(run: Run) -> None:
+    """Validate, keep the best adapter, log, and stop early when it stopped improving."""
+    val_ds, state, cfg = run.split(run.cfg.val_split), run.state, run.cfg
+    if val_ds is None:
+        return
+    report = _evaluate_one(run.model, val_ds, cfg.eval_prompt, run.accelerator, "validation")
+    miou = float(report.metrics["miou"])
+    state.history.append(
+        {"step": state.step, "epoch": state.epoch, "metrics": dict(report.metrics)}
+    )
+    improved = state.best_metric is None or miou > state.best_metric
+    if improved:
+        state.best_metric, state.best_step = miou, state.step
+        state.evals_without_improvement = 0
+        _save_adapter(run.model, run.run_dir / "best", run.accelerator)
+    else:
+        state.evals_without_improvement += 1
+    run.accelerator.log({"val/miou": miou}, step=state.step)
+    run.say(f"step {state.step}: validation mIoU {miou:.4f}" + (" (best)" if improved else ""))
+    if run.accelerator.is_main_process:
+        _write_metrics(run.run_dir, state, run.comparison)
+    run.callbacks.on_validation(run, dict(report.metrics))
+    if cfg.early_stopping and state.evals_without_improvement >= cfg.early_stopping:
+        run.say(f"early stopping: no improvement in {cfg.early_stopping} validations")
+        run.stop = True
+
+
+# --------------------------------------------------------------------------- finish
+
+
+def _finish(run: Run) -> FitResult:
+    """The last validation if due, the final adapter, the fine-tuned evaluation and the table."""
+    acc, cfg, state = run.accelerator, run.cfg, run.state
+    acc.wait_for_everyone()
+    validated_now = state.history and state.history[-1]["step"] == state.step
+    if cfg.eval_every is not None and run.split(cfg.val_split) is not None and not validated_now:
+        _validate(run)
+    adapter_dir = run.run_dir / "adapter"
+    _save_adapter(run.model, adapter_dir, acc)
+    run.model.eval()
     table = ""
+    test_ds = run.split(cfg.test_split)
     if cfg.compare and test_ds is not None:
-        comparison["fine_tuned"] = _evaluate(model, test_ds, protocols, accelerator, "fine-tuned")
-        if "zero_shot" in comparison:
-            table = _comparison_table(comparison, protocols)
-            say(table)
-    if accelerator.is_main_process:
-        _write_metrics(run_dir, state, comparison, table)
+        run.comparison["fine_tuned"] = _evaluate(run.model, test_ds, run.protocols, acc,
+                                                 "fine-tuned")  # fmt: skip
+        if "zero_shot" in run.comparison:
+            table = _comparison_table(run.comparison, run.protocols)
+            run.say(table)
+    if acc.is_main_process:
+        _write_metrics(run.run_dir, state, run.comparison, table)
         if table:
-            with atomic_write(run_dir / "results.md") as tmp:
+            with atomic_write(run.run_dir / "results.md") as tmp:
                 tmp.write_text(
                     f"# {cfg.strategy} on {cfg.dataset}\n\nModel `{cfg.model}`, {state.step} "
                     f"steps, test split `{cfg.test_split}`.\n\n{table}\n"
                 )
-    accelerator.end_training()
-    return FitResult(
-        output_dir=run_dir,
-        adapter_dir=adapter_dir,
-        best_dir=best_dir if state.best_step is not None else None,
-        best_metric=state.best_metric,
-        best_step=state.best_step,
-        steps=state.step,
-        history=state.history,
-        comparison=_plain(comparison),
-        table=table,
-        model=model,
-    )
+    acc.end_training()
+    best = run.run_dir / "best" if state.best_step is not None else None
+    return FitResult(output_dir=run.run_dir, adapter_dir=adapter_dir, best_dir=best,
+                     best_metric=state.best_metric, best_step=state.best_step, steps=state.step,
+                     history=state.history, comparison=_plain(run.comparison), table=table,
+                     model=run.model)  # fmt: skip
 
 
 def _plain(comparison: dict) -> dict:
@@ -730,53 +677,6 @@ def _plain(comparison: dict) -> dict:
 def _last_ckpt_text(run_dir: Path) -> str:
     last = latest_checkpoint(run_dir)
     return str(last) if last else "none yet"
-
-
-def _inputs(batch: dict, cfg: FitConfig, embed, model, device) -> tuple[dict, torch.Tensor, float]:
-    """Collated batch -> keyword arguments of :class:`SamTrainStep`, (M, r, r) targets, weight."""
-    vision = model.config.vision_config
-    low = 4 * (vision.image_size // vision.patch_size)  # the decoder upsamples the grid 4x
-    pixels = batch["pixel_values"]  # stacked by collate_prompted (pinned on a GPU machine)
-    pixel_values = (pixels if torch.is_tensor(pixels) else torch.stack(list(pixels))).to(device)
-    counts = [len(m) for m in batch["masks"]]
-    image_index = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-    targets = torch.cat(
-        [
-            g.masks_to_model(m, size=low)
-            for g, m in zip(batch["geometry"], batch["masks"], strict=True)
-        ]
-    ).to(device)
-    if not counts or sum(counts) == 0:
-        # No instance on this process: one dummy prompt with zero weight keeps every process
-        # doing the same forward/backward (DDP needs that).
-        batch = dict(batch)
-        batch["boxes"] = [torch.tensor([[0.0, 0.0, 1.0, 1.0]])]
-        batch["points"] = [torch.tensor([[[0.5, 0.5]]])]
-        batch["point_labels"] = [torch.ones(1, 1, dtype=torch.long)]
-        image_index = torch.zeros(1, dtype=torch.long)
-        targets = torch.zeros(1, low, low, dtype=torch.bool, device=device)
-        weight = 0.0
-    else:
-        weight = 1.0
-    inputs: dict[str, Any] = {"image_index": image_index.to(device)}
-    if embed is not None:
-        inputs["image_embeddings"] = embed(pixel_values, [int(i) for i in batch["index"]])
-    else:
-        inputs["pixel_values"] = pixel_values
-    if cfg.prompt == "box":
-        inputs["boxes"] = torch.cat([torch.as_tensor(b) for b in batch["boxes"]]).float().to(device)
-    else:
-        inputs["points"] = (
-            torch.cat([torch.as_tensor(p) for p in batch["points"]]).float().to(device)
-        )
-        inputs["point_labels"] = (
-            torch.cat([torch.as_tensor(lab) for lab in batch["point_labels"]]).long().to(device)
-        )
-        inputs["multimask"] = True
-        if cfg.prompt == "interactive":
-            inputs["rounds"] = cfg.interactive_rounds
-            inputs["targets"] = targets
-    return inputs, targets.bool(), weight
 
 
 def _evaluate_one(model, dataset, prompt: str, accelerator, name: str):
@@ -837,4 +737,4 @@ def _save_adapter(model, directory: Path, accelerator) -> None:
     accelerator.wait_for_everyone()
 
 
-__all__ = ["EpochSampler", "FitResult", "SamTrainStep", "fit", "train"]
+__all__ = ["EpochSampler", "FitResult", "Run", "fit", "train"]
