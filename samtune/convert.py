@@ -202,98 +202,90 @@ def config_from_meta_state_dict(
     """
     sd = strip_wrapper_prefix(state_dict)
     try:
-        patch_w = sd["image_encoder.patch_embed.proj.weight"]
-        hidden, channels, patch = patch_w.shape[0], patch_w.shape[1], patch_w.shape[-1]
-        block_ids = sorted(
-            {int(k.split(".")[2]) for k in sd if k.startswith("image_encoder.blocks.")}
+        vision = _vision_config(sd)
+        decoder = _decoder_config(sd)
+        decoder.update(num_attention_heads=decoder_num_heads, layer_norm_eps=decoder_layer_norm_eps)
+        prompt = dict(
+            hidden_size=decoder["hidden_size"],
+            image_size=vision["image_size"],
+            patch_size=vision["patch_size"],
+            mask_input_channels=sd["prompt_encoder.mask_downscaling.3.weight"].shape[0],
+            num_point_embeddings=len(
+                {k for k in sd if k.startswith("prompt_encoder.point_embeddings.")}
+            ),
         )
-        depth = len(block_ids)
-        pos = sd.get("image_encoder.pos_embed")
-        grid = pos.shape[1] if pos is not None else 1024 // patch
-        image_size = grid * patch
-        use_rel_pos = "image_encoder.blocks.0.attn.rel_pos_h" in sd
-        if use_rel_pos:
-            head_dim = sd["image_encoder.blocks.0.attn.rel_pos_h"].shape[1]
-            spans = [
-                (sd[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0] + 1) // 2
-                for i in block_ids
-            ]
-            global_idx = [i for i, s in zip(block_ids, spans, strict=False) if s == grid]
-            windows = {s for s in spans if s != grid}
-            if len(windows) > 1:
-                raise CheckpointError(f"blocks use several window sizes {sorted(windows)}")
-            window_size = windows.pop() if windows else 0
-        else:
-            known = {768: 12, 1024: 16, 1280: 16}
-            if hidden not in known:
-                raise CheckpointError(
-                    f"cannot infer attention heads for width {hidden} without relative "
-                    "position tensors; build the SamConfig yourself and load the state dict"
-                )
-            head_dim = hidden // known[hidden]
-            global_idx, window_size = [], 14
-        num_heads = hidden // head_dim
-        mlp_dim = sd["image_encoder.blocks.0.mlp.lin1.weight"].shape[0]
-        out_chans = sd["image_encoder.neck.0.weight"].shape[0]
-        qkv_bias = "image_encoder.blocks.0.attn.qkv.bias" in sd
-        pe = sd[_POSITIONAL_META]
-        mask_in = sd["prompt_encoder.mask_downscaling.3.weight"].shape[0]
-        n_points = len({k for k in sd if k.startswith("prompt_encoder.point_embeddings.")})
-        dec_hidden = sd["mask_decoder.mask_tokens.weight"].shape[1]
-        n_mask_tokens = sd["mask_decoder.mask_tokens.weight"].shape[0]
-        dec_depth = len(
-            {k.split(".")[3] for k in sd if k.startswith("mask_decoder.transformer.layers.")}
-        )
-        dec_mlp = sd["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0]
-        cross_q = sd["mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight"]
-        iou_depth = len(
-            {
-                k.split(".")[3]
-                for k in sd
-                if k.startswith("mask_decoder.iou_prediction_head.layers.") and k.endswith("weight")
-            }
-        )
-        iou_hidden = sd["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0]
     except KeyError as exc:
         raise CheckpointError(
             f"not a complete Meta SAM state dict: tensor {exc.args[0]!r} is missing"
         ) from None
     return SamConfig(
-        vision_config=dict(
-            hidden_size=hidden,
-            output_channels=out_chans,
-            num_hidden_layers=depth,
-            num_attention_heads=num_heads,
-            num_channels=channels,
-            image_size=image_size,
-            patch_size=patch,
-            qkv_bias=qkv_bias,
-            mlp_dim=mlp_dim,
-            mlp_ratio=mlp_dim / hidden,
-            use_abs_pos=pos is not None,
-            use_rel_pos=use_rel_pos,
-            window_size=window_size,
-            global_attn_indexes=global_idx,
-            num_pos_feats=pe.shape[1],
+        vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder
+    )
+
+
+def _vision_config(sd: Mapping[str, torch.Tensor]) -> dict:
+    """The image encoder's sub-config, from Meta's ``image_encoder.*`` shapes."""
+    patch_w = sd["image_encoder.patch_embed.proj.weight"]
+    hidden, channels, patch = patch_w.shape[0], patch_w.shape[1], patch_w.shape[-1]
+    block_ids = sorted({int(k.split(".")[2]) for k in sd if k.startswith("image_encoder.blocks.")})
+    pos = sd.get("image_encoder.pos_embed")
+    grid = pos.shape[1] if pos is not None else 1024 // patch
+    use_rel_pos = "image_encoder.blocks.0.attn.rel_pos_h" in sd
+    if use_rel_pos:
+        head_dim = sd["image_encoder.blocks.0.attn.rel_pos_h"].shape[1]
+        spans = [
+            (sd[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0] + 1) // 2 for i in block_ids
+        ]
+        global_idx = [i for i, s in zip(block_ids, spans, strict=False) if s == grid]
+        windows = {s for s in spans if s != grid}
+        if len(windows) > 1:
+            raise CheckpointError(f"blocks use several window sizes {sorted(windows)}")
+        window_size = windows.pop() if windows else 0
+    else:
+        known = {768: 12, 1024: 16, 1280: 16}
+        if hidden not in known:
+            raise CheckpointError(
+                f"cannot infer attention heads for width {hidden} without relative "
+                "position tensors; build the SamConfig yourself and load the state dict"
+            )
+        head_dim = hidden // known[hidden]
+        global_idx, window_size = [], 14
+    mlp_dim = sd["image_encoder.blocks.0.mlp.lin1.weight"].shape[0]
+    return dict(
+        hidden_size=hidden,
+        output_channels=sd["image_encoder.neck.0.weight"].shape[0],
+        num_hidden_layers=len(block_ids),
+        num_attention_heads=hidden // head_dim,
+        num_channels=channels,
+        image_size=grid * patch,
+        patch_size=patch,
+        qkv_bias="image_encoder.blocks.0.attn.qkv.bias" in sd,
+        mlp_dim=mlp_dim,
+        mlp_ratio=mlp_dim / hidden,
+        use_abs_pos=pos is not None,
+        use_rel_pos=use_rel_pos,
+        window_size=window_size,
+        global_attn_indexes=global_idx,
+        num_pos_feats=sd[_POSITIONAL_META].shape[1],
+    )
+
+
+def _decoder_config(sd: Mapping[str, torch.Tensor]) -> dict:
+    """The mask decoder's sub-config, from Meta's ``mask_decoder.*`` shapes (heads excluded)."""
+    tokens = sd["mask_decoder.mask_tokens.weight"]
+    layers = "mask_decoder.transformer.layers."
+    iou_layers = "mask_decoder.iou_prediction_head.layers."
+    cross_q = sd[layers + "0.cross_attn_token_to_image.q_proj.weight"]
+    return dict(
+        hidden_size=tokens.shape[1],
+        mlp_dim=sd[layers + "0.mlp.lin1.weight"].shape[0],
+        num_hidden_layers=len({k.split(".")[3] for k in sd if k.startswith(layers)}),
+        attention_downsample_rate=tokens.shape[1] // cross_q.shape[0],
+        num_multimask_outputs=tokens.shape[0] - 1,
+        iou_head_depth=len(
+            {k.split(".")[3] for k in sd if k.startswith(iou_layers) and k.endswith("weight")}
         ),
-        prompt_encoder_config=dict(
-            hidden_size=dec_hidden,
-            image_size=image_size,
-            patch_size=patch,
-            mask_input_channels=mask_in,
-            num_point_embeddings=n_points,
-        ),
-        mask_decoder_config=dict(
-            hidden_size=dec_hidden,
-            mlp_dim=dec_mlp,
-            num_hidden_layers=dec_depth,
-            num_attention_heads=decoder_num_heads,
-            attention_downsample_rate=dec_hidden // cross_q.shape[0],
-            num_multimask_outputs=n_mask_tokens - 1,
-            iou_head_depth=iou_depth,
-            iou_head_hidden_dim=iou_hidden,
-            layer_norm_eps=decoder_layer_norm_eps,
-        ),
+        iou_head_hidden_dim=sd[iou_layers + "0.weight"].shape[0],
     )
 
 
