@@ -63,6 +63,7 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "samtune.evaluate",
     "format_comparison": "samtune.evaluate",
     "predict": "samtune.predict",
+    "run_suite": "samtune.suite",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

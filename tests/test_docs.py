@@ -29,6 +29,15 @@ NEEDS_NETWORK = (
     "needs a download from the hub or the dataset's publisher (tests never reach the network)"
 )
 NOT_RUN = {
+    "samtune suite examples/suites/demo.yaml -o suites/demo": (
+        "four demo fine-tuning runs (minutes); tests/test_suite.py runs a shrunk suite and "
+        "checks the shipped specs"
+    ),
+    "samtune data download taco": NEEDS_NETWORK,
+    "samtune suite examples/suites/waste-vit-b.yaml -o suites/waste-vit-b": NEEDS_NETWORK,
+    "samtune suite examples/suites/waste-vit-b.yaml -o suites/waste-vit-b --check": (
+        "needs the three datasets; test_suite checks the spec and that missing data exits 2"
+    ),
     "samtune fit --strategy lora --dataset trashcan": NEEDS_NETWORK,
     "samtune fit --strategy decoder --dataset trashcan --model facebook/sam-vit-huge --mixed-precision bf16": NEEDS_NETWORK,
     "samtune fit --strategy lora --dataset trashcan --mixed-precision bf16 --attention flex --compile default": NEEDS_NETWORK,
@@ -66,6 +75,8 @@ RUN = [
     "samtune export runs/lora ./sam_tuned.pth --format segment-anything",
     "samtune export runs/lora ./lora-peft --format peft",
     "samtune export runs/lora ./upload --format hub --metrics runs/lora/eval.json",
+    "samtune export runs/lora-demo/adapter ./sam-onnx --format onnx",
+    "samtune export runs/lora-demo/adapter ./sam-onnx-int8 --format onnx --quantize int8",
     'samtune predict photo.jpg --boxes "10,20,200,240" --model demo --overlay',
     'samtune predict photo.jpg --boxes "10,20,200,180;220,40,300,160" -m demo',
     'samtune predict a.jpg b.jpg --points "64,80" --multimask --overlay -o out/',
