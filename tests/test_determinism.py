@@ -55,7 +55,9 @@ def test_train_step_gradients_are_bit_identical_when_prompts_share_an_image(two_
     first = gradient()
     for _ in range(3):
         change = float((gradient() - first).abs().max())
-        assert change == 0, f"the embedding gradient changed between identical steps by {change:.3g}"
+        assert change == 0, (
+            f"the embedding gradient changed between identical steps by {change:.3g}"
+        )
 
 
 def test_two_identical_lora_fits_give_bit_identical_adapters(tmp_path, two_threads):
@@ -65,6 +67,7 @@ def test_two_identical_lora_fits_give_bit_identical_adapters(tmp_path, two_threa
         dataset_root=str(data),
         dataset_options={"counts": {"train": 4, "val": 2, "test": 2}},
         max_steps=3,
+        batch_size=1,  # one image per step: its prompts share it
         val_split=None,
         compare=False,
         quiet=True,
