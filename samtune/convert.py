@@ -414,16 +414,13 @@ def read_sidecar(path: str | Path) -> dict | None:
     Raises:
         CheckpointError: a sidecar that is not valid JSON or not samtune's.
     """
-    import json
+    from .io import read_json_object
 
     side = sidecar_path(path)
     if not side.is_file():
         return None
-    try:
-        data = json.loads(side.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{str(side)!r} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+    data = read_json_object(side, CheckpointError)
+    if data.get("format") != SIDECAR_FORMAT:
         raise CheckpointError(f"{str(side)!r} is not a samtune sidecar (format {SIDECAR_FORMAT!r})")
     if not isinstance(data.get("config"), dict):
         raise CheckpointError(f"{str(side)!r} lacks the model config")

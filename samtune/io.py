@@ -109,40 +109,47 @@ def written_by_samtune(folder: str | Path) -> tuple[bool, list[str]]:
     return not foreign, foreign
 
 
-def _refuse_cwd(path: Path) -> None:
-    resolved = path.resolve()
-    cwd = Path.cwd().resolve()
-    if resolved == cwd or resolved in cwd.parents:
-        raise InputError(
-            f"refusing to replace {str(path)!r}: it is the current folder or one of its parents; "
-            "choose a new folder for the output"
-        )
-
-
-def check_replaceable(path: Path, protect: Iterable[str | Path] = ()) -> None:
+def check_replaceable(
+    path: Path,
+    protect: Iterable[str | Path] = (),
+    *,
+    context: str = "",
+    advice: str = "--overwrite only replaces folders samtune wrote. Choose another folder or "
+    "empty it yourself",
+) -> None:
     """Refuse to replace ``path`` unless samtune wrote it and nothing precious is inside it.
+
+    An empty folder may be replaced. ``context`` (e.g. "the results for x.png") follows the
+    path in messages; ``advice`` ends the message about entries samtune did not write.
 
     Raises:
         InputError: ``path`` is the current folder or one of its parents, holds (or is) one of
             ``protect``, or holds entries samtune did not write (they are named).
     """
-    _refuse_cwd(path)
+    where = f"{str(path)!r}" + (f" ({context})" if context else "")
     resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise InputError(
+            f"refusing to replace {where}: it is the current folder or one of its parents; "
+            "choose a new folder for the output"
+        )
     for item in protect:
         item = Path(item).resolve()
         if item == resolved or resolved in item.parents:
             raise InputError(
-                f"refusing to replace {str(path)!r}: it holds {str(item)!r}, the input of this "
+                f"refusing to replace {where}: it holds {str(item)!r}, the input of this "
                 "command; choose another output folder"
             )
+    if not any(path.iterdir()):
+        return
     ours, foreign = written_by_samtune(path)
     if not ours:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise InputError(
-            f"refusing to replace {str(path)!r}: samtune did not write "
+            f"refusing to replace {where}: samtune did not write "
             + (f"{shown} there" if foreign else "that folder (it has no samtune manifest)")
-            + "; --overwrite only replaces folders samtune wrote. Choose another folder or "
-            "empty it yourself"
+            + f"; {advice}"
         )
 
 
@@ -178,7 +185,7 @@ def atomic_dir(
             )
         check_replaceable(path, protect)
     elif path.exists():
-        _refuse_cwd(path)
+        check_replaceable(path)  # an empty folder, but never the current one
     created = _make_parent(path)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -208,6 +215,18 @@ def atomic_dir(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(created)
+
+
+def read_json_object(path: str | Path, error: type[Exception] = InputError) -> dict:
+    """A JSON file that must hold an object; ``error`` (naming the file) otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise error(f"{str(path)!r} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise error(f"{str(path)!r} must hold a JSON object; found {type(data).__name__}")
+    return data
 
 
 def read_yaml_mapping(path: str | Path, what: str = "options") -> dict:

@@ -149,11 +149,10 @@ def _output_folders(images: list[Path], output: Path) -> list[Path]:
 
 def _check_outputs(images: list[Path], targets: list[Path], output: Path, protect) -> None:
     """Refuse, before anything is written, to replace anything samtune did not write."""
-    from ..io import written_by_samtune
+    from ..io import check_replaceable
 
     if output.exists() and not output.is_dir():
         raise InputError(f"--output {str(output)!r} is a file; give a folder")
-    cwd = Path.cwd().resolve()
     for path, target in zip(images, targets, strict=True):
         if not (target.exists() or target.is_symlink()):
             continue
@@ -162,29 +161,8 @@ def _check_outputs(images: list[Path], targets: list[Path], output: Path, protec
                 f"refusing to write the results for {str(path)!r}: {str(target)!r} exists and "
                 "samtune did not write it; move it away or choose another --output"
             )
-        resolved = target.resolve()
-        if resolved == cwd or resolved in cwd.parents:
-            raise InputError(
-                f"refusing to replace {str(target)!r} (the results for {str(path)!r}): it is the "
-                "current folder or one of its parents; choose another --output"
-            )
-        for item in protect:
-            item = Path(item).resolve()
-            if item == resolved or resolved in item.parents:
-                raise InputError(
-                    f"refusing to replace {str(target)!r} (the results for {str(path)!r}): it "
-                    f"holds {str(item)!r}, an input of this command; choose another --output"
-                )
-        if not any(target.iterdir()):
-            continue
-        ours, foreign = written_by_samtune(target)
-        if not ours:
-            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-            raise InputError(
-                f"refusing to replace {str(target)!r} (the results for {str(path)!r}): samtune "
-                + (f"did not write {shown} there" if foreign else "did not write that folder")
-                + "; move those files away or choose another --output"
-            )
+        check_replaceable(target, protect, context=f"the results for {str(path)!r}",
+                          advice="move those files away or choose another --output")  # fmt: skip
 
 
 def _check_device(device: str) -> None:

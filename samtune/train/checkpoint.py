@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..io import atomic_write
+from ..io import atomic_write, read_json_object
 
 STATE_FILE = "trainer_state.json"
 RESUME_FILE = "resume.json"
@@ -236,11 +236,8 @@ def _read_resume(checkpoint: Path) -> dict[str, Any]:
             )
             + "; start a new run (the adapter of the old one is still usable)"
         )
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{str(path)!r} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    data = read_json_object(path, CheckpointError)
+    if data.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a samtune checkpoint marker")
     if data.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
