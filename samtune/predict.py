@@ -18,12 +18,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from .errors import DataError, InputError, MissingFileError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 
 @dataclass
@@ -48,7 +52,7 @@ class Prediction:
         return out
 
 
-def _prompt_array(x, last: int, name: str) -> np.ndarray | None:
+def _prompt_array(x: ArrayLike | None, last: int, name: str) -> np.ndarray | None:
     if x is None:
         return None
     try:
@@ -77,14 +81,14 @@ class Prompts(NamedTuple):
     n: int
 
 
-def _fmt(values) -> str:
+def _fmt(values: ArrayLike) -> str:
     return "[" + ", ".join(f"{float(v):g}" for v in np.ravel(values)) + "]"
 
 
 def prepare_prompts(
-    boxes=None,
-    points=None,
-    point_labels=None,
+    boxes: ArrayLike | None = None,
+    points: ArrayLike | None = None,
+    point_labels: ArrayLike | None = None,
     *,
     size: tuple[int, int] | None = None,
     image: str = "the image",
@@ -115,30 +119,7 @@ def prepare_prompts(
     labels = None
     if points is not None:
         points = points.reshape(len(points), -1, 2) if points.ndim != 3 else points
-        if point_labels is None:
-            labels = np.ones(points.shape[:2], np.int64)
-        else:
-            try:
-                raw = np.asarray(point_labels, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise InputError(
-                    f"point labels for {image} must be numbers, 1 (positive) or 0 (negative); "
-                    f"found {point_labels!r}"
-                ) from None
-            if raw.size != points.shape[0] * points.shape[1]:
-                raise InputError(
-                    f"{image}: {raw.size} point label(s) for {points.shape[0] * points.shape[1]} "
-                    "point(s); give one label per point"
-                )
-            raw = raw.reshape(points.shape[:2])
-            bad = ~np.isin(raw, VALID_LABELS)
-            if bad.any():
-                i, k = (int(v) for v in np.argwhere(bad)[0])
-                raise InputError(
-                    f"{image}, prompt {i}, point {_fmt(points[i, k])}: label {raw[i, k]:g} is not "
-                    "valid; point labels are 1 (positive) or 0 (negative)"
-                )
-            labels = raw.astype(np.int64)
+        labels = _point_labels(point_labels, points, image)
     if boxes is not None:
         boxes = boxes.reshape(-1, 4)
     if boxes is not None and points is not None and len(boxes) != len(points):
@@ -146,44 +127,82 @@ def prepare_prompts(
             f"{image}: boxes and points pair up into prompts, so their counts must match: "
             f"{len(boxes)} boxes, {len(points)} point groups"
         )
-    height, width = size if size is not None else (None, None)
     if boxes is not None:
-        for i, b in enumerate(boxes):
-            what = f"{image}, prompt {i}, box {_fmt(b)} (x0, y0, x1, y1)"
-            if not np.isfinite(b).all():
-                raise InputError(f"{what}: coordinates must be finite numbers")
-            if b[2] <= b[0] or b[3] <= b[1]:
-                raise InputError(
-                    f"{what}: x1 <= x0 or y1 <= y0; a box runs from its top-left (x0, y0) to its "
-                    "bottom-right (x1, y1) corner"
-                )
-            if size is not None and (b.min() < 0 or b[2] > width or b[3] > height):
-                raise InputError(
-                    f"{what} reaches outside the image, which is {width}x{height} (width x "
-                    f"height): boxes must lie in 0 <= x <= {width}, 0 <= y <= {height}"
-                )
+        _check_boxes(boxes, size, image)
     if points is not None:
-        for i, group in enumerate(points):
-            for pt in group:
-                what = f"{image}, prompt {i}, point {_fmt(pt)} (x, y)"
-                if not np.isfinite(pt).all():
-                    raise InputError(f"{what}: coordinates must be finite numbers")
-                if size is not None and (pt.min() < 0 or pt[0] > width or pt[1] > height):
-                    raise InputError(
-                        f"{what} lies outside the image, which is {width}x{height} (width x "
-                        f"height): points must lie in 0 <= x <= {width}, 0 <= y <= {height}"
-                    )
+        _check_points(points, size, image)
     n = len(boxes) if boxes is not None else len(points)
     return Prompts(boxes, points, labels, n)
 
 
+def _point_labels(point_labels: ArrayLike | None, points: np.ndarray, image: str) -> np.ndarray:
+    """(N, K) int64 labels for (N, K, 2) points: all 1 by default, else checked to be 1 or 0."""
+    if point_labels is None:
+        return np.ones(points.shape[:2], np.int64)
+    try:
+        raw = np.asarray(point_labels, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"point labels for {image} must be numbers, 1 (positive) or 0 (negative); "
+            f"found {point_labels!r}"
+        ) from None
+    if raw.size != points.shape[0] * points.shape[1]:
+        raise InputError(
+            f"{image}: {raw.size} point label(s) for {points.shape[0] * points.shape[1]} "
+            "point(s); give one label per point"
+        )
+    raw = raw.reshape(points.shape[:2])
+    bad = ~np.isin(raw, VALID_LABELS)
+    if bad.any():
+        i, k = (int(v) for v in np.argwhere(bad)[0])
+        raise InputError(
+            f"{image}, prompt {i}, point {_fmt(points[i, k])}: label {raw[i, k]:g} is not "
+            "valid; point labels are 1 (positive) or 0 (negative)"
+        )
+    return raw.astype(np.int64)
+
+
+def _check_boxes(boxes: np.ndarray, size: tuple[int, int] | None, image: str) -> None:
+    for i, b in enumerate(boxes):
+        what = f"{image}, prompt {i}, box {_fmt(b)} (x0, y0, x1, y1)"
+        if not np.isfinite(b).all():
+            raise InputError(f"{what}: coordinates must be finite numbers")
+        if b[2] <= b[0] or b[3] <= b[1]:
+            raise InputError(
+                f"{what}: x1 <= x0 or y1 <= y0; a box runs from its top-left (x0, y0) to its "
+                "bottom-right (x1, y1) corner"
+            )
+        _check_inside(b, size, f"{what} reaches", "boxes")
+
+
+def _check_points(points: np.ndarray, size: tuple[int, int] | None, image: str) -> None:
+    for i, group in enumerate(points):
+        for pt in group:
+            what = f"{image}, prompt {i}, point {_fmt(pt)} (x, y)"
+            if not np.isfinite(pt).all():
+                raise InputError(f"{what}: coordinates must be finite numbers")
+            _check_inside(pt, size, f"{what} lies", "points")
+
+
+def _check_inside(xy: np.ndarray, size: tuple[int, int] | None, what: str, noun: str) -> None:
+    """InputError unless every (x, y) of ``xy`` (a point, or a box's corners) is in the image."""
+    if size is None:
+        return
+    height, width = size
+    if xy.min() < 0 or xy[0::2].max() > width or xy[1::2].max() > height:
+        raise InputError(
+            f"{what} outside the image, which is {width}x{height} (width x height): {noun} "
+            f"must lie in 0 <= x <= {width}, 0 <= y <= {height}"
+        )
+
+
 def predict(
     model: torch.nn.Module,
-    image,
+    image: np.ndarray | PILImage | str | os.PathLike,
     *,
-    boxes=None,
-    points=None,
-    point_labels=None,
+    boxes: ArrayLike | None = None,
+    points: ArrayLike | None = None,
+    point_labels: ArrayLike | None = None,
     multimask: bool = False,
     prompt_batch: int = 32,
 ) -> Prediction:
@@ -209,50 +228,58 @@ def predict(
         MissingFileError: an image path that does not exist.
         DataError: an image file that cannot be read.
     """
-    from .data.transforms import preprocess_image, to_rgb_uint8
-    from .models import preprocess_config
+    image, name = _read_image(image)
+    prompts = prepare_prompts(boxes, points, point_labels, size=image.shape[:2], image=name)
+    if not isinstance(prompt_batch, int) or prompt_batch < 1:
+        raise InputError(f"prompt_batch must be a whole number >= 1, found {prompt_batch!r}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            masks, scores = _segment(model, image, prompts, multimask, prompt_batch)
+    finally:
+        model.train(was_training)
+    return Prediction(masks, scores)
+
+
+def _read_image(image: np.ndarray | PILImage | str | os.PathLike) -> tuple[np.ndarray, str]:
+    """HxWx3 uint8 RGB, and how messages name it."""
+    from .data.transforms import to_rgb_uint8
 
     name = "the image"
     if isinstance(image, (str, os.PathLike)):
         name = f"image {str(image)!r}"
         image = load_image_file(image)
     try:
-        image = to_rgb_uint8(image)
+        return to_rgb_uint8(image), name
     except (ValueError, AttributeError) as exc:
         raise InputError(str(exc)) from None
-    boxes, points, labels, n = prepare_prompts(
-        boxes, points, point_labels, size=image.shape[:2], image=name
-    )
-    if not isinstance(prompt_batch, int) or prompt_batch < 1:
-        raise InputError(f"prompt_batch must be a whole number >= 1, found {prompt_batch!r}")
-    param = next(model.parameters())
-    was_training = model.training
-    model.eval()
+
+
+def _segment(
+    model: torch.nn.Module, image: np.ndarray, prompts: Prompts, multimask: bool, batch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks (N, H, W) bool and scores (N,) float32: encode once, decode ``batch`` at a time."""
+    from .data.transforms import preprocess_image
+    from .models import preprocess_config
+    from .sam_ops import best_candidate, decode, encode_images, to_model
+
     pixel_values, geom = preprocess_image(image, preprocess_config(model))
+    embeddings = encode_images(model, to_model(model, pixel_values[None]))
     masks, scores = [], []
-    try:
-        with torch.no_grad():
-            emb = model.get_image_embeddings(pixel_values[None].to(param.device, param.dtype))
-            for s in range(0, n, prompt_batch):
-                kw = {}
-                if boxes is not None:
-                    b = geom.coords_to_model(torch.from_numpy(boxes[s : s + prompt_batch]))
-                    kw["input_boxes"] = b[None].to(param.device, param.dtype)
-                if points is not None:
-                    p = geom.coords_to_model(torch.from_numpy(points[s : s + prompt_batch]))
-                    kw["input_points"] = p[None].to(param.device, param.dtype)
-                    kw["input_labels"] = torch.from_numpy(labels[s : s + prompt_batch])[None].to(
-                        param.device
-                    )
-                out = model(image_embeddings=emb, multimask_output=multimask, **kw)
-                logits, iou = out.pred_masks[0].float(), out.iou_scores[0].float()
-                pick = iou.argmax(dim=1)
-                rows = torch.arange(len(pick), device=pick.device)
-                masks.append((geom.logits_to_original(logits[rows, pick].cpu()) > 0).numpy())
-                scores.append(iou[rows, pick].cpu().numpy())
-    finally:
-        model.train(was_training)
-    return Prediction(np.concatenate(masks), np.concatenate(scores).astype(np.float32))
+    for s in range(0, prompts.n, batch):
+        chunk, kw = slice(s, s + batch), {}
+        if prompts.boxes is not None:
+            kw["boxes"] = geom.coords_to_model(torch.from_numpy(prompts.boxes[chunk]))
+        if prompts.points is not None:
+            kw["points"] = geom.coords_to_model(torch.from_numpy(prompts.points[chunk]))
+            kw["labels"] = torch.from_numpy(prompts.labels[chunk])
+        kw = {k: to_model(model, v) for k, v in kw.items()}
+        logits, iou = decode(model, embeddings, multimask=multimask, **kw)
+        best = best_candidate(logits.float(), iou.float())
+        masks.append((geom.logits_to_original(best.masks.cpu()) > 0).numpy())
+        scores.append(best.scores.cpu().numpy())
+    return np.concatenate(masks), np.concatenate(scores).astype(np.float32)
 
 
 def load_image_file(path: str | os.PathLike) -> np.ndarray:
@@ -363,7 +390,7 @@ def read_prompts_file(path: str | os.PathLike) -> dict:
     return {"*": _prompt_set(data, str(path))}
 
 
-def _prompt_set(d, where: str) -> dict:
+def _prompt_set(d: Any, where: str) -> dict:
     if not isinstance(d, dict) or not ({"boxes", "points"} & set(d)):
         raise InputError(f"prompts in {where!r} need 'boxes' and/or 'points'")
     unknown = set(d) - {"boxes", "points", "labels"}

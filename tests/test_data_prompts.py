@@ -1,4 +1,4 @@
-"""Prompts from masks, corrective clicks, prompted batches, and the demo dataset."""
+"""Prompts from masks, the prompt grammar, both click samplers, prompted batches, demo data."""
 
 from __future__ import annotations
 
@@ -16,9 +16,19 @@ from samtune.data import (
     next_click,
     points_from_masks,
 )
-from samtune.data.prompts import boxes_from_masks, center_point
+from samtune.data.prompts import boxes_from_masks
 from samtune.data.synthetic import write_demo_dataset
+from samtune.errors import ConfigError, UnknownNameError
 from samtune.models import PreprocessConfig
+from samtune.prompting import (
+    DATA_PROMPTS,
+    EVAL_PROMPTS,
+    PROMPT_FORMS,
+    Prompt,
+    center_point,
+    parse_prompt,
+    sample_clicks,
+)
 
 
 def test_boxes_and_center_point():
@@ -147,8 +157,10 @@ def test_prompted_dataset_and_collate(demo_root):
     assert [len(b) for b in batch["boxes"]] == [ds[i].num_instances for i in range(4)]
     assert batch["instance_valid"].sum() == sum(ds[i].num_instances for i in range(4))
     assert (batch["labels_padded"][~batch["instance_valid"]] == -10).all()
-    with pytest.raises(ValueError, match="points:P,N"):
+    with pytest.raises(ConfigError, match="points:P,N"):
         PromptedDataset(ds, cfg, prompt="scribble")
+    with pytest.raises(ConfigError, match="unknown prompt 'clicks:3'"):  # evaluation only
+        PromptedDataset(ds, cfg, prompt="clicks:3")
 
 
 def test_crowd_regions_are_left_out_of_prompts(tmp_path):
@@ -177,3 +189,108 @@ def test_crowd_regions_are_left_out_of_prompts(tmp_path):
     assert item["instance_ids"].tolist() == [11, 12]
     with_crowd = PromptedDataset(ds, PreprocessConfig(64), include_crowd=True)[0]
     assert with_crowd["instance_ids"].tolist() == [11, 12, 13]
+
+
+# --------------------------------------------------------------------------- the prompt grammar
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "args", "canonical"),
+    [
+        ("box", "box", (), "box"),
+        (" Point ", "point", (), "point"),
+        ("points:3,1", "points", (3, 1), "points:3,1"),
+        ("points: 2, 0", "points", (2, 0), "points:2,0"),
+        ("clicks:5", "clicks", (5,), "clicks:5"),
+        ("click:05", "clicks", (5,), "clicks:5"),
+        ("interactive", "interactive", (), "interactive"),
+    ],
+)
+def test_parse_prompt_round_trips(text, kind, args, canonical):
+    prompt = parse_prompt(text)
+    assert (prompt.kind, prompt.args, str(prompt), prompt.name) == (
+        kind,
+        args,
+        canonical,
+        canonical,
+    )
+    assert parse_prompt(str(prompt)) == prompt == parse_prompt(prompt)
+
+
+def test_prompt_point_counts():
+    counts = {
+        f: (parse_prompt(f).n_pos, parse_prompt(f).n_neg, parse_prompt(f).clicks)
+        for f in ("box", "point", "points:3,1", "clicks:4", "interactive")
+    }
+    assert counts == {
+        "box": (0, 0, 0),
+        "point": (1, 0, 0),
+        "points:3,1": (3, 1, 0),
+        "clicks:4": (1, 0, 4),
+        "interactive": (1, 0, 0),
+    }
+    assert Prompt("clicks", (2,)) == parse_prompt("clicks:2")
+
+
+@pytest.mark.parametrize(
+    ("text", "allowed", "error", "match"),
+    [
+        ("scribble", PROMPT_FORMS, ConfigError, "unknown prompt 'scribble'; prompt must be one of"),
+        ("box:2", PROMPT_FORMS, ConfigError, "unknown prompt 'box:2'"),
+        ("clicks:3", DATA_PROMPTS, ConfigError, r"box, point, points:P,N \(e.g. 'points:3,1'\)"),
+        ("interactive", EVAL_PROMPTS, ConfigError, "must be one of box, point, clicks:N"),
+        ("clicks:0", EVAL_PROMPTS, ConfigError, "invalid click protocol 'clicks:0'"),
+        ("clicks", EVAL_PROMPTS, ConfigError, "expected 'clicks:N' with N a positive integer"),
+        ("points:0,1", DATA_PROMPTS, ConfigError, "P >= 1 positive and N >= 0 negative"),
+        ("points:2", DATA_PROMPTS, ConfigError, "invalid points prompt 'points:2'"),
+        ("points:1,-1", DATA_PROMPTS, ConfigError, "e.g. 'points:3,1'"),
+    ],
+)
+def test_parse_prompt_errors(text, allowed, error, match):
+    with pytest.raises(error, match=match):
+        parse_prompt(text, allowed)
+
+
+def test_parse_prompt_names_the_caller():
+    with pytest.raises(UnknownNameError, match="unknown evaluation protocol 'boxes'; eval_prompt"):
+        parse_prompt(
+            "boxes", EVAL_PROMPTS, name="eval_prompt", what="evaluation protocol",
+            unknown=UnknownNameError,
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match="unknown prompt 'clicks:2'"):
+        parse_prompt(Prompt("clicks", (2,)), DATA_PROMPTS)
+
+
+# --------------------------------------------------------------------------- training clicks
+
+
+def test_sample_clicks_land_in_the_error():
+    r = 8
+    targets = torch.zeros(4, r, r, dtype=torch.bool)
+    logits = torch.full((4, r, r), -1.0)
+    targets[0, 2:4, 2:4] = True  # 0: missed object -> a positive click on it
+    logits[1, 5:7, 1:3] = 1.0  # 1: false alarm -> a negative click on it
+    targets[2, 0:3, 0:3] = True  # 2: perfect -> a positive click on the target
+    logits[2, 0:3, 0:3] = 1.0
+    # 3: empty target, empty prediction -> anywhere, labelled 0 (outside the empty target)
+    gen = torch.Generator().manual_seed(0)
+    xy, label = sample_clicks(logits, targets, gen)
+    assert xy.shape == (4, 2) and xy.dtype == torch.long and label.dtype == torch.long
+    x, y = xy.T.tolist()
+    assert targets[0, y[0], x[0]] and label[0] == 1
+    assert logits[1, y[1], x[1]] > 0 and label[1] == 0
+    assert targets[2, y[2], x[2]] and label[2] == 1
+    assert 0 <= x[3] < r and 0 <= y[3] < r and label[3] == 0
+    again = sample_clicks(logits, targets, torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], xy) and torch.equal(again[1], label)
+
+
+def test_sample_clicks_are_uniform_over_the_error():
+    r = 4
+    targets = torch.zeros(2000, r, r, dtype=torch.bool)
+    targets[:, 0, :2] = True  # two missed pixels: (0, 0) and (1, 0)
+    xy, label = sample_clicks(
+        torch.full((2000, r, r), -1.0), targets, torch.Generator().manual_seed(1)
+    )
+    assert (label == 1).all() and (xy[:, 1] == 0).all()
+    assert 0.45 < (xy[:, 0] == 0).float().mean() < 0.55

@@ -185,6 +185,25 @@ def test_bad_protocols(spec, error, match):
         parse_protocol(spec)
 
 
+def test_one_grammar_for_protocols_and_training_configs():
+    from samtune.prompting import parse_prompt
+    from samtune.train.config import FitConfig
+
+    assert (
+        parse_protocol("Click:2") == parse_prompt("clicks:2")
+        and parse_protocol("box").name == "box"
+    )
+    # eval_prompt takes every evaluation protocol, stored in canonical form
+    assert FitConfig(eval_prompt="Clicks:3").eval_prompt == "clicks:3"
+    assert FitConfig(prompt=" Box").prompt == "box"
+    with pytest.raises(ConfigError, match="eval_prompt must be one of box, point, clicks:N"):
+        FitConfig(eval_prompt="interactive")
+    with pytest.raises(ConfigError, match="invalid click protocol 'clicks:0'"):
+        FitConfig(eval_prompt="clicks:0")
+    with pytest.raises(ConfigError, match="prompt must be one of box, point, interactive"):
+        FitConfig(prompt="clicks:3")
+
+
 def test_bad_options(tiny_model):
     ds = make_dataset(1)
     with pytest.raises(ConfigError, match="box protocol only"):

@@ -5,14 +5,14 @@ Public API (see docs/architecture.md, "Data"):
 - :class:`Sample`, :func:`load_dataset`, :class:`InstanceDataset`, :func:`list_datasets`;
 - :func:`preprocess_image`, :class:`Geometry`, :class:`AugmentConfig` (``transforms``);
 - ``prompts``: :func:`boxes_from_masks`, :func:`jitter_boxes`, :func:`points_from_masks`,
-  :func:`next_click`;
+  :func:`next_click` (the prompt protocols and click samplers: :mod:`samtune.prompting`);
 - :class:`PromptedDataset`, :func:`collate_prompted` (``batching``).
 """
 
 from __future__ import annotations
 
 from . import prompts
-from .batching import PromptedDataset, PromptSpec, collate_prompted
+from .batching import PromptedDataset, collate_prompted
 from .coco import InstanceDataset, decode_segmentation, encode_mask, load_image
 from .prompts import boxes_from_masks, jitter_boxes, next_click, points_from_masks
 from .recipes import RECIPES, get_recipe, list_datasets, load_dataset
@@ -25,7 +25,6 @@ __all__ = [
     "AugmentConfig",
     "Geometry",
     "InstanceDataset",
-    "PromptSpec",
     "PromptedDataset",
     "Sample",
     "boxes_from_masks",

@@ -9,43 +9,17 @@ resolution. A per-image cap ``max_instances`` is sampled anew each epoch (:meth:
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..models import PreprocessConfig
-from .prompts import PAD_LABEL, boxes_from_masks, jitter_boxes, points_from_masks
+from ..prompting import DATA_PROMPTS, PAD_LABEL, parse_prompt
+from .prompts import boxes_from_masks, jitter_boxes, points_from_masks
+from .sample import Sample
 from .transforms import AugmentConfig, augment_sample, preprocess_image
-
-
-@dataclass(frozen=True)
-class PromptSpec:
-    """A parsed prompt protocol: ``box``, ``point`` or ``points:P,N``."""
-
-    kind: str  # "box" or "points"
-    n_pos: int = 0
-    n_neg: int = 0
-
-    @classmethod
-    def parse(cls, text: str) -> PromptSpec:
-        text = text.strip().lower()
-        if text == "box":
-            return cls("box")
-        if text == "point":
-            return cls("points", 1, 0)
-        if text.startswith("points:"):
-            try:
-                p, n = (int(v) for v in text.split(":", 1)[1].split(","))
-            except ValueError:
-                p = n = -1
-            if p >= 1 and n >= 0:
-                return cls("points", p, n)
-        raise ValueError(
-            f"unknown prompt {text!r}; expected 'box', 'point' or 'points:P,N' "
-            "(P >= 1 positive and N >= 0 negative points, e.g. 'points:3,1')"
-        )
 
 
 def _seed(*parts: int) -> int:
@@ -81,11 +55,14 @@ class PromptedDataset(Dataset):
       ``prompt``: the prompt text.
 
     N may be 0 (an image without instances).
+
+    Raises:
+        ConfigError: a ``prompt`` other than these three forms.
     """
 
     def __init__(
         self,
-        dataset,
+        dataset: Sequence[Sample],
         cfg: PreprocessConfig,
         prompt: str = "box",
         max_instances: int | None = None,
@@ -101,7 +78,7 @@ class PromptedDataset(Dataset):
         self.dataset = dataset
         self.cfg = cfg
         self.prompt = prompt
-        self.spec = PromptSpec.parse(prompt)
+        self.spec = parse_prompt(prompt, DATA_PROMPTS)
         self.max_instances = max_instances
         self.augment = AugmentConfig() if augment is True else (augment or None)
         self.jitter = float(jitter)
@@ -133,7 +110,7 @@ class PromptedDataset(Dataset):
         if self.jitter > 0:
             boxes = jitter_boxes(boxes, self.jitter, 20.0, rng, sample.size)
         n = sample.num_instances
-        if self.spec.kind == "points":
+        if self.spec.kind != "box":
             points, labels = points_from_masks(
                 sample.masks, self.spec.n_pos, self.spec.n_neg, "center", rng
             )

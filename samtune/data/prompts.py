@@ -1,4 +1,7 @@
-"""Prompts derived from ground-truth masks: boxes (with SAM's jitter), points, corrective clicks.
+"""Prompts derived from ground-truth masks: boxes (with SAM's jitter) and points.
+
+The prompt protocols, the centre point and the corrective clicks live in
+:mod:`samtune.prompting` (``next_click`` is importable from here too).
 
 Coordinates are (x, y) = (column, row) in the pixels of the masks they were derived from
 (original image pixels for a :class:`~samtune.data.sample.Sample`); map them to model pixels
@@ -10,9 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..prompting import PAD_LABEL, center_point, next_click
 from .sample import masks_to_boxes
-
-PAD_LABEL = -10
 
 
 def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
@@ -62,38 +64,6 @@ def jitter_boxes(
     return out.astype(np.float32)
 
 
-def distance_to_boundary(mask: np.ndarray) -> np.ndarray:
-    """Euclidean distance of each pixel inside ``mask`` to the nearest pixel outside it.
-
-    The image border counts as outside, so a point is never placed on an edge of the image
-    just because the object is cut by it.
-    """
-    from scipy.ndimage import distance_transform_edt
-
-    padded = np.pad(np.asarray(mask, dtype=bool), 1)
-    return distance_transform_edt(padded)[1:-1, 1:-1]
-
-
-def center_point(mask: np.ndarray) -> tuple[int, int] | None:
-    """(x, y) of the centre of the largest inscribed disc (max of the distance transform).
-
-    When the maximum is a ridge (an elongated shape), the ridge pixel nearest to the ridge's
-    mean is taken, so a rectangle gets its centre; the result is deterministic.
-    Returns None for an empty mask.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return None
-    return _argmax_central(distance_to_boundary(mask))
-
-
-def _argmax_central(dist: np.ndarray) -> tuple[int, int]:
-    ys, xs = np.nonzero(dist >= dist.max() - 1e-6)
-    d2 = (ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2
-    k = int(np.argmin(d2))
-    return int(xs[k]), int(ys[k])
-
-
 def _random_pixels(region: np.ndarray, k: int, gen: np.random.Generator) -> np.ndarray:
     ys, xs = np.nonzero(region)
     if len(xs) == 0 or k == 0:
@@ -132,7 +102,7 @@ def points_from_masks(
         )
     masks = np.asarray(masks, dtype=bool)
     gen = _rng(rng)
-    n, h, w = masks.shape
+    n, _, _ = masks.shape  # N x H x W
     k = n_pos + n_neg
     points = np.zeros((n, k, 2), dtype=np.float32)
     labels = np.full((n, k), PAD_LABEL, dtype=np.int64)
@@ -151,48 +121,31 @@ def points_from_masks(
         points[i, :n_pos] = pos_pts
         labels[i, :n_pos] = 1
         if n_neg:
-            x1, y1, x2, y2 = boxes[i]
-            dx, dy = 0.25 * (x2 - x1) + 1, 0.25 * (y2 - y1) + 1
-            near = np.zeros_like(m)
-            near[
-                int(max(0, y1 - dy)) : int(min(h, y2 + dy)),
-                int(max(0, x1 - dx)) : int(min(w, x2 + dx)),
-            ] = True
-            region = near & ~m
-            if not region.any():
-                region = ~m
-            neg = _random_pixels(region, n_neg, gen)
+            neg = _random_pixels(_negative_region(m, boxes[i]), n_neg, gen)
             if len(neg):
                 points[i, n_pos:] = neg
                 labels[i, n_pos:] = 0
     return points, labels
 
 
-def next_click(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int] | None:
-    """The next simulated corrective click (RITM protocol, as in SAM's interactive training).
+def _negative_region(mask: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Background within the mask's box enlarged by 50%, or all background if that is empty."""
+    h, w = mask.shape
+    x1, y1, x2, y2 = box
+    dx, dy = 0.25 * (x2 - x1) + 1, 0.25 * (y2 - y1) + 1
+    near = np.zeros_like(mask)
+    near[
+        int(max(0, y1 - dy)) : int(min(h, y2 + dy)),
+        int(max(0, x1 - dx)) : int(min(w, x2 + dx)),
+    ] = True
+    region = near & ~mask
+    return region if region.any() else ~mask
 
-    The error regions are the false negatives (``gt & ~pred``, missed object) and false
-    positives (``pred & ~gt``, false alarm). The click goes to the interior-most pixel of the
-    larger error (the maximum of the distance transform over both): positive (label 1) when it
-    lies in a miss, negative (label 0) when it lies in a false alarm.
 
-    Args:
-        pred: HxW bool predicted mask.
-        gt: HxW bool ground-truth mask.
-
-    Returns:
-        ``(x, y, label)`` in pixel coordinates, or None when ``pred`` equals ``gt``.
-    """
-    pred = np.asarray(pred, dtype=bool)
-    gt = np.asarray(gt, dtype=bool)
-    if pred.shape != gt.shape:
-        raise ValueError(f"pred {pred.shape} and gt {gt.shape} must have the same (H, W)")
-    fn = gt & ~pred
-    fp = pred & ~gt
-    if not fn.any() and not fp.any():
-        return None
-    d_fn = distance_to_boundary(fn) if fn.any() else np.zeros(gt.shape)
-    d_fp = distance_to_boundary(fp) if fp.any() else np.zeros(gt.shape)
-    positive = d_fn.max() >= d_fp.max()
-    x, y = _argmax_central(d_fn if positive else d_fp)
-    return x, y, int(positive)
+__all__ = [
+    "PAD_LABEL",
+    "boxes_from_masks",
+    "jitter_boxes",
+    "next_click",
+    "points_from_masks",
+]

@@ -1,12 +1,12 @@
 """Evaluation protocols: prompt every ground-truth instance, score the masks SAM returns.
 
-One image at a time: the image is encoded once (``model.get_image_embeddings``), then all its
-prompts go through the prompt encoder and mask decoder in chunks of ``prompt_batch``. Images
-are sharded over Accelerate processes; every process returns integer pixel counts per
+One image at a time: the image is encoded once, then all its prompts go through the prompt
+encoder and mask decoder in chunks of ``prompt_batch`` (both with :mod:`samtune.sam_ops`).
+Images are sharded over Accelerate processes; every process returns integer pixel counts per
 instance, which are gathered and de-duplicated by ``(image index, instance id)`` before any
 averaging, so 1 process and N processes give exactly the same numbers.
 
-Protocols (``prompt=``):
+Protocols (``prompt=``, parsed by :func:`samtune.prompting.parse_prompt`):
 
 - ``box``: one box per instance, the ground-truth box (optionally jittered); single-mask output.
 - ``point``: one positive point per instance at the object's centre (maximum of the distance
@@ -21,64 +21,102 @@ Protocols (``prompt=``):
 from __future__ import annotations
 
 import heapq
-import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from .. import prompting
+from ..data.coco import encode_mask
+from ..data.prompts import jitter_boxes, points_from_masks
+from ..data.transforms import Geometry, preprocess_image
 from ..errors import ConfigError, UnknownNameError
+from ..models import PreprocessConfig
+from ..sam_ops import best_candidate, decode, encode_images, to_model
 from . import metrics as M
 from .report import EvalReport
 
-PROTOCOLS = ("box", "point", "clicks:N")
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """A parsed ``prompt`` string: ``kind`` is ``box``, ``point`` or ``clicks``."""
-
-    kind: str
-    clicks: int = 0
-
-    @property
-    def name(self) -> str:
-        return f"clicks:{self.clicks}" if self.kind == "clicks" else self.kind
+PROTOCOLS = prompting.EVAL_PROMPTS
+Protocol = prompting.Prompt  # the name the evaluation docs use for a parsed protocol
 
 
 def parse_protocol(spec: str | Protocol) -> Protocol:
-    """Parse ``"box"``, ``"point"`` or ``"clicks:N"`` (N >= 1).
+    """Parse an evaluation protocol: ``"box"``, ``"point"`` or ``"clicks:N"`` (N >= 1).
 
     Raises:
         UnknownNameError: an unknown protocol name.
         ConfigError: ``clicks`` without a valid positive N.
     """
-    if isinstance(spec, Protocol):
-        return spec
-    s = str(spec).strip().lower()
-    if s in ("box", "point"):
-        return Protocol(s)
-    if s.startswith("click"):
-        m = re.fullmatch(r"clicks?:(\d+)", s)
-        if not m or int(m.group(1)) < 1:
-            raise ConfigError(
-                f"invalid click protocol {spec!r}: expected 'clicks:N' with N a positive "
-                "integer, e.g. 'clicks:5'"
-            )
-        return Protocol("clicks", int(m.group(1)))
-    raise UnknownNameError(
-        f"unknown evaluation protocol {spec!r}; choose one of {', '.join(PROTOCOLS)} "
-        "(e.g. --prompt clicks:5)"
+    return prompting.parse_prompt(
+        spec, PROTOCOLS, what="evaluation protocol", unknown=UnknownNameError
     )
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _unwrap(model: torch.nn.Module, accelerator=None) -> torch.nn.Module:
+@dataclass(frozen=True)
+class _Options:
+    """The checked options of one evaluation: what every image shares."""
+
+    protocol: Protocol
+    cfg: PreprocessConfig
+    prompt_batch: int
+    jitter: float
+    seed: int
+    max_images: int | None
+    worst: int
+    categories: dict[int, str]
+
+
+@dataclass
+class _Image:
+    """One image, encoded once: what the protocols need of it."""
+
+    index: int
+    geometry: Geometry
+    embeddings: torch.Tensor  # (1, C, s, s)
+
+    def decode(
+        self,
+        model: torch.nn.Module,
+        embeddings: torch.Tensor | None = None,
+        *,
+        multimask: bool,
+        **prompts: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`~samtune.sam_ops.decode` on this image (or on ``embeddings``, one per
+        prompt), prompts moved to the model: float32 logits (P, K, h, w) and scores (P, K)."""
+        moved = {k: to_model(model, v) for k, v in prompts.items() if v is not None}
+        emb = self.embeddings if embeddings is None else embeddings
+        out = decode(model, emb, multimask=multimask, **moved)
+        return out.pred_masks.float(), out.iou_scores.float()
+
+    def to_original(self, logits: torch.Tensor) -> torch.Tensor:
+        """(..., h, w) low-res logits -> (..., H, W) bool masks at the original resolution."""
+        return self.geometry.logits_to_original(logits.float()) > 0  # on the model's device
+
+
+def _encode(model: torch.nn.Module, sample: Any, cfg: PreprocessConfig, index: int) -> _Image:
+    pixel_values, geometry = preprocess_image(sample.image, cfg)
+    return _Image(index, geometry, encode_images(model, to_model(model, pixel_values[None])))
+
+
+@dataclass
+class _Scored:
+    """A protocol's result for one image's scored instances, in instance order."""
+
+    rows: list[dict]  # pixel counts of the kept mask
+    scores: list[float]  # the IoU head's estimate for it
+    masks: torch.Tensor  # (n, H, W) bool, the kept masks
+    oracle: list[dict] | None = None  # point: counts of the best candidate
+    curves: list[list[float]] | None = None  # clicks: IoU after each click
+
+
+def _unwrap(model: torch.nn.Module, accelerator: Any = None) -> torch.nn.Module:
     if accelerator is not None:
         model = accelerator.unwrap_model(model)
     while hasattr(model, "module") and not hasattr(model, "get_image_embeddings"):
@@ -90,14 +128,6 @@ def _param(model: torch.nn.Module) -> torch.Tensor:
     return next(model.parameters())
 
 
-def _rle(mask: np.ndarray) -> dict:
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
 def _counts_rows(pred: torch.Tensor, target: torch.Tensor) -> list[dict]:
     c = M.mask_counts(pred, target)
     return [
@@ -106,33 +136,8 @@ def _counts_rows(pred: torch.Tensor, target: torch.Tensor) -> list[dict]:
     ]
 
 
-class _ImageContext:
-    """Everything about one image that the protocols need, computed once."""
-
-    def __init__(self, model, sample, cfg, index: int):
-        from ..data.transforms import preprocess_image
-
-        self.sample = sample
-        self.index = index
-        pixel_values, self.geometry = preprocess_image(sample.image, cfg)
-        p = _param(model)
-        self.embeddings = model.get_image_embeddings(pixel_values[None].to(p.device, p.dtype))
-
-    def decode(self, model, *, multimask: bool, **prompts) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run prompt encoder + mask decoder; returns low-res logits (P, M, h, w), scores (P, M)."""
-        p = _param(model)
-        prompts = {
-            k: (v.to(p.device, p.dtype) if v.is_floating_point() else v.to(p.device))
-            for k, v in prompts.items()
-            if v is not None
-        }
-        out = model(image_embeddings=self.embeddings, multimask_output=multimask, **prompts)
-        # (B, P, M, ...) -> (B*P, M, ...): B = 1 image, or B = instances for clicks
-        return out.pred_masks.flatten(0, 1).float(), out.iou_scores.flatten(0, 1).float()
-
-    def to_original(self, logits: torch.Tensor) -> torch.Tensor:
-        """(..., h, w) low-res logits -> (..., H, W) bool masks at the original resolution."""
-        return self.geometry.logits_to_original(logits.float()) > 0  # on the model's device
+def _iou(row: dict) -> float:
+    return float(M.iou_from_counts(row["intersection"], row["union"]))
 
 
 def _rng(seed: int, index: int) -> np.random.Generator:
@@ -143,117 +148,127 @@ def _rng(seed: int, index: int) -> np.random.Generator:
 # --------------------------------------------------------------------------- protocols
 
 
-def _run_box(model, ctx, gt, boxes, chunk, jitter, seed):
-    from ..data import prompts as P
-
-    if jitter > 0:
-        boxes = np.asarray(P.jitter_boxes(boxes, noise=jitter, rng=_rng(seed, ctx.index)))
-    model_boxes = torch.as_tensor(ctx.geometry.coords_to_model(torch.as_tensor(boxes)))
+def _run_box(
+    model: torch.nn.Module, img: _Image, gt: torch.Tensor, boxes: np.ndarray, opts: _Options
+) -> _Scored:
+    if opts.jitter > 0:
+        boxes = np.asarray(jitter_boxes(boxes, noise=opts.jitter, rng=_rng(opts.seed, img.index)))
+    model_boxes = torch.as_tensor(img.geometry.coords_to_model(torch.as_tensor(boxes)))
     rows, scores, masks = [], [], []
-    for s in range(0, len(boxes), chunk):
-        logits, iou = ctx.decode(
-            model, multimask=False, input_boxes=model_boxes[None, s : s + chunk]
-        )
-        pred = ctx.to_original(logits[:, 0])
-        rows += _counts_rows(pred, gt[s : s + chunk])
+    for s in range(0, len(boxes), opts.prompt_batch):
+        chunk = slice(s, s + opts.prompt_batch)
+        logits, iou = img.decode(model, multimask=False, boxes=model_boxes[chunk])
+        pred = img.to_original(logits[:, 0])
+        rows += _counts_rows(pred, gt[chunk])
         scores += iou[:, 0].tolist()
         masks.append(pred)
-    return rows, scores, torch.cat(masks), {}
+    return _Scored(rows, scores, torch.cat(masks))
 
 
-def _center_points(ctx, gt_np):
-    from ..data import prompts as P
+def _center_points(img: _Image, gt_np: np.ndarray) -> torch.Tensor:
+    """(n, 1, 2) model-pixel centre points of the n masks (the first click)."""
+    points, _ = points_from_masks(gt_np, n_pos=1, n_neg=0, mode="center", rng=_rng(0, img.index))
+    points = np.asarray(points, dtype=np.float32).reshape(len(gt_np), -1, 2)[:, :1]
+    return torch.as_tensor(img.geometry.coords_to_model(torch.as_tensor(points)))
 
-    pts = P.points_from_masks(gt_np, n_pos=1, n_neg=0, mode="center", rng=_rng(0, ctx.index))
-    points = pts[0] if isinstance(pts, tuple) else pts
-    return np.asarray(points, dtype=np.float32).reshape(len(gt_np), -1, 2)[:, :1]
+
+def _oracle(candidates: list[dict]) -> dict:
+    """The candidate with the highest IoU (the first of equals)."""
+    return candidates[max(range(len(candidates)), key=lambda k: (_iou(candidates[k]), -k))]
 
 
-def _run_point(model, ctx, gt, gt_np, chunk):
-    points = _center_points(ctx, gt_np)
-    model_points = torch.as_tensor(ctx.geometry.coords_to_model(torch.as_tensor(points)))
-    rows, scores, masks, extra = [], [], [], {"oracle": []}
-    for s in range(0, len(points), chunk):
-        mp = model_points[s : s + chunk]
-        logits, iou = ctx.decode(
-            model,
-            multimask=True,
-            input_points=mp[None],
-            input_labels=torch.ones(mp.shape[:2], dtype=torch.long)[None],
-        )
-        pred = ctx.to_original(logits)  # (p, 3, H, W)
-        target = gt[s : s + chunk]
+def _run_point(
+    model: torch.nn.Module, img: _Image, gt: torch.Tensor, gt_np: np.ndarray, batch: int
+) -> _Scored:
+    model_points = _center_points(img, gt_np)
+    rows, scores, masks, oracle = [], [], [], []
+    for s in range(0, len(model_points), batch):
+        mp = model_points[s : s + batch]
+        labels = torch.ones(mp.shape[:2], dtype=torch.long)
+        logits, iou = img.decode(model, multimask=True, points=mp, labels=labels)
+        pred = img.to_original(logits)  # (p, 3, H, W)
+        target = gt[s : s + batch]
         counts = [_counts_rows(pred[:, j], target) for j in range(pred.shape[1])]
-        choice = iou.argmax(dim=1).tolist()
-        for i, j in enumerate(choice):
+        best = best_candidate(pred, iou)
+        for i, j in enumerate(best.index.tolist()):
             rows.append(counts[j][i])
-            cand = [counts[k][i] for k in range(len(counts))]
-            best = max(range(len(cand)), key=lambda k: (_iou(cand[k]), -k))
-            extra["oracle"].append(cand[best])
-            scores.append(float(iou[i, j]))
-            masks.append(pred[i, j])
-    return rows, scores, torch.stack(masks), extra
+            oracle.append(_oracle([c[i] for c in counts]))
+        scores += best.scores.tolist()
+        masks.append(best.masks)
+    return _Scored(rows, scores, torch.cat(masks), oracle=oracle)
 
 
-def _iou(row: dict) -> float:
-    return float(M.iou_from_counts(row["intersection"], row["union"]))
-
-
-def _run_clicks(model, ctx, gt, gt_np, chunk, n_clicks):
-    from ..data import prompts as P
-
-    first = torch.as_tensor(
-        ctx.geometry.coords_to_model(torch.as_tensor(_center_points(ctx, gt_np)))
+def _run_clicks(
+    model: torch.nn.Module,
+    img: _Image,
+    gt: torch.Tensor,
+    gt_np: np.ndarray,
+    batch: int,
+    n_clicks: int,
+) -> _Scored:
+    first = _center_points(img, gt_np)
+    parts = []
+    for s in range(0, len(gt_np), batch):
+        chunk = slice(s, s + batch)
+        parts.append(_clicks_chunk(model, img, gt[chunk], gt_np[chunk], first[chunk], n_clicks))
+    return _Scored(
+        rows=[r for p in parts for r in p.rows],
+        scores=[v for p in parts for v in p.scores],
+        masks=torch.cat([p.masks for p in parts]),
+        curves=[c for p in parts for c in (p.curves or [])],
     )
-    rows, scores, masks, curves = [], [], [], []
-    emb = ctx.embeddings
-    for s in range(0, len(gt_np), chunk):
-        target = gt[s : s + chunk]
-        n = target.shape[0]
-        points = first[s : s + chunk].clone()  # (n, k, 2) model pixels
-        labels = torch.ones(n, 1, dtype=torch.long)
-        low_res = None
-        curve: list[list[float]] = [[] for _ in range(n)]
-        ctx.embeddings = emb.expand(n, -1, -1, -1)  # batch = instances: one mask input each
-        try:
-            for k in range(n_clicks):
-                logits, iou = ctx.decode(
-                    model,
-                    multimask=k == 0,
-                    input_points=points[:, None],
-                    input_labels=labels[:, None],
-                    input_masks=low_res,
-                )  # logits (n, M, h, w) with batch = n, one prompt each
-                choice = iou.argmax(dim=1)
-                chosen = logits[torch.arange(n), choice]  # (n, h, w)
-                score = iou[torch.arange(n), choice]
-                pred = ctx.to_original(chosen)
-                step = _counts_rows(pred, target)
-                for i in range(n):
-                    curve[i].append(_iou(step[i]))
-                if k == n_clicks - 1:
-                    break
-                new_pts, new_lbl = [], []
-                pred_np = pred.cpu().numpy()
-                for i in range(n):
-                    click = P.next_click(pred_np[i], gt_np[s + i])
-                    if click is None:  # already perfect: a padding point the model ignores
-                        click = (0, 0, P.PAD_LABEL)
-                    new_pts.append(click[:2])
-                    new_lbl.append(int(click[2]))
-                mp = torch.as_tensor(
-                    ctx.geometry.coords_to_model(torch.tensor(new_pts, dtype=torch.float32))
-                ).reshape(n, 1, 2)
-                points = torch.cat([points, mp.to(points.dtype)], dim=1)
-                labels = torch.cat([labels, torch.tensor(new_lbl).reshape(n, 1)], dim=1)
-                low_res = chosen[:, None]
-        finally:
-            ctx.embeddings = emb
-        rows += step
-        scores += score.tolist()
-        masks.append(pred)
-        curves += curve
-    return rows, scores, torch.cat(masks), {"curves": curves}
+
+
+def _clicks_chunk(
+    model: torch.nn.Module,
+    img: _Image,
+    target: torch.Tensor,
+    target_np: np.ndarray,
+    points: torch.Tensor,
+    n_clicks: int,
+) -> _Scored:
+    """``n_clicks`` rounds for n instances whose first clicks are ``points`` (n, 1, 2)."""
+    n = target.shape[0]
+    labels = torch.ones(n, 1, dtype=torch.long)
+    embeddings = img.embeddings.expand(n, -1, -1, -1)  # one per instance: one mask input each
+    low_res = None
+    curves: list[list[float]] = [[] for _ in range(n)]
+    for k in range(n_clicks):
+        logits, iou = img.decode(
+            model, embeddings, multimask=k == 0, points=points, labels=labels, mask_inputs=low_res
+        )
+        best = best_candidate(logits, iou)
+        pred = img.to_original(best.masks)
+        rows = _counts_rows(pred, target)
+        for curve, row in zip(curves, rows, strict=True):
+            curve.append(_iou(row))
+        if k < n_clicks - 1:
+            points, labels = _add_clicks(img, pred, target_np, points, labels)
+            low_res = best.masks[:, None]
+    return _Scored(rows, best.scores.tolist(), pred, curves=curves)
+
+
+def _add_clicks(
+    img: _Image,
+    pred: torch.Tensor,
+    target_np: np.ndarray,
+    points: torch.Tensor,
+    labels: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append each instance's next corrective click (:func:`~samtune.prompting.next_click`)."""
+    new_pts, new_lbl = [], []
+    for p, g in zip(pred.cpu().numpy(), target_np, strict=True):
+        click = prompting.next_click(p, g)
+        if click is None:  # already perfect: a padding point the model ignores
+            click = (0, 0, prompting.PAD_LABEL)
+        new_pts.append(click[:2])
+        new_lbl.append(int(click[2]))
+    n = len(new_pts)
+    mp = torch.as_tensor(
+        img.geometry.coords_to_model(torch.tensor(new_pts, dtype=torch.float32))
+    ).reshape(n, 1, 2)
+    points = torch.cat([points, mp.to(points.dtype)], dim=1)
+    return points, torch.cat([labels, torch.tensor(new_lbl).reshape(n, 1)], dim=1)
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -261,10 +276,10 @@ def _run_clicks(model, ctx, gt, gt_np, chunk, n_clicks):
 
 def evaluate(
     model: torch.nn.Module,
-    dataset,
+    dataset: Any,
     prompt: str | Protocol = "box",
     *,
-    accelerator=None,
+    accelerator: Any = None,
     prompt_batch: int = 32,
     jitter: float = 0.0,
     seed: int = 0,
@@ -298,7 +313,39 @@ def evaluate(
     Raises:
         UnknownNameError / ConfigError: a bad ``prompt`` or option value.
     """
-    from ..models import base_fingerprint, model_source, preprocess_config
+    from ..models import preprocess_config
+
+    protocol = _check_options(prompt, prompt_batch, jitter, seed, max_images, worst)
+    sam = _unwrap(model, accelerator)
+    was_training = sam.training
+    sam.eval()
+    categories = dict(getattr(dataset, "categories", {}) or {})
+    opts = _Options(
+        protocol, preprocess_config(sam), prompt_batch, jitter, seed, max_images, worst, categories
+    )
+    n_images = len(dataset) if max_images is None else min(len(dataset), max_images)
+    indices, rank, world = _shard(list(range(n_images)), accelerator)
+    show = progress and rank == 0 if progress is not None else rank == 0
+    t0 = time.perf_counter()
+    try:
+        results = _run_images(sam, dataset, indices, opts, show)
+    finally:
+        sam.train(was_training)
+    results.seconds = time.perf_counter() - t0
+    if world > 1:
+        results = _gather(results)
+    return _report(sam, dataset, opts, _finish(results, opts.worst), world, name)
+
+
+def _check_options(
+    prompt: str | Protocol,
+    prompt_batch: int,
+    jitter: float,
+    seed: int,
+    max_images: int | None,
+    worst: int,
+) -> Protocol:
+    """The parsed protocol, once every option is checked (ConfigError naming the option)."""
     from ..train.config import check_range, check_seed, check_type
 
     protocol = parse_protocol(prompt)
@@ -313,73 +360,95 @@ def evaluate(
     check_range("worst", worst, minimum=0)
     if jitter > 0 and protocol.kind != "box":
         raise ConfigError(f"jitter applies to the box protocol only, not {protocol.name!r}")
+    return protocol
 
-    sam = _unwrap(model, accelerator)
-    was_training = sam.training
-    sam.eval()
-    cfg = preprocess_config(sam)
-    categories = dict(getattr(dataset, "categories", {}) or {})
-    n_images = len(dataset) if max_images is None else min(len(dataset), max_images)
-    indices = list(range(n_images))
-    rank, world = 0, 1
-    if accelerator is not None and accelerator.num_processes > 1:
-        rank, world = accelerator.process_index, accelerator.num_processes
-        with accelerator.split_between_processes(indices, apply_padding=True) as shard:
-            indices = list(shard)
 
-    t0 = time.perf_counter()
-    records, images, worst_heap = [], [], []
-    n_prompts = 0
-    bar = _progress(len(indices), progress and rank == 0 if progress is not None else rank == 0)
+def _shard(indices: list[int], accelerator: Any) -> tuple[list[int], int, int]:
+    """This process's image indices, its rank and the number of processes."""
+    if accelerator is None or accelerator.num_processes <= 1:
+        return indices, 0, 1
+    with accelerator.split_between_processes(indices, apply_padding=True) as shard:
+        return list(shard), accelerator.process_index, accelerator.num_processes
+
+
+@dataclass
+class _Results:
+    """What the images evaluated so far gave (on one process, or gathered from all)."""
+
+    records: list[dict] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)
+    worst: list = field(default_factory=list)  # heap entries (see _push_worst), then dicts
+    prompts: int = 0
+    seconds: float = 0.0
+
+
+def _run_images(
+    sam: torch.nn.Module, dataset: Any, indices: Sequence[int], opts: _Options, show: bool
+) -> _Results:
+    out = _Results()
+    bar = _progress(len(indices), show)
     try:
         with torch.no_grad():
             for index in indices:
-                rec, img, wst = _evaluate_image(
-                    sam,
-                    dataset[index],
-                    index,
-                    cfg,
-                    protocol,
-                    prompt_batch,
-                    jitter,
-                    seed,
-                    categories,
-                    worst,
-                )
-                records += rec
-                images.append(img)
-                n_prompts += len(rec)
-                for item in wst:
-                    _push_worst(worst_heap, item, worst)
+                records, image, worst = _evaluate_image(sam, dataset[index], index, opts)
+                out.records += records
+                out.images.append(image)
+                out.prompts += len(records)
+                for item in worst:
+                    _push_worst(out.worst, item, opts.worst)
                 bar(1)
     finally:
         bar(None)
-        sam.train(was_training)
-    seconds = time.perf_counter() - t0
+    return out
 
-    if world > 1:
-        from accelerate.utils import gather_object
 
-        records = gather_object(records)
-        images = gather_object(images)
-        worst_heap = gather_object(worst_heap)
-        timing = gather_object([{"seconds": seconds, "prompts": n_prompts}])
-        seconds = max(t["seconds"] for t in timing)
-    records = _dedupe(records, ("image_index", "instance_id"))
-    images = _dedupe(images, ("image_index",))
+def _gather(res: _Results) -> _Results:
+    """Every process's results, on every process; the time is the slowest process's."""
+    from accelerate.utils import gather_object
+
+    timing = gather_object([{"seconds": res.seconds, "prompts": res.prompts}])
+    return _Results(
+        records=gather_object(res.records),
+        images=gather_object(res.images),
+        worst=gather_object(res.worst),
+        prompts=sum(t["prompts"] for t in timing),
+        seconds=max(t["seconds"] for t in timing),
+    )
+
+
+def _finish(res: _Results, worst: int) -> _Results:
+    """De-duplicated (padding shards repeat images) and sorted; the ``worst`` lowest IoUs."""
     worst_items = sorted(
-        _dedupe(worst_heap, ("image_index", "instance_id")),
+        _dedupe(res.worst, ("image_index", "instance_id")),
         key=lambda r: (r["iou"], r["image_index"], r["instance_id"]),
     )[:worst]
+    return _Results(
+        records=_dedupe(res.records, ("image_index", "instance_id")),
+        images=_dedupe(res.images, ("image_index",)),
+        worst=worst_items,
+        prompts=res.prompts,
+        seconds=res.seconds,
+    )
 
-    metrics = _summarize(protocol, records, images, categories)
+
+def _report(
+    sam: torch.nn.Module,
+    dataset: Any,
+    opts: _Options,
+    res: _Results,
+    world: int,
+    name: str | None,
+) -> EvalReport:
+    from ..models import base_fingerprint, model_source
+
+    seconds, images, records = res.seconds, res.images, res.records
     return EvalReport(
-        protocol=protocol.name,
-        metrics=metrics,
+        protocol=opts.protocol.name,
+        metrics=_summarize(opts.protocol, records, images, opts.categories),
         records=records,
         images=images,
-        worst=worst_items,
-        categories=categories,
+        worst=res.worst,
+        categories=opts.categories,
         model={
             "name": name or model_source(sam),
             "source": model_source(sam),
@@ -396,10 +465,10 @@ def evaluate(
             "prompts_per_s": len(records) / seconds if seconds else float("nan"),
         },
         options={
-            "prompt_batch": prompt_batch,
-            "jitter": jitter,
-            "seed": seed,
-            "max_images": max_images,
+            "prompt_batch": opts.prompt_batch,
+            "jitter": opts.jitter,
+            "seed": opts.seed,
+            "max_images": opts.max_images,
         },
     )
 
@@ -432,42 +501,78 @@ def _dedupe(rows: list, key: tuple[str, ...]) -> list:
     return [seen[k] for k in sorted(seen)]
 
 
-def _evaluate_image(model, sample, index, cfg, protocol, chunk, jitter, seed, categories, worst):
+# --------------------------------------------------------------------------- one image
+
+
+@dataclass
+class _Truth:
+    """One image's ground truth, and which instances are scored."""
+
+    masks: np.ndarray  # (N, H, W) bool, every instance
+    masks_t: torch.Tensor  # the same on the model's device (one host-to-device copy)
+    crowd: np.ndarray  # (N,) bool
+    empty: np.ndarray  # (N,) bool
+    size: tuple[int, int]  # (H, W)
+
+    @property
+    def keep(self) -> np.ndarray:
+        """(N,) bool: the scored instances (neither crowd nor empty)."""
+        return ~self.crowd & ~self.empty
+
+
+def _truth(sample: Any, device: torch.device) -> _Truth:
     masks = np.asarray(sample.masks, dtype=bool)
     crowd = np.asarray(getattr(sample, "iscrowd", np.zeros(len(masks), bool)), dtype=bool)
-    device = _param(model).device
-    masks_t = torch.from_numpy(masks).to(device)  # one host-to-device copy per image
+    masks_t = torch.from_numpy(masks).to(device)
     nonempty = masks_t.flatten(1).any(1).cpu().numpy() if len(masks) else np.zeros(0, bool)
-    keep = ~crowd & nonempty
+    size = masks.shape[1:] if masks.ndim == 3 else np.asarray(sample.image).shape[:2]
+    return _Truth(masks, masks_t, crowd, ~nonempty, tuple(size))
+
+
+def _evaluate_image(
+    model: torch.nn.Module, sample: Any, index: int, opts: _Options
+) -> tuple[list[dict], dict, list[dict]]:
+    """Score one image: its instance records, its image record and its worst-mask items."""
+    truth = _truth(sample, _param(model).device)
     image_rec = {
         "image_index": index,
         "image_id": int(sample.image_id),
-        "num_instances": int(keep.sum()),
-        "skipped_empty": int((~crowd & ~nonempty).sum()),
-        "skipped_crowd": int(crowd.sum()),
+        "num_instances": int(truth.keep.sum()),
+        "skipped_empty": int((~truth.crowd & truth.empty).sum()),
+        "skipped_crowd": int(truth.crowd.sum()),
     }
-    cat_index = {cid: i + 1 for i, cid in enumerate(sorted(categories))}
+    scored = _score(model, sample, index, truth, opts)
+    records = _records(sample, index, truth.keep, scored)
+    if opts.categories:  # semantic segmentation: paint predicted and true masks into label maps
+        image_rec["confusion"] = _confusion(sample, truth, scored, opts.categories)
+    worst = _worst_items(records, scored.masks) if opts.worst else []
+    return records, image_rec, worst
+
+
+def _score(
+    model: torch.nn.Module, sample: Any, index: int, truth: _Truth, opts: _Options
+) -> _Scored:
+    """Run the protocol on the image's kept instances."""
+    keep = truth.keep
+    if not keep.any():
+        empty = torch.zeros((0, *truth.size), dtype=torch.bool, device=truth.masks_t.device)
+        return _Scored([], [], empty)
+    img = _encode(model, sample, opts.cfg, index)
+    gt = truth.masks_t[torch.from_numpy(keep).to(truth.masks_t.device)]  # counted on the device
+    if opts.protocol.kind == "box":
+        boxes = np.asarray(sample.boxes, dtype=np.float32)[keep]
+        return _run_box(model, img, gt, boxes, opts)
+    gt_np = truth.masks[keep]  # centre points and clicks need numpy
+    if opts.protocol.kind == "point":
+        return _run_point(model, img, gt, gt_np, opts.prompt_batch)
+    return _run_clicks(model, img, gt, gt_np, opts.prompt_batch, opts.protocol.clicks)
+
+
+def _records(sample: Any, index: int, keep: np.ndarray, scored: _Scored) -> list[dict]:
     ids = np.asarray(sample.instance_ids)[keep]
     cats = np.asarray(sample.category_ids)[keep]
-    keep_t = torch.from_numpy(keep).to(device)
-    gt_np = masks[keep] if protocol.kind != "box" else None  # centre points/clicks need numpy
-    h, w = masks.shape[1:] if masks.ndim == 3 else np.asarray(sample.image).shape[:2]
-    extra: dict = {}
-    if keep.any():
-        ctx = _ImageContext(model, sample, cfg, index)
-        gt = masks_t[keep_t]  # metrics are counted where the logits are
-        if protocol.kind == "box":
-            boxes = np.asarray(sample.boxes, dtype=np.float32)[keep]
-            rows, scores, pred, extra = _run_box(model, ctx, gt, boxes, chunk, jitter, seed)
-        elif protocol.kind == "point":
-            rows, scores, pred, extra = _run_point(model, ctx, gt, gt_np, chunk)
-        else:
-            rows, scores, pred, extra = _run_clicks(model, ctx, gt, gt_np, chunk, protocol.clicks)
-    else:
-        rows, scores, pred = [], [], torch.zeros((0, h, w), dtype=torch.bool, device=device)
-
     records = []
-    for i, row in enumerate(rows):
+    for i, row in enumerate(scored.rows):
         rec = {
             "image_index": index,
             "image_id": int(sample.image_id),
@@ -475,39 +580,47 @@ def _evaluate_image(model, sample, index, cfg, protocol, chunk, jitter, seed, ca
             "category_id": int(cats[i]),
             **row,
             "iou": _iou(row),
-            "score": float(scores[i]),
+            "score": float(scored.scores[i]),
         }
-        if "oracle" in extra:
-            rec["oracle"] = extra["oracle"][i]
-        if "curves" in extra:
-            rec["ious"] = extra["curves"][i]
+        if scored.oracle is not None:
+            rec["oracle"] = scored.oracle[i]
+        if scored.curves is not None:
+            rec["ious"] = scored.curves[i]
         records.append(rec)
+    return records
 
-    if cat_index:  # semantic segmentation: paint predicted and true masks into label maps
-        k = len(cat_index) + 1
-        pred_map = M.semantic_label_map(pred, [cat_index.get(int(c), 0) for c in cats], scores)
-        all_cats = np.asarray(sample.category_ids)
-        true_map = M.semantic_label_map(
-            masks_t[torch.from_numpy(~crowd).to(device)],
-            [cat_index.get(int(c), 0) for c in all_cats[~crowd]],
-            ignore=torch.from_numpy(masks[crowd].any(0)) if crowd.any() else None,
-        )
-        image_rec["confusion"] = M.confusion_matrix(pred_map, true_map, k).tolist()
 
-    worst_items = []
-    if worst:
-        pred_np = pred.cpu().numpy()
-        for i, rec in enumerate(records):
-            worst_items.append(
-                {
-                    "image_index": index,
-                    "instance_id": rec["instance_id"],
-                    "iou": rec["iou"],
-                    "category_id": rec["category_id"],
-                    "mask": _rle(pred_np[i]),
-                }
-            )
-    return records, image_rec, worst_items
+def _confusion(
+    sample: Any, truth: _Truth, scored: _Scored, categories: dict[int, str]
+) -> list[list[int]]:
+    """The image's semantic confusion matrix (0 = background, then the sorted categories)."""
+    cat_index = {cid: i + 1 for i, cid in enumerate(sorted(categories))}
+    all_cats = np.asarray(sample.category_ids)
+    crowd, device = truth.crowd, truth.masks_t.device
+    pred_map = M.semantic_label_map(
+        scored.masks, [cat_index.get(int(c), 0) for c in all_cats[truth.keep]], scored.scores
+    )
+    true_map = M.semantic_label_map(
+        truth.masks_t[torch.from_numpy(~crowd).to(device)],
+        [cat_index.get(int(c), 0) for c in all_cats[~crowd]],
+        ignore=torch.from_numpy(truth.masks[crowd].any(0)) if crowd.any() else None,
+    )
+    return M.confusion_matrix(pred_map, true_map, len(cat_index) + 1).tolist()
+
+
+def _worst_items(records: list[dict], masks: torch.Tensor) -> list[dict]:
+    """Each record's mask as COCO RLE, for the worst-predictions overlays."""
+    masks_np = masks.cpu().numpy()
+    return [
+        {
+            "image_index": rec["image_index"],
+            "instance_id": rec["instance_id"],
+            "iou": rec["iou"],
+            "category_id": rec["category_id"],
+            "mask": encode_mask(masks_np[i]),
+        }
+        for i, rec in enumerate(records)
+    ]
 
 
 def _summarize(protocol: Protocol, records: list, images: list, categories: dict) -> dict:

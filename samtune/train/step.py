@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..prompting import sample_clicks
+from ..sam_ops import best_candidate, decode, encode_images
 from . import losses
 from .cache import EmbeddingCache, cache_key, image_digest
 from .config import FitConfig
@@ -54,29 +56,24 @@ class SamTrainStep(nn.Module):
         needed for ``rounds > 0`` (simulated clicks); seed: for click sampling.
         """
         if pixel_values is not None:
-            image_embeddings = self.sam.vision_encoder(pixel_values).last_hidden_state
+            image_embeddings = encode_images(self.sam, pixel_values)
         # index_select, not image_embeddings[image_index]: the backward of advanced indexing
         # (index_put_ with accumulate) adds the prompts' gradients with multithreaded atomics
         # on CPU, in a different order each run; index_select's (index_add_) is ordered.
         embeddings = image_embeddings.index_select(0, image_index)
-        prompt = {}
-        if boxes is not None:
-            prompt["input_boxes"] = boxes[:, None, :]
-        if points is not None:
-            prompt["input_points"] = points[:, None]
-            prompt["input_labels"] = point_labels[:, None]
-        out = self.sam(image_embeddings=embeddings, multimask_output=multimask, **prompt)
-        results = [(out.pred_masks[:, 0], out.iou_scores[:, 0])]
+        first = decode(self.sam, embeddings, boxes=boxes, points=points, labels=point_labels,
+                       multimask=multimask)  # fmt: skip
+        results = [tuple(first)]
         if rounds:
             results += self._click_rounds(
-                embeddings, points, point_labels, targets, results[-1], rounds, seed
+                embeddings, points, point_labels, targets, first, rounds, seed
             )
         return results
 
     def _click_rounds(self, embeddings, points, labels, targets, first, rounds: int, seed: int):
         """Simulated corrective clicks: each round adds one click where the last mask is wrong."""
         generator = torch.Generator().manual_seed(seed)
-        logits = best_logits(*first)
+        logits = best_candidate(*first).masks
         results = []
         for _ in range(rounds):
             click, label = sample_clicks(logits.detach(), targets, generator)
@@ -85,43 +82,11 @@ class SamTrainStep(nn.Module):
             click_xy = (click.to(logits.dtype) + 0.5) * scale
             points = torch.cat([points, click_xy[:, None]], dim=1)
             labels = torch.cat([labels, label[:, None].to(labels.dtype)], dim=1)
-            out = self.sam(
-                image_embeddings=embeddings,
-                input_points=points[:, None],
-                input_labels=labels[:, None],
-                input_masks=logits.detach()[:, None],
-                multimask_output=False,
-            )
-            results.append((out.pred_masks[:, 0], out.iou_scores[:, 0]))
-            logits = results[-1][0][:, 0]
+            out = decode(self.sam, embeddings, points=points, labels=labels,
+                         mask_inputs=logits.detach()[:, None])  # fmt: skip
+            results.append(tuple(out))
+            logits = out.pred_masks[:, 0]
         return results
-
-
-def best_logits(pred_masks: torch.Tensor, iou_pred: torch.Tensor) -> torch.Tensor:
-    """(M, K, r, r) -> (M, r, r): the candidate the IoU head rates highest (as at inference)."""
-    pick = iou_pred.argmax(dim=1)
-    return pred_masks[torch.arange(pred_masks.shape[0]), pick]
-
-
-def sample_clicks(
-    logits: torch.Tensor, targets: torch.Tensor, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One corrective click per prompt, uniform over the error region (as SAM was trained).
-
-    Returns ``(xy (M, 2) long in low-res pixels, label (M,) 1 for a missed pixel, 0 for a false
-    one)``; a prompt without error gets a positive click on its target (or the centre).
-    """
-    pred = logits > 0
-    gt = targets.bool()
-    error = (pred ^ gt).flatten(1).float().cpu()
-    fallback = gt.flatten(1).float().cpu()
-    weights = torch.where(error.sum(1, keepdim=True) > 0, error, fallback)
-    weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))
-    flat = torch.multinomial(weights, 1, generator=generator)[:, 0].to(logits.device)
-    r = logits.shape[-1]
-    ys, xs = flat // r, flat % r
-    label = gt.flatten(1).gather(1, flat[:, None])[:, 0].long()
-    return torch.stack([xs, ys], dim=1), label
 
 
 def training_loss(
@@ -180,7 +145,7 @@ class FrozenEncoderEmbeddings:
 
     def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         with self.accelerator.autocast():
-            return self.sam.vision_encoder(pixel_values).last_hidden_state.float()
+            return encode_images(self.sam, pixel_values).float()
 
     @torch.no_grad()
     def __call__(self, pixel_values: torch.Tensor, indices: list[int]) -> torch.Tensor:
