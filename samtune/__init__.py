@@ -13,10 +13,8 @@ The public API is re-exported here and imported lazily (PEP 562), so ``import sa
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from . import errors as _errors
+from ._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -39,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "list_strategies": "samtune.strategies",
     "export_adapter": "samtune.adapters",
     "load_adapter": "samtune.adapters",
+    "load_tuned": "samtune.adapters",
     "merge_adapter": "samtune.adapters",
     "read_adapter": "samtune.adapters",
     "save_adapter": "samtune.adapters",
@@ -58,10 +57,11 @@ _EXPORTS: dict[str, str] = {
     "FitResult": "samtune.train",
     "fit": "samtune.train",
     # evaluation and prediction
+    "EvalConfig": "samtune.evaluate",
     "EvalReport": "samtune.evaluate",
-    "compare": "samtune.evaluate",
     "evaluate": "samtune.evaluate",
     "format_comparison": "samtune.evaluate",
+    "run_evaluation": "samtune.evaluate",
     "predict": "samtune.predict",
     "run_suite": "samtune.suite",
 }
@@ -69,13 +69,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'samtune' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = lazy_getattr(globals(), _EXPORTS)
 
 
 def __dir__() -> list[str]:

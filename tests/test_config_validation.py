@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from samtune.errors import ConfigError, DataError
-from samtune.train.config import FitConfig
+from samtune.evaluate.config import EvalConfig
+from samtune.train.config import NOT_GIVEN, FitConfig, build_config, merge_options
 
 DEMO_COUNTS = {"train": 2, "val": 1, "test": 1}
 
@@ -94,25 +95,73 @@ def test_fit_yaml_with_a_wrong_type_is_a_config_error(tmp_path, capsys, yaml_tex
 
 
 def _bad_value(hint) -> object:
-    """A value of the wrong type for a FitConfig field annotation."""
+    """A value of the wrong type for an options field annotation."""
     kinds = [k for k in typing.get_args(hint) or (hint,) if k is not type(None)]
     origin = typing.get_origin(kinds[0]) or kinds[0]
-    return {str: 123, int: "abc", float: "high", bool: "yes", dict: [1]}[origin]
+    return {str: 123, int: "abc", float: "high", bool: "yes", dict: [1], list: 12.5}[origin]
 
 
-@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(FitConfig)])
-def test_every_fit_field_is_type_checked(field):
-    hint = typing.get_type_hints(FitConfig)[field]
+def _fields(*classes, where=lambda f: True) -> list:
+    return [
+        pytest.param(cls, f.name, id=f"{cls.__name__}.{f.name}")
+        for cls in classes
+        for f in dataclasses.fields(cls)
+        if where(f)
+    ]
+
+
+@pytest.mark.parametrize(("cls", "field"), _fields(FitConfig, EvalConfig))
+def test_every_option_is_type_checked(cls, field):
+    hint = typing.get_type_hints(cls)[field]
     with pytest.raises(ConfigError, match=rf"^{field} must be .*; found "):
-        FitConfig(**{field: _bad_value(hint)})
+        cls(**{field: _bad_value(hint)})
 
 
 @pytest.mark.parametrize(
-    "field", [f.name for f in dataclasses.fields(FitConfig) if "int" in str(f.type)]
+    ("cls", "field"), _fields(FitConfig, EvalConfig, where=lambda f: "int" in str(f.type))
 )
-def test_a_bool_is_not_an_integer(field):
+def test_a_bool_is_not_an_integer(cls, field):
     with pytest.raises(ConfigError, match=rf"^{field} must be an integer.*found bool True"):
-        FitConfig(**{field: True})
+        cls(**{field: True})
+    config = cls()
+    setattr(config, field, True)  # validate() checks a config changed after construction too
+    with pytest.raises(ConfigError, match=rf"^{field} must be an integer.*found bool True"):
+        config.validate()
+
+
+@pytest.mark.parametrize("cls", [FitConfig, EvalConfig])
+def test_one_merge_defaults_then_file_then_given(tmp_path, cls):
+    """``merge_options``: the file beats the defaults, given options beat the file;
+    NOT_GIVEN is skipped, None is a value where the field allows it."""
+    file = write_yaml(tmp_path / "c.yaml", "seed: 7\nmax_images: 3\n" if cls is EvalConfig
+                      else "seed: 7\nval_split: test\nstrategy_options: {r: 4}\n")  # fmt: skip
+    nullable = "max_images" if cls is EvalConfig else "val_split"
+    assert merge_options(cls, None, {"seed": NOT_GIVEN}).seed == 0
+    assert merge_options(cls, file, {"seed": NOT_GIVEN}).seed == 7
+    merged = merge_options(cls, file, {"seed": 9, nullable: None})
+    assert (merged.seed, getattr(merged, nullable)) == (9, None)
+    assert merge_options(cls, merged.to_dict(), {}) == merged
+    assert merge_options(cls, file, {"seed": None}).seed == 7  # seed takes no None: not given
+    if cls is FitConfig:  # a mapping option updates the file's key by key
+        given = {"strategy_options": {"alpha": 8}}
+        assert build_config(file, **given).strategy_options == {"r": 4, "alpha": 8}
+
+
+@pytest.mark.parametrize(("command", "cls"), [("fit", FitConfig), ("eval", EvalConfig)])
+def test_help_texts_are_the_fields(command, cls):
+    """The command line shows each option's dataclass help text (written once)."""
+    from typer.main import get_command
+
+    from samtune.cli import app
+
+    cmd = get_command(app).commands[command]
+    names = {f.name for f in dataclasses.fields(cls)}
+    shown = {p.name: p.help for p in cmd.params if p.param_type_name == "option"}
+    shown["strategy_options"] = shown.pop("strategy_option", None)
+    shared = names & set(shown)
+    assert len(shared) >= 18, shared
+    for name in shared:
+        assert shown[name] == cls.field_help(name) != "", name
 
 
 def test_yaml_words_and_exponent_floats_mean_what_the_user_meant(tmp_path):
@@ -300,17 +349,6 @@ def test_eval_numbers_and_yaml_types(tmp_path, capsys, no_model_load, args, yaml
                         *extra, *args)  # fmt: skip
     assert_one_line_error(code, err, *words)
     assert not out.exists()
-
-
-def test_every_eval_option_is_type_checked():
-    from samtune.cli.eval import CONFIG_KEYS, check_options, eval_command
-
-    hints = typing.get_type_hints(eval_command)
-    for key in CONFIG_KEYS:
-        kinds = [k for k in typing.get_args(hints[key]) or (hints[key],) if k is not type(None)]
-        bad = {bool: "yes", int: "abc", float: "high", str: 12}.get(kinds[0], 12.5)
-        with pytest.raises(ConfigError, match=rf"^{key} must be .*; found "):
-            check_options({key: bad})
 
 
 def test_evaluate_refuses_a_bad_max_images(tiny_model):

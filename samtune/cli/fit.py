@@ -1,4 +1,8 @@
-"""``samtune fit``: fine-tune SAM with a strategy on a dataset (Accelerate, one CPU to many GPUs)."""
+"""``samtune fit``: fine-tune SAM with a strategy on a dataset (Accelerate, one CPU to many GPUs).
+
+Parses the options and prints the result; :func:`samtune.fit` does the rest. Help texts and
+defaults are :class:`~samtune.train.config.FitConfig`'s.
+"""
 
 from __future__ import annotations
 
@@ -7,82 +11,47 @@ from typing import Annotated
 
 import typer
 
+from ._options import Fields, given
+
+FIT = Fields("samtune.train.config:FitConfig")
+
 
 def fit(
-    strategy: Annotated[
-        str | None,
-        typer.Option("--strategy", "-s", help="Strategy: lora, decoder, adapter, full..."),
-    ] = None,
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", "-d", help="Dataset recipe: demo, trashcan, ...")
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Model source (default facebook/sam-vit-base; demo for --dataset demo).",
-        ),
-    ] = None,
+    ctx: typer.Context,
+    strategy: Annotated[str | None, FIT.option("strategy", "--strategy", "-s")] = None,
+    dataset: Annotated[str | None, FIT.option("dataset", "--dataset", "-d")] = None,
+    model: Annotated[str | None, FIT.option("model", "--model", "-m")] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="YAML file of options (a run's config.yaml)."),
     ] = None,
-    output_dir: Annotated[
-        Path | None,
-        typer.Option("--output-dir", "-o", help="Run folder (default runs/STRATEGY-DATASET)."),
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
-    max_steps: Annotated[
-        int | None, typer.Option(help="Stop after this many optimizer steps.")
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per step per process.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    prompt: Annotated[
-        str | None, typer.Option(help="Training prompts: box, point or interactive.")
-    ] = None,
+    output_dir: Annotated[Path | None, FIT.option("output_dir", "--output-dir", "-o")] = None,
+    epochs: Annotated[int | None, FIT.option("epochs")] = None,
+    max_steps: Annotated[int | None, FIT.option("max_steps")] = None,
+    batch_size: Annotated[int | None, FIT.option("batch_size")] = None,
+    lr: Annotated[float | None, FIT.option("lr")] = None,
+    prompt: Annotated[str | None, FIT.option("prompt")] = None,
     mixed_precision: Annotated[
-        str | None, typer.Option("--mixed-precision", help="no, fp16 or bf16.")
+        str | None, FIT.option("mixed_precision", "--mixed-precision")
     ] = None,
-    grad_accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps.")] = None,
+    grad_accum: Annotated[int | None, FIT.option("grad_accum")] = None,
     gradient_checkpointing: Annotated[
         bool | None,
-        typer.Option(
-            "--gradient-checkpointing/--no-gradient-checkpointing",
-            help="Recompute image-encoder activations in backward (saves memory).",
+        FIT.option(
+            "gradient_checkpointing", "--gradient-checkpointing/--no-gradient-checkpointing"
         ),
     ] = None,
-    cache: Annotated[
-        str | None, typer.Option(help="Embedding cache for frozen encoders: auto, on or off.")
-    ] = None,
-    attention: Annotated[
-        str | None,
-        typer.Option(help="Image-encoder attention: sdpa or flex (fused bias, CUDA only)."),
-    ] = None,
-    compile: Annotated[
-        str | None,
-        typer.Option(
-            "--compile",
-            help="torch.compile mode: no, default or max-autotune-no-cudagraphs.",
-        ),
-    ] = None,
-    eval_every: Annotated[
-        int | None, typer.Option(help="Validate every N steps (default: each epoch).")
-    ] = None,
-    checkpoint_every: Annotated[
-        int | None, typer.Option(help="Checkpoint every N steps (default: each epoch).")
-    ] = None,
-    early_stopping: Annotated[
-        int | None, typer.Option(help="Stop after N validations without improvement.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the run folder's last checkpoint.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    cache: Annotated[str | None, FIT.option("cache")] = None,
+    attention: Annotated[str | None, FIT.option("attention")] = None,
+    compile: Annotated[str | None, FIT.option("compile", "--compile")] = None,
+    eval_every: Annotated[int | None, FIT.option("eval_every")] = None,
+    checkpoint_every: Annotated[int | None, FIT.option("checkpoint_every")] = None,
+    early_stopping: Annotated[int | None, FIT.option("early_stopping")] = None,
+    seed: Annotated[int | None, FIT.option("seed")] = None,
+    resume: Annotated[bool, FIT.option("resume", "--resume")] = False,
+    quiet: Annotated[bool, FIT.option("quiet", "--quiet", "-q")] = False,
     strategy_option: Annotated[
-        list[str] | None,
-        typer.Option("--strategy-option", "-S", help="Strategy setting key=value (repeatable)."),
+        list[str] | None, FIT.option("strategy_options", "--strategy-option", "-S")
     ] = None,
 ) -> None:
     """Fine-tune SAM; writes config.yaml, adapter/, best/, checkpoints/, metrics.json, results.md.
@@ -99,39 +68,18 @@ def fit(
 
         accelerate launch --num_processes 2 -m samtune fit --strategy decoder --dataset trashcan
     """
-    from ..train.config import build_config, parse_key_values
-    from ..train.loop import train
+    from ..train import fit as run_fit
+    from ..train.config import parse_key_values
 
-    cfg = build_config(
-        config,
-        strategy=strategy,
-        dataset=dataset,
-        model=model,
-        output_dir=str(output_dir) if output_dir is not None else None,
-        epochs=epochs,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        lr=lr,
-        prompt=prompt,
-        mixed_precision=mixed_precision,
-        grad_accum=grad_accum,
-        gradient_checkpointing=gradient_checkpointing,
-        cache=cache,
-        attention=attention,
-        compile=compile,
-        eval_every=eval_every,
-        checkpoint_every=checkpoint_every,
-        early_stopping=early_stopping,
-        seed=seed,
-        resume=resume or None,
-        quiet=quiet or None,
-        strategy_options=parse_key_values(strategy_option) or None,
-    ).resolved()
-    result = train(cfg)
+    options = given(ctx)
+    options.pop("config", None)
+    if "strategy_option" in options:
+        options["strategy_options"] = parse_key_values(options.pop("strategy_option"))
+    result = run_fit(config=config, **options)
     typer.echo(f"run folder: {result.output_dir}")
     if result.best_metric is not None:
         typer.echo(f"best validation mIoU {result.best_metric:.4f} at step {result.best_step}")
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(fit)
+    app.command(context_settings=FIT.settings())(fit)

@@ -1,4 +1,8 @@
-"""Evaluation reports: :class:`EvalReport`, ``metrics.json``, markdown tables, model comparisons."""
+"""Evaluation reports: :class:`EvalReport`, ``metrics.json``, markdown tables, model comparisons.
+
+Light (no torch): what a report is and how it reads; :mod:`samtune.evaluate.runner` makes
+them, :mod:`samtune.evaluate.evaluation` runs and writes several.
+"""
 
 from __future__ import annotations
 
@@ -138,23 +142,16 @@ def _delta(v, base, pct: bool) -> str:
 # --------------------------------------------------------------------------- comparison
 
 
-def compare(models: Mapping[str, object], dataset, prompt: str = "box", **options) -> dict:
-    """Evaluate several models with the same protocol and options.
+def reports_to_json(reports: Mapping[str, EvalReport]) -> str:
+    """``{label: report.to_dict()}`` as indented JSON (``comparison.json``, ``eval --json``)."""
+    return json.dumps({k: r.to_dict() for k, r in reports.items()}, indent=2, default=str)
 
-    Args:
-        models: ``{label: SamModel}`` in display order; the first is the baseline of
-            :func:`format_comparison` (typically the zero-shot base model).
-        dataset, prompt, options: passed to :func:`samtune.evaluate.evaluate` for each model.
 
-    Returns:
-        ``{label: EvalReport}`` in the same order.
-    """
-    from .runner import evaluate
-
-    return {
-        label: evaluate(model, dataset, prompt, name=label, **options)
-        for label, model in models.items()
-    }
+def format_reports(reports: Mapping[str, EvalReport]) -> str:
+    """Markdown for ``{label: EvalReport}``: one report's summary, or several side by side."""
+    if len(reports) > 1:
+        return format_comparison(reports)
+    return next(iter(reports.values())).to_markdown()
 
 
 def format_comparison(
@@ -225,4 +222,4 @@ def format_comparison(
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["METRIC_COLUMNS", "EvalReport", "compare", "format_comparison"]
+__all__ = ["METRIC_COLUMNS", "EvalReport", "format_comparison", "format_reports", "reports_to_json"]

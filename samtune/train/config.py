@@ -1,25 +1,35 @@
-"""The training configuration: one dataclass, settable from YAML, the CLI and ``samtune.fit``.
+"""The training configuration, and how samtune reads, merges and checks options.
 
-Precedence: explicit arguments (CLI options, ``fit(**options)``) override the YAML file given
-with ``config=``, which overrides the defaults here. The resolved config is written to the run
-folder as ``config.yaml`` and can be passed back with ``--config`` to reproduce the run.
+:class:`FitConfig` holds every option of a training run, settable from YAML, the CLI and
+``samtune.fit``; :class:`samtune.evaluate.EvalConfig` is its twin for evaluation. Both are
+:class:`Options`: normalised and type-checked on construction (:func:`check_type`,
+:func:`check_range`, :func:`check_seed` are the checks every option goes through), and each
+field's ``metadata["help"]`` is its one help text (the CLI shows it).
+
+Precedence, the same for both (:func:`merge_options`): options given explicitly (CLI options
+the user typed, ``fit(**options)``) override the YAML file given with ``config=``, which
+overrides the defaults here. "Not given" is :data:`NOT_GIVEN`, not ``None``: ``None`` is a
+value where a field allows it (``val_split=None`` turns validation off). The resolved config
+is written to the run folder as ``config.yaml`` and can be passed back with ``--config`` to
+reproduce the run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import math
 import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import ConfigError
-from ..fast import ATTENTION_CHOICES, COMPILE_MODES
 
 PROMPTS = ("box", "point", "interactive")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -39,21 +49,105 @@ DEMO_DEFAULTS: dict[str, Any] = {
 DEFAULT_MODEL = "facebook/sam-vit-base"
 
 
+class _NotGiven(enum.Enum):
+    NOT_GIVEN = "NOT_GIVEN"
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+# An option the caller did not give (the file's value, else the default, applies): distinct
+# from None, which is a value.
+NOT_GIVEN = _NotGiven.NOT_GIVEN
+
+
+class Options:
+    """What samtune's option dataclasses share (:class:`FitConfig`, ``EvalConfig``).
+
+    On construction every field is normalised (paths become text, YAML's ``off`` the word
+    again, a single value for a list field a list of one) and :meth:`validate` checks every
+    field's type against its annotation; subclasses add the checks of values. A field's help
+    text is its ``metadata["help"]``.
+    """
+
+    # what the options are called in messages: "unknown training option(s) ..."
+    noun = "option"
+    # fields that name files or folders: a path is accepted and stored as text
+    path_fields: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _normalize(type(self), f.name, getattr(self, f.name)))
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field's type (ConfigError naming the field, what it expects, the value)."""
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):
+            check_type(f.name, getattr(self, f.name), hints[f.name])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[OptionsT], data: Mapping[str, Any]) -> OptionsT:
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known), key=str)
+        if unknown:
+            raise ConfigError(
+                f"unknown {cls.noun}(s) {', '.join(map(str, unknown))}; known options: "
+                f"{', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+    @classmethod
+    def read_file(cls, path: str | os.PathLike) -> dict[str, Any]:
+        """The options in a YAML file (a mapping of field names), as :meth:`from_dict` takes."""
+        from ..io import read_yaml_mapping
+
+        return read_yaml_mapping(path, f"{cls.noun}s")
+
+    @classmethod
+    def field_help(cls, name: str) -> str:
+        """The help text of option ``name`` (its field's ``metadata["help"]``)."""
+        return cls.__dataclass_fields__[name].metadata.get("help", "")
+
+    @classmethod
+    def field_default(cls, name: str) -> Any:
+        """The default of option ``name``."""
+        f = cls.__dataclass_fields__[name]
+        return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+OptionsT = TypeVar("OptionsT", bound="Options")
+
+
 @dataclass
-class FitConfig:
+class FitConfig(Options):
     """Every option of a training run (``samtune fit``, ``samtune.fit``, ``config.yaml``)."""
 
-    strategy: str = field(default="lora", metadata={"help": "Adaptation strategy name."})
-    dataset: str = field(default="demo", metadata={"help": "Dataset recipe or `coco`."})
+    noun = "training option"
+    path_fields = ("output_dir", "dataset_root", "cache_dir")
+
+    strategy: str = field(
+        default="lora",
+        metadata={"help": "Strategy: lora, decoder, adapter, full... (see `samtune strategies`)."},
+    )
+    dataset: str = field(
+        default="demo",
+        metadata={"help": "Dataset recipe (demo, trashcan, zerowaste, taco...) or coco."},
+    )
     model: str | None = field(
         default=None,
         metadata={
             "help": "Model source; default facebook/sam-vit-base (`demo` for the demo data)."
         },
     )
-    output_dir: str | None = field(default=None, metadata={"help": "Run folder."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Run folder (default runs/STRATEGY-DATASET)."}
+    )
     strategy_options: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "Strategy config (key=value)."}
+        default_factory=dict, metadata={"help": "Strategy setting key=value (repeatable)."}
     )
     dataset_root: str | None = field(default=None, metadata={"help": "Dataset folder."})
     dataset_options: dict[str, Any] = field(default_factory=dict)
@@ -62,12 +156,16 @@ class FitConfig:
     test_split: str | None = field(
         default="test", metadata={"help": "Split for the zero-shot vs fine-tuned table."}
     )
-    epochs: int | None = field(default=None, metadata={"help": "Epochs (default 10; demo 4)."})
-    max_steps: int | None = field(default=None, metadata={"help": "Stop after this many steps."})
+    epochs: int | None = field(
+        default=None, metadata={"help": "Number of epochs (default 10; demo 4)."}
+    )
+    max_steps: int | None = field(
+        default=None, metadata={"help": "Stop after this many optimizer steps."}
+    )
     batch_size: int | None = field(default=None, metadata={"help": "Images per step per process."})
     grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
     lr: float | None = field(
-        default=None, metadata={"help": "Peak learning rate (1e-4; demo 3e-4)."}
+        default=None, metadata={"help": "Peak learning rate (default 1e-4; demo 3e-4)."}
     )
     weight_decay: float = 0.01
     warmup_steps: int | None = None
@@ -77,7 +175,8 @@ class FitConfig:
     )
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16."})
     gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Recompute the image encoder's activations in backward."}
+        default=False,
+        metadata={"help": "Recompute the image encoder's activations in backward (saves memory)."},
     )
     attention: str = field(
         default="sdpa",
@@ -87,7 +186,7 @@ class FitConfig:
         default="no",
         metadata={"help": "torch.compile SAM's parts: no, default, max-autotune-no-cudagraphs."},
     )
-    seed: int = 0
+    seed: int = field(default=0, metadata={"help": "Random seed."})
     deterministic: bool = field(
         default=False,
         metadata={
@@ -95,7 +194,9 @@ class FitConfig:
             "runs are bit-identical without it."
         },
     )
-    prompt: str = field(default="box", metadata={"help": "box, point or interactive."})
+    prompt: str = field(
+        default="box", metadata={"help": "Training prompts: box, point or interactive."}
+    )
     interactive_rounds: int = field(default=3, metadata={"help": "Corrective-click rounds."})
     box_jitter: float = field(default=0.1, metadata={"help": "Box noise (fraction of box size)."})
     max_instances: int | None = field(
@@ -104,55 +205,62 @@ class FitConfig:
     focal_weight: float = 20.0
     dice_weight: float = 1.0
     iou_weight: float = 1.0
-    cache: str = field(default="auto", metadata={"help": "Embedding cache: auto, on or off."})
+    cache: str = field(
+        default="auto",
+        metadata={"help": "Embedding cache for frozen encoders: auto, on or off."},
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "Default: <output_dir>/cache."})
     cache_memory_mb: int = field(default=1024, metadata={"help": "In-memory cache budget."})
     augment: bool = field(default=False, metadata={"help": "Image augmentation (disables cache)."})
     eval_every: int | None = field(
-        default=None, metadata={"help": "Validate every N steps; null: after each epoch."}
+        default=None, metadata={"help": "Validate every N steps (default: each epoch)."}
     )
     eval_prompt: str = field(default="box", metadata={"help": "Validation prompt protocol."})
     early_stopping: int | None = field(
         default=None, metadata={"help": "Stop after N validations without improvement."}
     )
     checkpoint_every: int | None = field(
-        default=None, metadata={"help": "Checkpoint every N steps; null: each epoch."}
+        default=None, metadata={"help": "Checkpoint every N steps (default: each epoch)."}
     )
     keep_checkpoints: int = field(default=2, metadata={"help": "Step checkpoints to keep."})
-    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint."})
+    resume: bool = field(
+        default=False, metadata={"help": "Continue from the run folder's last checkpoint."}
+    )
     compare: bool = field(
         default=True, metadata={"help": "Evaluate zero-shot and fine-tuned on the test split."}
     )
     compare_point: bool | None = field(
         default=None, metadata={"help": "Also compare with the point protocol (default: demo)."}
     )
-    quiet: bool = False
+    quiet: bool = field(default=False, metadata={"help": "No progress bar."})
     log_with: str | None = field(
         default="auto", metadata={"help": "Accelerate tracker: auto (tensorboard if installed)."}
     )
     num_workers: int = 0
 
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, _normalize(f.name, getattr(self, f.name)))
-        self.validate()
-
     def validate(self) -> None:
         """Check every field's type, then its value (ConfigError naming the field)."""
-        hints = _field_types()
-        for f in dataclasses.fields(self):
-            check_type(f.name, getattr(self, f.name), hints[f.name])
+        super().validate()
 
         def choose(name: str, allowed: tuple[str, ...]) -> None:
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}; found {value!r}")
 
-        choose("prompt", PROMPTS)
-        choose("eval_prompt", ("box", "point"))
+        from ..prompting import EVAL_PROMPTS, parse_prompt  # the one prompt grammar
+
+        # Stored in canonical form ("Box" -> "box"), which is what the loop compares against.
+        self.prompt = str(parse_prompt(self.prompt, PROMPTS, what="training prompt"))
+        self.eval_prompt = str(
+            parse_prompt(
+                self.eval_prompt, EVAL_PROMPTS, name="eval_prompt", what="evaluation protocol"
+            )
+        )
         choose("mixed_precision", MIXED_PRECISION)
         choose("schedule", SCHEDULES)
         choose("cache", CACHE_MODES)
+        from ..fast import ATTENTION_CHOICES, COMPILE_MODES  # torch: only once a config is made
+
         choose("attention", ATTENTION_CHOICES)
         choose("compile", COMPILE_MODES)
         positive = ["epochs", "max_steps", "batch_size", "grad_accum", "eval_every",
@@ -196,24 +304,8 @@ class FitConfig:
         out.validate()
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FitConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown training option(s) {', '.join(unknown)}; known options: "
-                f"{', '.join(sorted(known))}"
-            )
-        return cls(**data)
-
 
 LOSS_WEIGHTS = ("focal_weight", "dice_weight", "iou_weight")
-# Fields that name files or folders: a Path is accepted and stored as text.
-PATH_FIELDS = ("output_dir", "dataset_root", "cache_dir")
 # YAML 1.1 reads the bare words on/off/no as booleans: give these fields the word back.
 _YAML_WORDS: dict[str, dict[bool, str]] = {
     "cache": {True: "on", False: "off"},
@@ -226,20 +318,24 @@ _NUMBER_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 @functools.cache
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(FitConfig)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
-def _normalize(name: str, value: Any) -> Any:
+def _normalize(cls: type[Options], name: str, value: Any) -> Any:
     """Undo what YAML and pathlib do to values whose meaning is plain."""
     if isinstance(value, bool) and value in _YAML_WORDS.get(name, {}):
         return _YAML_WORDS[name][value]
-    if name in PATH_FIELDS and isinstance(value, os.PathLike):
+    kinds = _union_args(_hints(cls)[name])[0]
+    if any(typing.get_origin(k) is list for k in kinds):
+        if isinstance(value, (str, os.PathLike)):
+            value = [value]  # one value for a list of them
+        if name in cls.path_fields and isinstance(value, (list, tuple)):
+            return [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+    if name in cls.path_fields and isinstance(value, os.PathLike):
         return os.fspath(value)
-    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
-        hint = _field_types().get(name)
-        if hint is not None and float in _union_args(hint)[0]:
-            return float(value)
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()) and float in kinds:
+        return float(value)
     return value
 
 
@@ -384,31 +480,62 @@ def check_inputs(cfg: FitConfig, *, strategy: Any = None, dataset: Any = None) -
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a config YAML (a mapping of FitConfig fields)."""
-    from ..io import read_yaml_mapping
+    return FitConfig.read_file(path)
 
-    return read_yaml_mapping(path, "training options")
+
+def merge_options(
+    cls: type[OptionsT],
+    config: str | os.PathLike | Mapping[str, Any] | OptionsT | None = None,
+    given: Mapping[str, Any] | None = None,
+) -> OptionsT:
+    """The one way samtune merges options: defaults < ``config`` < ``given``.
+
+    Args:
+        cls: the options dataclass (:class:`FitConfig`, ``EvalConfig``).
+        config: a YAML file (read with ``cls.read_file``), a mapping, an instance of ``cls``,
+            or None (defaults only).
+        given: the options set explicitly (what the user typed on the command line, a
+            function's keyword arguments). :data:`NOT_GIVEN` values are skipped; ``None`` is
+            a value where the field allows it (``val_split=None``: no validation), elsewhere
+            it is the same as not given. A mapping (``strategy_options``) updates the
+            config's mapping key by key.
+
+    Raises:
+        ConfigError: an unknown option, or a wrong type or value (naming the option).
+        MissingFileError: ``config`` names no file.
+    """
+    if isinstance(config, cls):
+        base = config.to_dict()
+    elif isinstance(config, Mapping):
+        base = dict(config)
+    elif isinstance(config, (str, os.PathLike)):
+        base = cls.read_file(config)
+    elif config is None:
+        base = {}
+    else:
+        raise ConfigError(
+            f"config must be a YAML file, a mapping or a {cls.__name__}; found "
+            f"{type(config).__name__}"
+        )
+    hints = _hints(cls)
+    for key, value in (given or {}).items():
+        if value is NOT_GIVEN or value is None and key in hints and not _union_args(hints[key])[1]:
+            continue
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            value = {**base[key], **value}
+        base[key] = value
+    return cls.from_dict(base)
 
 
 def build_config(
-    config: str | Path | dict | FitConfig | None = None, **overrides: Any
+    config: str | Path | Mapping[str, Any] | FitConfig | None = None, **given: Any
 ) -> FitConfig:
-    """Merge defaults < YAML file (or mapping) < ``overrides`` (``None`` values are ignored)."""
-    if isinstance(config, FitConfig):
-        base = config.to_dict()
-    elif isinstance(config, dict):
-        base = dict(config)
-    elif config is not None:
-        base = load_yaml(config)
-    else:
-        base = {}
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if key == "strategy_options" and isinstance(value, dict):
-            base["strategy_options"] = {**base.get("strategy_options", {}), **value}
-        else:
-            base[key] = value
-    return FitConfig.from_dict(base)
+    """A :class:`FitConfig` from defaults < ``config`` < ``given`` (see :func:`merge_options`).
+
+    ``NOT_GIVEN`` values are skipped; ``None`` is a value where the field allows it
+    (``val_split=None``: no validation), elsewhere the same as not given.
+    """
+    return merge_options(FitConfig, config, given)
 
 
 def save_yaml(config: FitConfig, path: str | Path) -> None:

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import math
@@ -101,22 +100,16 @@ def fit(
         ConfigError: an invalid option; RunError: the run failed (NaN loss, out of memory).
     """
     objects: dict[str, Any] = {}
-    overrides: dict[str, Any] = dict(options)
-    for key, value in (("model", model), ("strategy", strategy), ("dataset", dataset)):
-        if value is None or isinstance(value, (str, Path)):
-            overrides[key] = str(value) if value is not None else None
-        else:
+    given: dict[str, Any] = dict(options)  # None is a value here: val_split=None, no validation
+    named = {"model": model, "strategy": strategy, "dataset": dataset, "output_dir": output_dir}
+    for key, value in named.items():
+        if value is None:
+            continue  # not given: the config's value, else the default
+        if key != "output_dir" and not isinstance(value, (str, Path)):
             objects[key] = value
-            overrides[key] = _describe_object(key, value)
-    overrides["output_dir"] = str(output_dir) if output_dir is not None else None
-    cfg = build_config(config, **overrides)
-    # build_config reads None as "not given" (the CLI's unset options); an option passed here
-    # as None is explicit: None turns val_split/test_split off, other fields get their default.
-    nullable = {f.name for f in dataclasses.fields(FitConfig) if "None" in str(f.type)}
-    cfg = dataclasses.replace(
-        cfg, **{k: None for k, v in options.items() if v is None and k in nullable}
-    )
-    return train(cfg.resolved(), callbacks=callbacks, **objects)
+            value = _describe_object(key, value)
+        given[key] = str(value)
+    return train(build_config(config, **given).resolved(), callbacks=callbacks, **objects)
 
 
 def _describe_object(kind: str, value: Any) -> str:

@@ -1,0 +1,157 @@
+"""An evaluation from an :class:`EvalConfig`: the base model and its adapters on a dataset.
+
+What ``samtune eval`` runs (the command parses options and prints what this returns):
+check the options, load the dataset, evaluate the base model zero-shot and/or each adapter
+with one protocol, and write the output folder.
+
+Output layout (:func:`write_outputs`): one model writes ``metrics.json``, ``report.md``,
+``records.jsonl`` and plots into the folder; several write one sub-folder each
+(``0-<base>``, ``1-<adapter>``, ...) plus ``comparison.md``, ``comparison.json`` and combined
+plots.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, MissingFileError
+from ..io import atomic_write
+from .config import EvalConfig
+from .report import EvalReport, format_comparison, reports_to_json
+
+
+def run_evaluation(config: EvalConfig, *, accelerator: Any = None) -> dict[str, EvalReport]:
+    """Evaluate ``config.model`` and/or its adapters; write ``config.output`` if set.
+
+    Without adapters the base model is evaluated; with adapters each tuned model is (the base
+    model zero-shot first too with ``compare``). Names, files and the dataset are checked
+    before any model loads.
+
+    Args:
+        config: the options (see :class:`EvalConfig`; build one from a YAML file and given
+            options with ``merge_options(EvalConfig, file, given)``).
+        accelerator: an ``accelerate.Accelerator`` to shard images over (default: a new one,
+            on the CPU for ``device="cpu"``).
+
+    Returns:
+        ``{label: EvalReport}`` in display order, on every process (the output folder is
+        written by the main process). Labels: the model source (one model), ``<source>
+        (zero-shot)``, and each adapter's folder name (made unique).
+
+    Raises:
+        ConfigError, UnknownNameError, MissingFileError: a bad protocol, adapter or dataset.
+    """
+    from ..data import load_dataset
+    from ..data.recipes import check_dataset
+    from .runner import evaluate, parse_protocol
+
+    protocol = parse_protocol(config.prompt)
+    adapters = list(config.adapter or [])
+    for a in adapters:
+        if (a.startswith((".", "/", "~")) or Path(a).suffix) and not Path(a).expanduser().exists():
+            raise MissingFileError(f"adapter {a!r} does not exist; give a folder written by fit")
+    if config.compare and not adapters:
+        raise ConfigError("--compare needs at least one --adapter to compare with the base model")
+    options = {}
+    if config.images is not None or config.annotations is not None:
+        if config.dataset != "coco":
+            raise ConfigError(
+                f"--images and --annotations apply to --dataset coco only, not {config.dataset!r}"
+            )
+        options = {"images": config.images, "annotations": config.annotations}
+    check_dataset(config.dataset, [config.split], config.root, **options)
+    data = load_dataset(config.dataset, config.split, config.root, **options)
+
+    if accelerator is None:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=config.device == "cpu")
+    target = config.device if config.device is not None else accelerator.device
+    reports = {}
+    for label, adapter in _runs(config.model, adapters, config.compare):
+        sam = _load(config.model, adapter).to(target)
+        reports[label] = evaluate(
+            sam,
+            data,
+            protocol,
+            accelerator=accelerator,
+            prompt_batch=config.prompt_batch,
+            jitter=config.jitter,
+            seed=config.seed,
+            max_images=config.max_images,
+            worst=config.worst if config.output is not None else 0,
+            progress=False if config.quiet else None,
+            name=label,
+        )
+        reports[label].model["adapter"] = adapter
+        del sam
+    if config.output is not None and accelerator.is_main_process:
+        write_outputs(reports, config.output, data, plots=config.plots)
+    return reports
+
+
+def _runs(model: str, adapters: list[str], compare: bool) -> Iterator[tuple[str, str | None]]:
+    """(label, adapter or None for the base model) in display order; labels are unique."""
+    used: set[str] = set()
+    if compare or not adapters:
+        label = f"{model} (zero-shot)" if adapters else model
+        used.add(label)
+        yield label, None
+    for adapter in adapters:
+        base = Path(adapter).name or adapter
+        label, i = base, 2
+        while label in used:
+            label, i = f"{base}-{i}", i + 1
+        used.add(label)
+        yield label, adapter
+
+
+def _load(model: str, adapter: str | None):
+    """The base model (on the CPU), tuned with ``adapter`` if given."""
+    from ..adapters import load_tuned
+    from ..models import load_model
+
+    base = load_model(model, device="cpu")
+    return base if adapter is None else load_tuned(adapter, base)
+
+
+def write_outputs(
+    reports: Mapping[str, EvalReport],
+    output: str | os.PathLike,
+    dataset: Any = None,
+    *,
+    plots: bool = True,
+) -> None:
+    """Write ``reports`` into ``output`` (layout: see the module docstring).
+
+    ``dataset`` (the one evaluated) draws the worst-prediction overlays; ``plots=False``
+    writes no PNG.
+    """
+    from . import plots as P
+
+    output = Path(output)
+    single = len(reports) == 1
+    for i, (label, report) in enumerate(reports.items()):
+        folder = output if single else output / f"{i}-{Path(label.split(' ')[0]).name}"
+        report.save(folder)
+        if plots:
+            P.plot_per_class(report, folder / "per_class_iou.png")
+            P.plot_iou_histogram(report, folder / "iou_histogram.png")
+            if report.protocol.startswith("clicks"):
+                P.plot_click_curve(report, folder / "click_curve.png")
+            if report.worst and dataset is not None:
+                P.save_worst_overlays(report, dataset, folder / "worst")
+    if not single:
+        with atomic_write(output / "comparison.md") as tmp:
+            tmp.write_text(format_comparison(reports))
+        with atomic_write(output / "comparison.json") as tmp:
+            tmp.write_text(reports_to_json(reports))
+        if plots:
+            P.plot_per_class(reports, output / "per_class_iou.png")
+            P.plot_iou_histogram(reports, output / "iou_histogram.png")
+
+
+__all__ = ["run_evaluation", "write_outputs"]
