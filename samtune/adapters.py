@@ -45,7 +45,7 @@ FORMAT = "samtune.adapter"
 FORMAT_VERSION = "2"
 # Version 1 fingerprinted the base's weights only; such adapters still load, with a note.
 _WEIGHTS_ONLY_VERSIONS = ("1",)
-EXPORT_FORMATS = ("hf", "segment-anything", "peft", "hub")
+EXPORT_FORMATS = ("hf", "segment-anything", "peft", "hub", "onnx")
 
 
 @dataclass
@@ -308,6 +308,31 @@ def load_adapter(
     return base_model
 
 
+def load_tuned(
+    dir_or_hub_id: str | os.PathLike,
+    base: torch.nn.Module | str | os.PathLike | None = None,
+) -> torch.nn.Module:
+    """The tuned model an adapter describes: :func:`load_adapter` onto ``base``.
+
+    Args:
+        dir_or_hub_id: the adapter (folder, file or hub id).
+        base: the base model (a ``SamModel`` or a source); default: the base the adapter
+            records (``base_model``: the source it was trained from).
+
+    Raises:
+        InputError: no ``base`` given and the adapter records none.
+        And what :func:`load_adapter` raises.
+    """
+    if base is None or base == "":
+        base = read_adapter(dir_or_hub_id).metadata.get("base_model", "")
+        if not base:
+            raise InputError(
+                f"adapter {os.fspath(dir_or_hub_id)!r} does not record its base model; give it "
+                "(--base, or base=)"
+            )
+    return load_adapter(base, dir_or_hub_id)
+
+
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in d.items():
@@ -367,6 +392,7 @@ def export_adapter(
     metrics: str | os.PathLike | None = None,
     overwrite: bool = False,
     protect: list[str | os.PathLike] | tuple = (),
+    quantize: str | None = None,
 ) -> Path:
     """Write a tuned model in another format.
 
@@ -383,6 +409,8 @@ def export_adapter(
             not write is ever removed; the current folder and its parents never are.
         protect: paths that must survive (the adapter and base being exported): an output
             folder that holds one of them is refused.
+        quantize: for ``onnx`` (encoder + decoder + ``samtune_onnx.json``, see
+            :mod:`samtune.onnx_export`): ``None``, ``"fp16"`` or ``"int8"`` for the encoder.
 
     Raises:
         UnknownNameError: an unknown format.
@@ -400,12 +428,18 @@ def export_adapter(
     from .models import model_source
 
     protect = [*protect, *([model_source(model)] if Path(model_source(model)).exists() else [])]
+    if quantize is not None and format != "onnx":
+        raise InputError(f"quantize applies to the onnx format only, not {format!r}")
     if format == "hf":
         merged = merge_adapter(model)
         with atomic_dir(output, overwrite=overwrite, protect=protect) as tmp:
             save_hf_folder(merged, tmp)
     elif format == "segment-anything":
         save_meta_checkpoint(merge_adapter(model), output, overwrite=overwrite)
+    elif format == "onnx":
+        from .onnx_export import export_onnx
+
+        export_onnx(model, output, quantize=quantize, overwrite=overwrite, protect=protect)
     elif format == "peft":
         if not hasattr(strategy, "save_peft_directory"):
             raise InputError(

@@ -120,8 +120,8 @@ def test_adapter_strategy_cannot_merge_and_says_why(base_dir, tmp_path):
         merge_adapter(model)
     with pytest.raises(InputError, match="cannot be written as a peft directory"):
         export_adapter(tuned(base_dir, "decoder"), tmp_path / "p", "peft")
-    with pytest.raises(UnknownNameError, match="choose one of hf, segment-anything, peft, hub"):
-        export_adapter(model, tmp_path / "x", "onnx")
+    with pytest.raises(UnknownNameError, match="choose one of hf, .*, hub, onnx"):
+        export_adapter(model, tmp_path / "x", "tflite")
 
 
 def test_hub_folder_has_adapter_config_and_card(base_dir, tmp_path):

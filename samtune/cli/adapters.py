@@ -14,13 +14,6 @@ _BASE = typer.Option(
 )
 
 
-def _tuned(adapter: str, base: str | None):
-    from ..adapters import load_adapter, read_adapter
-
-    source = base or read_adapter(adapter).metadata.get("base_model", "")
-    return load_adapter(source, adapter)
-
-
 def _inputs(*paths) -> list[Path]:
     """The command's inputs that exist locally: an output may never replace them."""
     return [Path(p) for p in paths if p is not None and Path(p).exists()]
@@ -45,10 +38,10 @@ def merge(
 
         samtune merge runs/lora-demo ./sam-merged --base facebook/sam-vit-base
     """
-    from ..adapters import export_adapter
+    from ..adapters import export_adapter, load_tuned
 
     export_adapter(
-        _tuned(adapter, base), output, "hf", overwrite=overwrite, protect=_inputs(adapter, base)
+        load_tuned(adapter, base), output, "hf", overwrite=overwrite, protect=_inputs(adapter, base)
     )
     typer.echo(f"wrote {output}")
 
@@ -58,7 +51,7 @@ def export(
     output: Annotated[Path, typer.Argument(help="Output folder, or .pth for segment-anything.")],
     format: Annotated[
         str,
-        typer.Option("--format", "-f", help="hf, segment-anything, peft or hub."),
+        typer.Option("--format", "-f", help="hf, segment-anything, peft, hub or onnx."),
     ] = "hub",
     base: Annotated[str | None, _BASE] = None,
     metrics: Annotated[
@@ -68,13 +61,22 @@ def export(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an OUTPUT that samtune wrote earlier.")
     ] = False,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            "--quantize",
+            help="onnx: quantize the image encoder, fp16 or int8 (dynamic); default fp32.",
+        ),
+    ] = None,
 ) -> None:
-    """Export a tuned model: merged HF folder, Meta .pth, peft directory, or hub folder.
+    """Export a tuned model: merged HF folder, Meta .pth, peft directory, hub folder, or ONNX.
 
     Formats: `hf` (merged SamModel folder), `segment-anything` (merged Meta .pth for
     segment_anything's Sam), `peft` (adapter_config.json + adapter_model.safetensors for
     peft.PeftModel.from_pretrained; peft-based strategies such as lora), `hub` (adapter,
-    adapter_config.json and a README.md model card, ready for `huggingface-cli upload`).
+    adapter_config.json and a README.md model card, ready for `huggingface-cli upload`),
+    `onnx` (encoder.onnx, decoder.onnx and samtune_onnx.json for onnxruntime; needs
+    `pip install "samtune[onnx]"`).
 
     Examples:
 
@@ -83,18 +85,25 @@ def export(
         samtune export runs/lora-demo ./lora-peft --format peft
 
         samtune export runs/lora-demo ./hub-upload --format hub --metrics runs/lora-demo/eval.json
+
+        samtune export runs/lora-demo ./sam-onnx --format onnx --quantize int8
     """
-    from ..adapters import export_adapter
+    from ..adapters import export_adapter, load_tuned
 
     export_adapter(
-        _tuned(adapter, base),
+        load_tuned(adapter, base),
         output,
         format,
         metrics=metrics,
         overwrite=overwrite,
         protect=_inputs(adapter, base, metrics),
+        quantize=quantize,
     )
     typer.echo(f"wrote {output}")
+    if format == "onnx":
+        from ..onnx_export import summary
+
+        typer.echo(summary(output))
 
 
 def register(app: typer.Typer) -> None:
