@@ -52,7 +52,9 @@ def test_step_variants_train_and_write_a_finite_adapter(tmp_path, splits, strate
     assert result.steps == 4 // options.get("grad_accum", 1) or result.steps == 4
     tuned = _finite_adapter(tmp_path / "run")
     fresh = load_model("tiny")
-    untouched = get_strategy(strategy).apply(fresh).samtune_info.strategy.trainable_state_dict(fresh)
+    untouched = (
+        get_strategy(strategy).apply(fresh).samtune_info.strategy.trainable_state_dict(fresh)
+    )
     assert set(tuned) == set(untouched)
     assert any(not torch.equal(tuned[k], untouched[k]) for k in tuned)  # it did train
 
