@@ -176,10 +176,8 @@ def sam_from_config(config: SamConfig, seed: int = 0) -> SamModel:
     return model.eval()
 
 
-_random_model = sam_from_config
-
-
-def _load_demo(seed: int) -> SamModel:
+def _load_demo(_seed: int) -> SamModel:
+    """The bundled demo model (pretrained: the seed of random presets does not apply)."""
     from .demo_model import load_bundled_demo_model
 
     return load_bundled_demo_model()
@@ -188,7 +186,7 @@ def _load_demo(seed: int) -> SamModel:
 PRESETS: dict[str, tuple[str, Callable[[int], SamModel]]] = {
     "tiny": (
         "tiny random SAM (32-wide, 2 layers, 128 px) for tests",
-        lambda s: _random_model(tiny_config(), s),
+        lambda s: sam_from_config(tiny_config(), s),
     ),
     "demo": (
         "small SAM pretrained on synthetic scenes, bundled with samtune (demo only)",
@@ -196,15 +194,15 @@ PRESETS: dict[str, tuple[str, Callable[[int], SamModel]]] = {
     ),
     "vit-b-random": (
         "SAM ViT-B architecture, random weights (benchmarks)",
-        lambda s: _random_model(vit_config("b"), s),
+        lambda s: sam_from_config(vit_config("b"), s),
     ),
     "vit-l-random": (
         "SAM ViT-L architecture, random weights (benchmarks)",
-        lambda s: _random_model(vit_config("l"), s),
+        lambda s: sam_from_config(vit_config("l"), s),
     ),
     "vit-h-random": (
         "SAM ViT-H architecture, random weights (benchmarks)",
-        lambda s: _random_model(vit_config("h"), s),
+        lambda s: sam_from_config(vit_config("h"), s),
     ),
 }
 

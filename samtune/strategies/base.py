@@ -184,10 +184,6 @@ class Strategy:
         samtune_info(model).strategy = self
         return model
 
-    def trainable_names(self, model: torch.nn.Module) -> list[str]:
-        """Names of the parameters that train, sorted."""
-        return sorted(n for n, p in model.named_parameters() if p.requires_grad)
-
     def trainable_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """Exactly the trained tensors, detached copies on CPU, keyed by parameter name."""
         return {
