@@ -142,7 +142,7 @@ def _resolve(dir_or_hub_id: str | os.PathLike) -> Path:
         return path
     from .hub import looks_like_local_path
 
-    if looks_like_local_path(text):
+    if looks_like_local_path(text) or "/" not in text:  # adapters on the hub are user/name
         raise MissingFileError(
             f"adapter {text!r} does not exist; give a folder holding {ADAPTER_FILE}, the file "
             "itself, or a Hugging Face hub id (user/name)"

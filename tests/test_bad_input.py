@@ -227,6 +227,12 @@ CASES = [
         absent=["out"],
     ),
     Case(
+        "adapter-bare-name-is-not-a-hub-id",
+        ["export", "nonexist", "out"],
+        ["'nonexist' does not exist"],
+        absent=["out"],
+    ),
+    Case(
         "adapter-for-another-base",
         ["export", "adapter", "out", "--base", "demo"],
         ["was trained on base", "fingerprint"],
