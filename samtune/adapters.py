@@ -38,7 +38,7 @@ from .errors import (
     UnknownNameError,
 )
 from .io import atomic_dir, atomic_write
-from .strategies.base import Strategy, applied_strategy, clear_strategy
+from .strategies.base import Strategy, applied_strategy, merged_copy
 
 ADAPTER_FILE = "adapter.safetensors"
 FORMAT = "samtune.adapter"
@@ -371,14 +371,7 @@ def merge_adapter(model: torch.nn.Module) -> torch.nn.Module:
         InputError: no strategy applied, or a strategy whose layers cannot be folded
             (``adapter``: bottleneck adapters have a nonlinearity).
     """
-    import copy
-
-    strategy = _require_strategy(model)
-    merged = strategy.merge(copy.deepcopy(model))
-    clear_strategy(merged)
-    for param in merged.parameters():
-        param.requires_grad_(True)
-    return merged
+    return merged_copy(model, _require_strategy(model))
 
 
 # --------------------------------------------------------------------------- export

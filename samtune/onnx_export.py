@@ -29,6 +29,7 @@ Needs the optional extra ``samtune[onnx]`` (``onnx``, ``onnxruntime``).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -45,7 +46,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import __version__
+from .data.synthetic import generate_scene
+from .data.transforms import preprocess_image
 from .errors import InputError, MissingDependencyError, MissingFileError, UnknownNameError
+from .evaluate import metrics as M
+from .io import atomic_dir
+from .models import (
+    PreprocessConfig,
+    base_fingerprint,
+    fingerprint,
+    model_source,
+    preprocess_config,
+    weights_fingerprint,
+)
+from .strategies.base import applied_strategy, merged_copy
 
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
@@ -350,10 +365,6 @@ def _large(path: Path) -> bool:
 def _check_inputs(sam: nn.Module) -> dict[str, Any]:
     """A synthetic scene (the demo dataset's generator) with one box per object, and one
     centre point for the first object: deterministic inputs for the export's self-check."""
-    from .data.synthetic import generate_scene
-    from .data.transforms import preprocess_image
-    from .models import preprocess_config
-
     cfg = preprocess_config(sam)
     rng = np.random.default_rng(0)
     image, objects = generate_scene(rng, 256, max_objects=4)
@@ -463,14 +474,6 @@ def export_onnx(
         UnknownNameError: an unknown ``quantize`` mode.
         InputError: the output may not be written or replaced.
     """
-    import copy
-
-    from . import __version__
-    from .io import atomic_dir
-    from .models import base_fingerprint, fingerprint, model_source, preprocess_config
-    from .models import weights_fingerprint as weights_fp
-    from .strategies.base import applied_strategy
-
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise UnknownNameError(
             f"unknown quantization {quantize!r}; choose {' or '.join(QUANTIZE_MODES)} "
@@ -479,38 +482,58 @@ def export_onnx(
     onnx, ort = require_onnx()
     output = Path(output)
     t0 = time.perf_counter()
+    sam, info = _plain_copy(model)
+    with atomic_dir(output, overwrite=overwrite, protect=protect) as tmp:
+        scratch = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=tmp))
+        try:
+            _write_graphs(onnx, sam, scratch, tmp, quantize)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        config = _export_config(sam, info, quantize, time.perf_counter() - t0)
+        if check:
+            t1 = time.perf_counter()
+            config["check"] = _self_check(sam, tmp, quantize, ort)
+            config["check_seconds"] = round(time.perf_counter() - t1, 2)
+        config["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    return output
 
+
+def _plain_copy(model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+    """A CPU fp32 eval copy of ``model`` to trace (merged where the strategy allows), and
+    the record of where it came from."""
     strategy = applied_strategy(model)
     info: dict[str, Any] = {
         "base_model": model_source(model),
         "base_fingerprint": base_fingerprint(model),
         "strategy": strategy.name if strategy else None,
         "strategy_config": strategy.config.to_dict() if strategy else None,
-        "adapter_fingerprint": weights_fp(strategy.trainable_state_dict(model))
+        "adapter_fingerprint": weights_fingerprint(strategy.trainable_state_dict(model))
         if strategy
         else None,
         "merged": False,
     }
-    if strategy is None:
-        sam = copy.deepcopy(model)
-    else:
-        from .adapters import merge_adapter
-
+    sam = None
+    if strategy is not None:
         try:
-            sam = merge_adapter(model)
+            sam = merged_copy(model, strategy)
             info["merged"] = True
         except InputError:  # layers that do not fold (bottleneck adapters): keep them
-            sam = copy.deepcopy(model)
+            pass
+    if sam is None:
+        sam = copy.deepcopy(model)
     sam = sam.to("cpu", torch.float32).eval()
     for p in sam.parameters():
         p.requires_grad_(False)
     info["exported_fingerprint"] = fingerprint(sam)
+    return sam, info
 
-    pre = preprocess_config(sam)
+
+def _example_inputs(sam: nn.Module) -> dict[str, torch.Tensor]:
+    """Tracing inputs: shapes that differ on every dynamic axis, so none is baked in."""
     sizes = _sizes(sam)
     s, g, r = sizes["image_size"], sizes["grid"], sizes["low_res"]
-    encoder, decoder = EncoderGraph(sam).eval(), DecoderGraph(sam).eval()
-    example = {
+    return {
         "pixel_values": torch.zeros(2, 3, s, s),
         "image_embeddings": torch.randn(1, sizes["channels"], g, g),
         "point_coords": torch.rand(2, 3, 2) * s,
@@ -520,82 +543,74 @@ def export_onnx(
         "orig_im_size": torch.tensor([0.75 * s + 3, s + 5.0]),
     }
 
-    with atomic_dir(output, overwrite=overwrite, protect=protect) as tmp:
-        scratch = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=tmp))
-        try:
-            (scratch / "enc").mkdir()
-            _export_graph(
-                encoder,
-                (example["pixel_values"],),
-                scratch / "enc" / ENCODER_FILE,
-                ENCODER_INPUTS,
-                ENCODER_OUTPUTS,
-                {"pixel_values": {0: "batch"}, "image_embeddings": {0: "batch"}},
-            )
-            _single_file(onnx, scratch / "enc" / ENCODER_FILE)
-            if quantize:
-                (scratch / "q").mkdir()
-                _quantize(
-                    onnx, scratch / "enc" / ENCODER_FILE, scratch / "q" / ENCODER_FILE, quantize
-                )
-                _single_file(onnx, scratch / "q" / ENCODER_FILE)
-                enc_dir = scratch / "q"
-            else:
-                enc_dir = scratch / "enc"
-            for p in enc_dir.iterdir():
-                shutil.move(str(p), tmp / p.name)
-            (scratch / "dec").mkdir()
-            _export_graph(
-                decoder,
-                tuple(example[k] for k in DECODER_INPUTS),
-                scratch / "dec" / DECODER_FILE,
-                DECODER_INPUTS,
-                DECODER_OUTPUTS,
-                {
-                    "point_coords": {0: "num_prompts", 1: "num_points"},
-                    "point_labels": {0: "num_prompts", 1: "num_points"},
-                    "mask_input": {0: "num_mask_inputs"},
-                    "masks": {0: "num_prompts", 2: "height", 3: "width"},
-                    "iou_predictions": {0: "num_prompts"},
-                    "low_res_masks": {0: "num_prompts"},
-                },
-            )
-            _single_file(onnx, scratch / "dec" / DECODER_FILE)
-            shutil.move(str(scratch / "dec" / DECODER_FILE), tmp / DECODER_FILE)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        seconds = time.perf_counter() - t0
-        config = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "samtune_version": __version__,
-            "exporter": f"torch.onnx TorchScript exporter (dynamo=False), torch {torch.__version__}",
-            "opset": OPSET,
-            "quantize": quantize,
-            "preprocess": {
-                "image_size": pre.image_size,
-                "mean": list(pre.mean),
-                "std": list(pre.std),
-                "units": "mean and std in 0-255 pixel units, RGB order",
-                "steps": [
-                    "resize so the longest side is image_size (bilinear, antialiased), keeping "
-                    "the aspect ratio: (h, w) = floor((H, W) * image_size / max(H, W) + 0.5)",
-                    "normalise: (pixel - mean) / std per channel",
-                    "pad with zeros at the bottom and right to image_size x image_size",
-                    "layout NCHW float32",
-                ],
-            },
-            **_io_spec(sam),
-            "model": info,
-            "export_seconds": round(seconds, 2),
-        }
-        if check:
-            t1 = time.perf_counter()
-            config["check"] = _self_check(sam, tmp, quantize, ort)
-            config["check_seconds"] = round(time.perf_counter() - t1, 2)
-        config["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    return output
+
+_ENCODER_AXES = {"pixel_values": {0: "batch"}, "image_embeddings": {0: "batch"}}
+_DECODER_AXES = {
+    "point_coords": {0: "num_prompts", 1: "num_points"},
+    "point_labels": {0: "num_prompts", 1: "num_points"},
+    "mask_input": {0: "num_mask_inputs"},
+    "masks": {0: "num_prompts", 2: "height", 3: "width"},
+    "iou_predictions": {0: "num_prompts"},
+    "low_res_masks": {0: "num_prompts"},
+}
+
+
+def _write_graphs(onnx, sam: nn.Module, scratch: Path, out: Path, quantize: str | None) -> None:
+    """Export (and quantize) the encoder and decoder graphs in ``scratch``; move the final
+    single-file graphs into ``out``."""
+    example = _example_inputs(sam)
+    enc_dir = scratch / "enc"
+    enc_dir.mkdir()
+    encoder = EncoderGraph(sam).eval()
+    _export_graph(
+        encoder, (example["pixel_values"],), enc_dir / ENCODER_FILE,
+        ENCODER_INPUTS, ENCODER_OUTPUTS, _ENCODER_AXES,
+    )  # fmt: skip
+    _single_file(onnx, enc_dir / ENCODER_FILE)
+    if quantize:
+        (scratch / "q").mkdir()
+        _quantize(onnx, enc_dir / ENCODER_FILE, scratch / "q" / ENCODER_FILE, quantize)
+        enc_dir = scratch / "q"
+        _single_file(onnx, enc_dir / ENCODER_FILE)
+    for p in enc_dir.iterdir():
+        shutil.move(str(p), out / p.name)
+    (scratch / "dec").mkdir()
+    decoder = DecoderGraph(sam).eval()
+    _export_graph(
+        decoder, tuple(example[k] for k in DECODER_INPUTS), scratch / "dec" / DECODER_FILE,
+        DECODER_INPUTS, DECODER_OUTPUTS, _DECODER_AXES,
+    )  # fmt: skip
+    _single_file(onnx, scratch / "dec" / DECODER_FILE)
+    shutil.move(str(scratch / "dec" / DECODER_FILE), out / DECODER_FILE)
+
+
+def _export_config(sam: nn.Module, info: dict, quantize: str | None, seconds: float) -> dict:
+    """The ``samtune_onnx.json`` record (without the self-check and file sizes)."""
+    pre = preprocess_config(sam)
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "samtune_version": __version__,
+        "exporter": f"torch.onnx TorchScript exporter (dynamo=False), torch {torch.__version__}",
+        "opset": OPSET,
+        "quantize": quantize,
+        "preprocess": {
+            "image_size": pre.image_size,
+            "mean": list(pre.mean),
+            "std": list(pre.std),
+            "units": "mean and std in 0-255 pixel units, RGB order",
+            "steps": [
+                "resize so the longest side is image_size (bilinear, antialiased), keeping "
+                "the aspect ratio: (h, w) = floor((H, W) * image_size / max(H, W) + 0.5)",
+                "normalise: (pixel - mean) / std per channel",
+                "pad with zeros at the bottom and right to image_size x image_size",
+                "layout NCHW float32",
+            ],
+        },
+        **_io_spec(sam),
+        "model": info,
+        "export_seconds": round(seconds, 2),
+    }
 
 
 def summary(folder: str | os.PathLike) -> str:
@@ -652,8 +667,6 @@ class OnnxSam:
 
     @property
     def preprocess(self):
-        from .models import PreprocessConfig
-
         return PreprocessConfig.from_dict(self.config["preprocess"])
 
     @property
@@ -662,8 +675,6 @@ class OnnxSam:
 
     def encode(self, image) -> tuple[np.ndarray, Any]:
         """An HxWx3 uint8 RGB image -> ``(image_embeddings (1, C, h, w), Geometry)``."""
-        from .data.transforms import preprocess_image
-
         pixel_values, geometry = preprocess_image(image, self.preprocess)
         emb = self.encoder.run(None, {"pixel_values": pixel_values[None].numpy()})[0]
         return emb, geometry
@@ -757,8 +768,6 @@ def evaluate_onnx(
     Returns:
         The metrics dict (``miou``, ``image_miou``, ``class_miou``, ``pooled_iou``, ``dice``...).
     """
-    from .evaluate import metrics as M
-
     sam = exported if isinstance(exported, OnnxSam) else load_onnx(exported)
     categories = dict(getattr(dataset, "categories", {}) or {})
     n = len(dataset) if max_images is None else min(len(dataset), max_images)

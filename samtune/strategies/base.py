@@ -19,6 +19,7 @@ trained is then :meth:`Strategy.trainable_state_dict`, the exact content of an a
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -233,3 +234,17 @@ def clear_strategy(model: torch.nn.Module) -> None:
 
     info = samtune_info(model)
     info.strategy, info.base_fingerprint = None, None
+
+
+def merged_copy(model: torch.nn.Module, strategy: Strategy) -> torch.nn.Module:
+    """A copy of ``model`` with ``strategy``'s training folded into plain weights.
+
+    The copy has no strategy recorded and every parameter requires gradients again, like a
+    freshly loaded model; ``model`` is left as it is. Raises what ``strategy.merge`` raises
+    (:class:`~samtune.errors.InputError` for layers that cannot be folded).
+    """
+    merged = strategy.merge(copy.deepcopy(model))
+    clear_strategy(merged)
+    for param in merged.parameters():
+        param.requires_grad_(True)
+    return merged
