@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -23,8 +24,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
+from PIL import Image
 
+from .adapters import load_adapter, read_adapter
 from .errors import DataError, InputError, MissingFileError
+from .evaluate.plots import overlay as blend
+from .io import atomic_dir, check_replaceable
+from .models import load_model
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -290,8 +296,6 @@ def load_image_file(path: str | os.PathLike) -> np.ndarray:
         InputError: ``path`` is a folder.
         DataError: the file is not a readable image (corrupt, truncated, not an image, too big).
     """
-    from PIL import Image
-
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"image {str(path)!r} does not exist")
@@ -418,14 +422,219 @@ def _prompt_set(d: Any, where: str) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- files
+
+
+def prompt_table(
+    boxes: str | None = None,
+    points: str | None = None,
+    prompts_file: str | os.PathLike | None = None,
+) -> dict:
+    """The prompts of ``samtune predict`` as a table keyed by image (``"*"``: every image).
+
+    ``boxes``/``points`` are the command-line texts (:func:`parse_boxes`, :func:`parse_points`);
+    ``prompts_file`` a JSON file (:func:`read_prompts_file`), which excludes the other two.
+
+    Raises:
+        InputError: no prompts, or a file combined with ``boxes``/``points``.
+    """
+    given = [x is not None for x in (boxes, points, prompts_file)]
+    if not any(given):
+        raise InputError("no prompts: give --boxes, --points or --prompts FILE")
+    if prompts_file is not None and any(given[:2]):
+        raise InputError("--prompts FILE cannot be combined with --boxes/--points")
+    if prompts_file is not None:
+        return read_prompts_file(prompts_file)
+    pts, lbl = parse_points(points) if points is not None else (None, None)
+    box = parse_boxes(boxes) if boxes is not None else None
+    return {"*": {"boxes": box, "points": pts, "labels": lbl}}
+
+
+def _prompts_for(table: dict, path: Path) -> dict:
+    for key in (str(path), path.name, "*"):
+        if key in table:
+            return table[key]
+    raise InputError(
+        f"the prompts file has no entry for {str(path)!r} (keys: {', '.join(sorted(table))}); "
+        "key prompts by file name or path"
+    )
+
+
+def output_folders(images: list[Path], output: Path) -> list[Path]:
+    """``<output>/<stem>`` per image; two images that would share one are refused."""
+    seen: dict[str, Path] = {}
+    for path in images:
+        key = path.stem.casefold()  # a.png and A.jpg share a folder on case-blind disks too
+        if key in seen:
+            first = seen[key]
+            if first == path or first.resolve() == path.resolve():
+                raise InputError(f"image {str(path)!r} is given twice; give each image once")
+            raise InputError(
+                f"images {str(first)!r} and {str(path)!r} would both write their results to "
+                f"{str(output / path.stem)!r} (outputs are named after the file name without "
+                "its extension); rename one, or predict them into different --output folders"
+            )
+        seen[key] = path
+    return [output / path.stem for path in images]
+
+
+def check_outputs(images: list[Path], targets: list[Path], output: Path, protect=()) -> None:
+    """Refuse, before anything is written, to replace anything samtune did not write."""
+    if output.exists() and not output.is_dir():
+        raise InputError(f"--output {str(output)!r} is a file; give a folder")
+    for path, target in zip(images, targets, strict=True):
+        if not (target.exists() or target.is_symlink()):
+            continue
+        if target.is_symlink() or not target.is_dir():
+            raise InputError(
+                f"refusing to write the results for {str(path)!r}: {str(target)!r} exists and "
+                "samtune did not write it; move it away or choose another --output"
+            )
+        check_replaceable(target, protect, context=f"the results for {str(path)!r}",
+                          advice="move those files away or choose another --output")  # fmt: skip
+
+
+def check_device(device: str) -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine.
+
+    Raises:
+        InputError: not a device name, or a GPU this machine does not have.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(
+            f"--device {device!r} is not a device; use cpu, cuda, cuda:1 ..."
+        ) from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"--device {device!r}: no CUDA GPU is available; use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise InputError(
+                f"--device {device!r}: there are only {count} CUDA GPU(s) (cuda:0 .. "
+                f"cuda:{count - 1})"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"--device {device!r}: MPS is not available; use --device cpu")
+    return dev
+
+
+_PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
+
+
+def write_prediction(
+    model: torch.nn.Module,
+    path: Path,
+    image: np.ndarray,
+    prompts: Prompts,
+    target: Path,
+    *,
+    overlay: bool = False,
+    multimask: bool = False,
+    protect=(),
+) -> int:
+    """Predict, then write the folder ``target`` with ``<stem>_mask<i>.png``, ``<stem>.json``
+    (and the overlay) as a whole: it replaces an earlier samtune result folder there (so no
+    stale mask survives a rerun with fewer prompts) and never a folder samtune did not write.
+
+    ``prompts`` come from :func:`prepare_prompts`. Returns the number of masks written.
+    """
+    pred = predict(model, image, boxes=prompts.boxes, points=prompts.points,
+                   point_labels=prompts.labels, multimask=multimask)  # fmt: skip
+    stem = path.stem
+    records = pred.to_coco()
+    for i, rec in enumerate(records):
+        rec["prompt"] = {
+            k: getattr(prompts, k)[i].tolist()
+            for k in ("boxes", "points", "labels")
+            if getattr(prompts, k) is not None
+        }
+    doc = {"image": str(path), "height": image.shape[0], "width": image.shape[1], "masks": records}
+    with atomic_dir(target, overwrite=True, protect=protect) as tmp:
+        for i, mask in enumerate(pred.masks):
+            Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / f"{stem}_mask{i}.png")
+        (tmp / f"{stem}.json").write_text(json.dumps(doc))
+        if overlay:
+            out = image
+            for i, m in enumerate(pred.masks):
+                out = blend(out, {_PALETTE[i % len(_PALETTE)]: m})
+            Image.fromarray(out).save(tmp / f"{stem}_overlay.png")
+    return len(records)
+
+
+def predict_files(
+    model: str | torch.nn.Module,
+    images: list[str | os.PathLike],
+    table: dict,
+    output: str | os.PathLike,
+    *,
+    adapter: str | None = None,
+    overlay: bool = False,
+    multimask: bool = False,
+    device: str = "cpu",
+    protect=(),
+    on_image: Callable[[Path, Path, int], None] | None = None,
+) -> list[Path]:
+    """``samtune predict`` as a function: one result folder ``<output>/<stem>/`` per image.
+
+    Every image, prompt, output folder, the device and the adapter are checked before the
+    model loads and before anything is written, so a bad prompt of the last image leaves no
+    results of the first images behind.
+
+    Args:
+        model: a source for :func:`samtune.load_model`, or a loaded model.
+        images: image files.
+        table: prompts per image (:func:`prompt_table`).
+        output: the folder that receives one folder per image.
+        adapter: an adapter folder or hub id to apply to ``model``.
+        protect: paths no output may replace (the command's inputs; the images always are).
+        on_image: called with ``(image, folder, number of masks)`` after each image.
+
+    Returns:
+        The folders written, in image order.
+    """
+    images, output = [Path(p) for p in images], Path(output)
+    protect = [*images, *protect]
+    targets = output_folders(images, output)
+    check_outputs(images, targets, output, protect)
+    jobs = []
+    for path in images:
+        size = load_image_file(path).shape[:2]  # decodes it all: corrupt files fail here
+        p = _prompts_for(table, path)
+        checked = prepare_prompts(p["boxes"], p["points"], p["labels"], size=size,
+                                  image=f"image {str(path)!r}")  # fmt: skip
+        jobs.append((path, checked))
+    dev = check_device(device)
+    if adapter is not None:  # a missing or broken adapter fails before the model loads
+        read_adapter(adapter)
+    sam = load_model(model) if isinstance(model, str) else model
+    if adapter is not None:
+        sam = load_adapter(sam, adapter)
+    sam = sam.to(dev)
+    for (path, prompts), target in zip(jobs, targets, strict=True):
+        image = load_image_file(path)  # read again, so that a long list never sits in memory
+        n = write_prediction(sam, path, image, prompts, target, overlay=overlay,
+                             multimask=multimask, protect=protect)  # fmt: skip
+        if on_image is not None:
+            on_image(path, target, n)
+    return targets
+
+
 __all__ = [
     "VALID_LABELS",
     "Prediction",
     "Prompts",
+    "check_device",
+    "check_outputs",
     "load_image_file",
+    "output_folders",
     "parse_boxes",
     "parse_points",
     "predict",
+    "predict_files",
     "prepare_prompts",
+    "prompt_table",
     "read_prompts_file",
+    "write_prediction",
 ]
