@@ -239,9 +239,23 @@ class InstanceDataset(Dataset):
         self.source_categories = source_cats
 
         wanted = set(int(i) for i in image_ids) if image_ids is not None else None
-        self._images: list[dict] = []
+        self._images, seen = self._image_records(data["images"], wanted)
+        self._anns = self._annotations_by_image(data.get("annotations", []), seen, source_cats)
+        if check_files:
+            self._images = self._images_on_disk()
+        if skip_empty:
+            self._images = [r for r in self._images if self._anns[r["id"]]]
+        if self.skipped:
+            detail = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
+            warnings.warn(f"{self._where}: skipped {detail}", SamtuneWarning, stacklevel=2)
+
+    # ----------------------------------------------------------------- reading
+
+    def _image_records(self, records: list, wanted: set[int] | None) -> tuple[list[dict], set]:
+        """Well-formed image records (only ``wanted`` ids, if given), and every id seen."""
+        images: list[dict] = []
         seen: set[int] = set()
-        for rec in data["images"]:
+        for rec in records:
             if not isinstance(rec, dict) or "id" not in rec or "file_name" not in rec:
                 self._problem("image record without 'id' or 'file_name'", "malformed image record")
                 continue
@@ -250,11 +264,14 @@ class InstanceDataset(Dataset):
                 continue
             seen.add(rec["id"])
             if wanted is None or rec["id"] in wanted:
-                self._images.append(rec)
+                images.append(rec)
+        return images, seen
 
+    def _annotations_by_image(self, anns: list, seen: set, source_cats) -> dict[int, list[dict]]:
+        """Valid annotations of selected categories, grouped by (kept) image id."""
         by_image: dict[int, list[dict]] = {rec["id"]: [] for rec in self._images}
         ann_ids: set[int] = set()
-        for ann in data.get("annotations", []):
+        for ann in anns:
             why = self._check_annotation(ann, seen, source_cats, ann_ids)
             if why:
                 reason, detail = why
@@ -265,31 +282,27 @@ class InstanceDataset(Dataset):
                 continue
             if ann["image_id"] in by_image:
                 by_image[ann["image_id"]].append(ann)
-        self._anns = by_image
+        return by_image
 
-        if check_files:
-            kept = []
-            for rec in self._images:
-                path = self.image_root / rec["file_name"]
-                if path.is_file():
-                    if on_error == "skip" and _unreadable(path):
-                        self.skipped["unreadable image"] += 1
-                        continue
-                    kept.append(rec)
-                elif on_error == "raise":
-                    raise MissingFileError(
-                        f"image {str(path)!r} listed in {self._where!r} does not exist; "
-                        f"check the image folder {str(self.image_root)!r}, re-run the download, "
-                        "or pass on_error='skip' to leave such images out"
-                    )
-                else:
-                    self.skipped["missing image file"] += 1
-            self._images = kept
-        if skip_empty:
-            self._images = [r for r in self._images if self._anns[r["id"]]]
-        if self.skipped:
-            detail = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
-            warnings.warn(f"{self._where}: skipped {detail}", SamtuneWarning, stacklevel=2)
+    def _images_on_disk(self) -> list[dict]:
+        """The image records whose files exist (and, with ``on_error='skip'``, decode)."""
+        kept = []
+        for rec in self._images:
+            path = self.image_root / rec["file_name"]
+            if path.is_file():
+                if self.on_error == "skip" and _unreadable(path):
+                    self.skipped["unreadable image"] += 1
+                    continue
+                kept.append(rec)
+            elif self.on_error == "raise":
+                raise MissingFileError(
+                    f"image {str(path)!r} listed in {self._where!r} does not exist; "
+                    f"check the image folder {str(self.image_root)!r}, re-run the download, "
+                    "or pass on_error='skip' to leave such images out"
+                )
+            else:
+                self.skipped["missing image file"] += 1
+        return kept
 
     # ----------------------------------------------------------------- validation
 
