@@ -14,8 +14,10 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 CASES = {
     "train_step": ["--model", "tiny", "--strategies", "decoder", "lora", "--batch", "1",
                    "--warmup", "1", "--repeat", "1"],
+    # compiled variants are left to the GPU suite: inductor's CPU compile alone took 35 s here,
+    # and tests/test_fast.py already checks that compile + flex computes what eager does
     "encoder_flops": ["--model", "tiny", "--variants", "sdpa", "eager-attention",
-                      "flex-global+compile", "--repeat", "1"],
+                      "--repeat", "1"],
     "eval_throughput": ["--model", "tiny", "--images", "1", "--instances", "4", "--size", "64"],
     "strategy_sizes": ["--model", "tiny"],
 }  # fmt: skip
@@ -42,7 +44,7 @@ def test_bench_script_prints_json_and_a_table(name, tmp_path):
     assert "|---" in proc.stdout  # the Markdown table
     if name == "encoder_flops":
         rows = {r["variant"]: r for r in payload["results"]}
-        assert set(rows) == {"sdpa", "eager-attention", "flex-global+compile"}
+        assert set(rows) == {"sdpa", "eager-attention"}
         for row in rows.values():  # every variant computes the SDPA encoder's output
             assert row["max_abs_diff"] < 1e-4 and 0 < row["fraction_of_peak"]
     if name == "train_step":
