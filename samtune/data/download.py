@@ -30,7 +30,9 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import ConfigError, DataError, MissingFileError, OfflineError
 from ..io import atomic_write
+from .coco import load_image
 from .recipes import Recipe, RemoteFile, _fill, get_recipe
+from .synthetic import ensure_demo_dataset
 
 CHUNK = 1 << 16
 USER_AGENT = "samtune-data/0.1 (+https://github.com/samtune)"
@@ -294,8 +296,6 @@ def download_dataset(
     recipe = get_recipe(name)
     root = Path(root).expanduser() if root is not None else recipe.default_root()
     if name == "demo":
-        from .synthetic import ensure_demo_dataset
-
         return ensure_demo_dataset(root if root != recipe.default_root() else None)
     if not recipe.files:
         raise MissingFileError(
@@ -346,8 +346,6 @@ def download_taco_images(root: str | Path, *, quiet: bool = False) -> dict[str, 
         DataError: some images failed (the message lists the first ones); re-run to retry.
     """
     from tqdm.auto import tqdm
-
-    from .coco import load_image
 
     root = Path(root)
     data = json.loads((root / "data" / "annotations.json").read_text())

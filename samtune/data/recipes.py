@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, MissingFileError, UnknownNameError
+from ..io import atomic_write
 from .coco import ON_ERROR, InstanceDataset
+from .synthetic import ensure_demo_dataset
 
 
 @dataclass(frozen=True)
@@ -303,8 +305,6 @@ def taco_split_ids(root: Path, split: str, seed: int = 0, fractions=(0.8, 0.1, 0
     """
     import numpy as np
 
-    from ..io import atomic_write
-
     split_file = root / f"splits-seed{seed}.json"
     if split_file.is_file():
         splits = json.loads(split_file.read_text())
@@ -420,8 +420,6 @@ def load_dataset(
     _check_options(name, options)
     label = f"{name}/{split}"
     if name == "demo":
-        from .synthetic import ensure_demo_dataset
-
         resolve_split(recipe, split)
         demo_opts = {k: options.pop(k) for k in ("seed", "size", "counts") if k in options}
         folder = ensure_demo_dataset(root, **demo_opts)

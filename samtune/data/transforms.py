@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import PreprocessConfig
+from .sample import Sample, masks_to_boxes
 
 
 def resized_shape(height: int, width: int, longest: int) -> tuple[int, int]:
@@ -225,8 +226,6 @@ def augment_sample(sample, cfg: AugmentConfig, generator: torch.Generator):
     """
     from torchvision import tv_tensors
     from torchvision.transforms.v2 import functional as tvF
-
-    from .sample import Sample, masks_to_boxes
 
     img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1))
     masks = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(sample.masks)))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..io import read_yaml_mapping
 from ..train.config import Options, check_range, check_seed
 
 
@@ -86,8 +87,6 @@ class EvalConfig(Options):
     @classmethod
     def read_file(cls, path: str | os.PathLike) -> dict[str, Any]:
         """Read an eval YAML file: option names with dashes or underscores, ``json`` too."""
-        from ..io import read_yaml_mapping
-
         names = list(cls.__dataclass_fields__)
         out = {}
         for key, value in read_yaml_mapping(path, "option: value").items():

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..io import atomic_write
 
 # metric key -> (column title, shown as percent, higher is better)
@@ -181,8 +182,6 @@ def format_comparison(
     labels = list(reports)
     base_label = baseline if baseline is not None else labels[0]
     if base_label not in reports:
-        from ..errors import ConfigError
-
         raise ConfigError(f"baseline {base_label!r} is not one of the reports {labels}")
     base = reports[base_label]
     keys = (
