@@ -155,6 +155,41 @@ def hq_config_from_state_dict(
     )
 
 
+_KEYS_OUT = "_samtune_two_way_image_out"
+_KEYS_SOURCE = "_samtune_two_way_source"
+
+
+def _keep_two_way_image_output(transformer, _args, output) -> None:
+    transformer.__dict__[_KEYS_OUT] = output[1]
+
+
+def _upscale_two_way_output(conv, args):
+    keys = conv.__dict__[_KEYS_SOURCE].__dict__.pop(_KEYS_OUT, None)
+    if keys is None:
+        return None
+    # (batch, point_batch, h*w, channels) -> (batch*point_batch, channels, h, w), as SamMaskDecoder
+    return (keys.transpose(-1, -2).reshape(args[0].shape),) + tuple(args[1:])
+
+
+def fix_hq_decoder(model: SamHQModel) -> SamHQModel:
+    """Make ``model``'s mask decoder upscale what its two-way transformer returns.
+
+    transformers 5.24's ``SamHQMaskDecoder.forward`` discards the transformer's image output
+    and upscales the (transposed) image embedding from before it, unlike
+    ``segment_anything_hq`` (and unlike transformers' own ``SamMaskDecoder``), so its mask
+    logits differ from the reference for every checkpoint. Two hooks put the transformer's
+    output back in front of ``upscale_conv1``; no weight or name changes, and where
+    transformers computes it right the hook passes the same tensor on. Idempotent.
+    """
+    decoder = model.mask_decoder
+    conv = decoder.upscale_conv1
+    if _KEYS_SOURCE not in conv.__dict__:
+        conv.__dict__[_KEYS_SOURCE] = decoder.transformer  # a plain reference, not a submodule
+        decoder.transformer.register_forward_hook(_keep_two_way_image_output)
+        conv.register_forward_pre_hook(_upscale_two_way_output)
+    return model
+
+
 def hq_model_from_state_dict(
     state_dict: Mapping[str, torch.Tensor], config: SamHQConfig | None = None, **config_overrides
 ) -> SamHQModel:
@@ -172,7 +207,7 @@ def hq_model_from_state_dict(
         config = hq_config_from_state_dict(state_dict, **config_overrides)
     model = SamHQModel(config)
     convert.load_converted(model, hq_to_hf_state_dict(state_dict), "SAM-HQ")
-    return model.eval()
+    return fix_hq_decoder(model).eval()
 
 
 def load_original(path: str | Path, **config_overrides) -> SamHQModel:

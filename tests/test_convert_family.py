@@ -132,20 +132,38 @@ def test_hq_embeddings_and_iou_match_the_reference(hq_reference, prompt):
         torch.testing.assert_close(iou, iou_ref, atol=TOL, rtol=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transformers 5.24 SamHQMaskDecoder upscales the image embedding from before the "
-    "two-way transformer (and transposed) instead of the transformer's output, so its mask "
-    "logits differ from segment_anything_hq's for every checkpoint; the weights convert "
-    "exactly (embeddings and IoU scores match). Remove this mark when transformers fixes it.",
-)
 @pytest.mark.parametrize("prompt", ["box", "point"])
 def test_hq_mask_logits_match_the_reference(hq_reference, prompt):
     ref, model, _ = hq_reference
     image = torch.randn(1, 3, HQ_IMAGE, HQ_IMAGE, generator=torch.Generator().manual_seed(2))
-    _, masks_ref, _ = _hq_reference_outputs(ref, image, prompt, multimask=False)
-    _, masks, _ = _hq_samtune_outputs(model, image, prompt, multimask=False)
+    for multimask in (False, True):
+        _, masks_ref, _ = _hq_reference_outputs(ref, image, prompt, multimask)
+        _, masks, _ = _hq_samtune_outputs(model, image, prompt, multimask)
+        torch.testing.assert_close(masks, masks_ref, atol=TOL, rtol=0)
+
+
+def test_hq_decoder_fix_survives_copies_and_trains(hq_reference):
+    """transformers 5.24's SamHQMaskDecoder upscales the pre-transformer embedding; samtune's
+    hooks (convert_hq.fix_hq_decoder) restore the reference computation, also in a deep copy,
+    and gradients reach both the two-way transformer and the upscaling."""
+    import copy
+
+    ref, model, _ = hq_reference
+    image = torch.randn(1, 3, HQ_IMAGE, HQ_IMAGE, generator=torch.Generator().manual_seed(5))
+    _, masks_ref, _ = _hq_reference_outputs(ref, image, "box", multimask=False)
+    twin = copy.deepcopy(model)
+    assert twin.mask_decoder.upscale_conv1.__dict__[convert_hq._KEYS_SOURCE] is (
+        twin.mask_decoder.transformer
+    )
+    _, masks, _ = _hq_samtune_outputs(twin, image, "box", multimask=False)
     torch.testing.assert_close(masks, masks_ref, atol=TOL, rtol=0)
+    assert convert_hq.fix_hq_decoder(twin) is twin  # idempotent: no second pair of hooks
+    assert len(twin.mask_decoder.upscale_conv1._forward_pre_hooks) == 1
+    out = twin(pixel_values=image, input_boxes=torch.tensor([[BOX]]), multimask_output=False)
+    out.pred_masks.sum().backward()
+    decoder = twin.mask_decoder
+    assert decoder.upscale_conv1.weight.grad.abs().sum() > 0
+    assert decoder.transformer.layers[1].mlp.lin1.weight.grad.abs().sum() > 0
 
 
 def test_hq_config_is_read_from_the_shapes(hq_reference):
