@@ -139,6 +139,19 @@ def is_meta_state_dict(state_dict: Mapping[str, Any]) -> bool:
     )
 
 
+def original_family(state_dict: Mapping[str, Any]) -> str | None:
+    """Which original checkpoint format ``state_dict`` is in: "SAM 2", "SAM-HQ", "SAM" or None.
+
+    For messages that name what was found; each converter module has its own ``is_*`` test.
+    """
+    sd = strip_wrapper_prefix(state_dict)
+    if "image_encoder.trunk.patch_embed.proj.weight" in sd:
+        return "SAM 2"
+    if not is_meta_state_dict(sd):
+        return None
+    return "SAM-HQ" if "mask_decoder.hf_token.weight" in sd else "SAM"
+
+
 def meta_to_hf_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a Meta ``segment_anything`` state dict to ``SamModel`` keys (tensors shared)."""
     sd = strip_wrapper_prefix(state_dict)

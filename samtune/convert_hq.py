@@ -225,10 +225,15 @@ def load_original(path: str | Path, **config_overrides) -> SamHQModel:
     sd = convert.strip_wrapper_prefix(convert.read_torch_checkpoint(path))
     if not is_hq_state_dict(sd):
         raise CheckpointError(
-            f"{str(path)!r} is not a SAM-HQ checkpoint: it lacks {_MARKER!r} (found keys like "
-            f"{sorted(sd)[:3]})"
+            f"{str(path)!r} is not a SAM-HQ checkpoint but "
+            f"{_found(sd)}; load it with samtune.load_model, which reads every family"
         )
     return model_from_original(path, sd, **config_overrides)
+
+
+def _found(sd: Mapping[str, torch.Tensor]) -> str:
+    family = convert.original_family(sd)
+    return f"a {family} one" if family else f"no SAM checkpoint (keys like {sorted(sd)[:3]})"
 
 
 def model_from_original(path: Path, sd: Mapping[str, torch.Tensor], **config_overrides):

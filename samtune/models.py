@@ -335,8 +335,9 @@ def _load_local(path: Path, stated: dict | None = None) -> SamModel:
         )
     raise CheckpointError(
         f"{str(path)!r} is not a SAM checkpoint: expected Meta segment-anything keys "
-        f"('image_encoder.*', 'prompt_encoder.*', 'mask_decoder.*'), found keys like "
-        f"{sorted(sd)[:3]}"
+        f"('image_encoder.*', 'prompt_encoder.*', 'mask_decoder.*'), SAM-HQ's (the same and "
+        f"'mask_decoder.hf_token.weight') or SAM 2's ('image_encoder.trunk.*', "
+        f"'sam_mask_decoder.*'), found keys like {sorted(sd)[:3]}"
     )
 
 
