@@ -337,7 +337,7 @@ def load_original(path: str | Path, **stated) -> Sam2Model:
         CheckpointError: not a readable checkpoint, or not SAM 2.
     """
     path = Path(path)
-    sd = convert.read_torch_checkpoint(path)
+    sd = convert.strip_wrapper_prefix(convert.read_torch_checkpoint(path))
     if not is_sam2_state_dict(sd):
         raise CheckpointError(
             f"{str(path)!r} is not a SAM 2 checkpoint but "

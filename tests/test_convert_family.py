@@ -284,6 +284,14 @@ def test_sam2_export_round_trips_bit_exactly(sam2_reference, tmp_path):
     )
 
 
+def test_sam2_behind_a_training_wrapper_prefix_loads_the_same(sam2_reference, tmp_path):
+    _, model, path = sam2_reference
+    original = torch.load(path, weights_only=True)["model"]
+    torch.save({"state_dict": {f"module.{k}": v for k, v in original.items()}}, tmp_path / "w.pt")
+    wrapped = convert_sam2.load_original(tmp_path / "w.pt", **S2_STATED)
+    _assert_same_tensors(model.state_dict(), wrapped.state_dict())
+
+
 def test_sam2_custom_size_without_statement_says_what_it_assumed(sam2_reference):
     _, _, path = sam2_reference
     with pytest.warns(AssumptionWarning, match="num_attention_heads_per_stage.*image_size"):
