@@ -104,6 +104,22 @@ def _mlp_depths(keys: list[str], pattern: re.Pattern[str], meta: bool) -> dict[s
     return depths
 
 
+def mlp_layer_to_hf(index: int, depth: int) -> str:
+    """HF name of layer ``index`` of a Meta ``MLP`` with ``depth`` linear layers."""
+    if index == 0:
+        return "proj_in"
+    return "proj_out" if index == depth - 1 else f"layers.{index - 1}"
+
+
+def mlp_layer_to_meta(name: str, depth: int) -> int:
+    """Meta index of the HF MLP layer ``name`` (``proj_in``, ``layers.i``, ``proj_out``)."""
+    if name == "proj_in":
+        return 0
+    if name == "proj_out":
+        return depth - 1
+    return int(name.split(".")[1]) + 1
+
+
 def strip_wrapper_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Drop a ``module.``/``model.``/``sam.`` prefix that training wrappers add to Meta keys."""
     sd = dict(state_dict)
@@ -121,6 +137,19 @@ def is_meta_state_dict(state_dict: Mapping[str, Any]) -> bool:
     return any(k.startswith("image_encoder.") for k in state_dict) and any(
         k.startswith("mask_decoder.") for k in state_dict
     )
+
+
+def original_family(state_dict: Mapping[str, Any]) -> str | None:
+    """Which original checkpoint format ``state_dict`` is in: "SAM 2", "SAM-HQ", "SAM" or None.
+
+    For messages that name what was found; each converter module has its own ``is_*`` test.
+    """
+    sd = strip_wrapper_prefix(state_dict)
+    if "image_encoder.trunk.patch_embed.proj.weight" in sd:
+        return "SAM 2"
+    if not is_meta_state_dict(sd):
+        return None
+    return "SAM-HQ" if "mask_decoder.hf_token.weight" in sd else "SAM"
 
 
 def meta_to_hf_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -144,9 +173,7 @@ def meta_to_hf_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, t
         m = _MLP_META.match(key)
         if m:
             head, idx, rest = m.group(1), int(m.group(2)), m.group(3)
-            last = depths[head] - 1
-            name = "proj_in" if idx == 0 else "proj_out" if idx == last else f"layers.{idx - 1}"
-            out[f"{head}.{name}.{rest}"] = value
+            out[f"{head}.{mlp_layer_to_hf(idx, depths[head])}.{rest}"] = value
             continue
         out[_rename(key, _pairs_for(key), reverse=False)] = value
     return out
@@ -170,14 +197,8 @@ def hf_to_meta_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, t
             continue
         m = _MLP_HF.match(key)
         if m:
-            head, name, idx, rest = m.group(1), m.group(2), m.group(3), m.group(4)
-            if name == "proj_in":
-                meta_idx = 0
-            elif name == "proj_out":
-                meta_idx = depths[head] - 1
-            else:
-                meta_idx = int(idx) + 1
-            out[f"{head}.layers.{meta_idx}.{rest}"] = value
+            head, name, rest = m.group(1), m.group(2), m.group(4)
+            out[f"{head}.layers.{mlp_layer_to_meta(name, depths[head])}.{rest}"] = value
             continue
         out[_rename(key, _pairs_for(key), reverse=True)] = value
     return out
@@ -200,7 +221,24 @@ def config_from_meta_state_dict(
     The decoder's attention heads and LayerNorm epsilon cannot be read off shapes; they
     default to Meta's (8, 1e-5).
     """
-    sd = strip_wrapper_prefix(state_dict)
+    vision, prompt, decoder = meta_config_parts(
+        strip_wrapper_prefix(state_dict),
+        decoder_num_heads=decoder_num_heads,
+        decoder_layer_norm_eps=decoder_layer_norm_eps,
+    )
+    return SamConfig(
+        vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder
+    )
+
+
+def meta_config_parts(
+    sd: Mapping[str, torch.Tensor], *, decoder_num_heads: int, decoder_layer_norm_eps: float
+) -> tuple[dict, dict, dict]:
+    """The vision, prompt-encoder and mask-decoder sub-configs of a Meta-style state dict.
+
+    Shared by SAM and SAM-HQ, whose image encoder, prompt encoder and two-way transformer are
+    the same modules.
+    """
     try:
         vision = _vision_config(sd)
         decoder = _decoder_config(sd)
@@ -218,9 +256,7 @@ def config_from_meta_state_dict(
         raise CheckpointError(
             f"not a complete Meta SAM state dict: tensor {exc.args[0]!r} is missing"
         ) from None
-    return SamConfig(
-        vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder
-    )
+    return vision, prompt, decoder
 
 
 def _vision_config(sd: Mapping[str, torch.Tensor]) -> dict:
@@ -388,7 +424,16 @@ def sam_model_from_meta_state_dict(
     if config is None:
         config = config_from_meta_state_dict(state_dict, **config_overrides)
     model = SamModel(config)
-    hf_sd = meta_to_hf_state_dict(state_dict)
+    load_converted(model, meta_to_hf_state_dict(state_dict), "SAM")
+    return model
+
+
+def load_converted(model: torch.nn.Module, hf_sd: Mapping[str, torch.Tensor], family: str) -> None:
+    """Load converted weights into ``model``, all of them and nothing else.
+
+    Raises:
+        CheckpointError: a tensor of the wrong shape, a missing or an unexpected one.
+    """
     try:
         missing, unexpected = model.load_state_dict(hf_sd, strict=False)
     except RuntimeError as exc:  # size mismatches
@@ -397,10 +442,9 @@ def sam_model_from_meta_state_dict(
         ) from None
     if missing or unexpected:
         raise CheckpointError(
-            f"checkpoint does not match SAM's architecture: missing {missing[:3]}, "
+            f"checkpoint does not match {family}'s architecture: missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}"
         )
-    return model
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -468,6 +512,25 @@ def save_meta_checkpoint(model, path: str | Path, *, overwrite: bool = False) ->
     Raises:
         InputError: ``path`` exists and ``overwrite`` is off, or it is not samtune's to replace.
     """
+    sd = {
+        k: v.detach().cpu().contiguous()
+        for k, v in hf_to_meta_state_dict(model.state_dict()).items()
+    }
+    return write_original_checkpoint(model, sd, path, overwrite=overwrite)
+
+
+def write_original_checkpoint(
+    model, payload: dict, path: str | Path, *, overwrite: bool = False, family: str = "sam"
+) -> Path:
+    """Write ``payload`` (an original-format checkpoint object) with ``torch.save``, plus the
+    sidecar that records ``model``'s config, preprocessing and fingerprint.
+
+    The rules of :func:`save_meta_checkpoint` apply: never replace a file samtune did not
+    write, and never leave a half-written file.
+
+    Raises:
+        InputError: ``path`` exists and ``overwrite`` is off, or it is not samtune's to replace.
+    """
     import json
 
     from . import __version__
@@ -476,19 +539,16 @@ def save_meta_checkpoint(model, path: str | Path, *, overwrite: bool = False) ->
 
     path = Path(path)
     _check_replaceable_file(path, overwrite)
-    sd = {
-        k: v.detach().cpu().contiguous()
-        for k, v in hf_to_meta_state_dict(model.state_dict()).items()
-    }
     config = model.config.to_dict()
     for key in ("_name_or_path", "transformers_version"):
         config.pop(key, None)
     with atomic_write(path) as tmp:
-        torch.save(sd, tmp)
+        torch.save(payload, tmp)
         side = {
             "format": SIDECAR_FORMAT,
             "format_version": 1,
-            "about": "what a Meta segment-anything .pth cannot record; read by samtune.load_model",
+            "about": "what an original-format checkpoint cannot record; read by samtune.load_model",
+            "family": family,
             "file": path.name,
             "sha256": _sha256(tmp),
             "fingerprint": fingerprint(model),

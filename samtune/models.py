@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers import SamConfig, SamModel
 
-from . import convert, hub
+from . import convert, convert_hq, convert_sam2, hub
 from .errors import CheckpointError, ConfigError, MissingFileError
 
 # SAM's normalisation (ImageNet statistics in 0-255 pixel units, as Meta and HF use them).
@@ -93,7 +93,8 @@ def preprocess_config(model: SamModel) -> PreprocessConfig:
     declared = samtune_info(model).preprocess
     if declared is not None:
         return declared
-    return PreprocessConfig(image_size=int(model.config.vision_config.image_size))
+    # every family's prompt encoder records the input side (SAM 2's vision config does not)
+    return PreprocessConfig(image_size=int(model.config.prompt_encoder_config.image_size))
 
 
 # --------------------------------------------------------------------------- presets
@@ -315,6 +316,17 @@ def _load_local(path: Path, stated: dict | None = None) -> SamModel:
     else:
         sd = convert.read_torch_checkpoint(path)
     sd = convert.strip_wrapper_prefix(sd)
+    if convert_hq.is_hq_state_dict(sd):
+        return _with_sidecar_preprocess(
+            convert_hq.model_from_original(path, sd, **(stated or {})), path
+        )
+    if convert_sam2.is_sam2_state_dict(sd):
+        if stated:
+            raise ConfigError(
+                f"{str(path)!r} is a SAM 2 checkpoint; {', '.join(stated)} only apply to SAM "
+                "and SAM-HQ checkpoints (SAM 2's decoder always has 8 heads)"
+            )
+        return _with_sidecar_preprocess(convert_sam2.model_from_original(path, sd), path)
     if convert.is_meta_state_dict(sd):
         return _model_from_meta(path, sd, stated or {})
     if stated:
@@ -323,8 +335,9 @@ def _load_local(path: Path, stated: dict | None = None) -> SamModel:
         )
     raise CheckpointError(
         f"{str(path)!r} is not a SAM checkpoint: expected Meta segment-anything keys "
-        f"('image_encoder.*', 'prompt_encoder.*', 'mask_decoder.*'), found keys like "
-        f"{sorted(sd)[:3]}"
+        f"('image_encoder.*', 'prompt_encoder.*', 'mask_decoder.*'), SAM-HQ's (the same and "
+        f"'mask_decoder.hf_token.weight') or SAM 2's ('image_encoder.trunk.*', "
+        f"'sam_mask_decoder.*'), found keys like {sorted(sd)[:3]}"
     )
 
 
@@ -359,6 +372,14 @@ def _model_from_meta(path: Path, sd: dict, stated: dict) -> SamModel:
             stacklevel=4,
         )
     return convert.sam_model_from_meta_state_dict(sd, **stated)
+
+
+def _with_sidecar_preprocess(model, path: Path):
+    """Record the preprocessing a samtune sidecar beside ``path`` declares, if any."""
+    side = convert.read_sidecar(path)
+    if side is not None and isinstance(side.get("preprocess"), dict):
+        samtune_info(model).preprocess = PreprocessConfig.from_dict(side["preprocess"])
+    return model
 
 
 def _check_loading_info(info: dict, where: str) -> None:

@@ -34,6 +34,13 @@ NOT_RUN = {
         "checks the shipped specs"
     ),
     "samtune data download taco": NEEDS_NETWORK,
+    "samtune convert sam2.1_hiera_small.pt ./sam2.1-small-hf --to hf": (
+        "needs the real SAM 2.1 checkpoint (a download); test_convert_family converts "
+        "reference-built SAM 2 and SAM-HQ checkpoints and exports them back"
+    ),
+    "samtune convert ./sam2.1-small-hf ./sam2.1_hiera_small.pt --to original": (
+        "continues the SAM 2.1 conversion above, which needs the download"
+    ),
     "samtune suite examples/suites/waste-vit-b.yaml -o suites/waste-vit-b": NEEDS_NETWORK,
     "samtune suite examples/suites/waste-vit-b.yaml -o suites/waste-vit-b --check": (
         "needs the three datasets; test_suite checks the spec and that missing data exits 2"

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import UnknownNameError
 
-FORMATS = ("hf", "segment-anything")
+FORMATS = ("hf", "original", "segment-anything")  # the last: original, kept for SAM users
 
 _HEADS = typer.Option(
     "--decoder-heads",
@@ -73,30 +73,36 @@ def convert(
     source: Annotated[
         str, typer.Argument(help="Model to convert: .pth, HF folder, hub id or preset.")
     ],
-    output: Annotated[
-        Path, typer.Argument(help="Output folder (hf) or .pth file (segment-anything).")
-    ],
-    to: Annotated[str, typer.Option("--to", help="Output format: hf or segment-anything.")] = "hf",
+    output: Annotated[Path, typer.Argument(help="Output folder (hf) or .pth/.pt file (original).")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="Output format: hf, or original (the model family's own .pth/.pt: "
+            "segment-anything, SAM-HQ or SAM 2; 'segment-anything' is an alias).",
+        ),
+    ] = "hf",
     decoder_heads: Annotated[int | None, _HEADS] = None,
     decoder_eps: Annotated[float | None, _EPS] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an OUTPUT that samtune wrote earlier.")
     ] = False,
 ) -> None:
-    """Convert between Meta segment-anything checkpoints and Hugging Face SamModel folders.
+    """Convert between original checkpoints (SAM, SAM-HQ, SAM 2) and Hugging Face folders.
 
     Examples:
 
         samtune convert sam_vit_b_01ec64.pth ./sam-vit-b-hf --to hf
 
-        samtune convert ./sam-vit-b-hf ./sam_vit_b.pth --to segment-anything
+        samtune convert ./sam-vit-b-hf ./sam_vit_b.pth --to original
+
+        samtune convert sam2.1_hiera_small.pt ./sam2.1-small-hf --to hf
 
     A Meta .pth does not record the mask decoder's attention heads or LayerNorm epsilon;
     samtune writes them to a sidecar (OUTPUT.samtune.json) and reads it back. For a .pth
     without one, Meta's values are assumed (with a note); --decoder-heads / --decoder-eps
     state them instead.
     """
-    from ..convert import save_meta_checkpoint
     from ..io import atomic_dir
     from ..models import load_model
 
@@ -109,8 +115,23 @@ def convert(
         with atomic_dir(output, overwrite=overwrite, protect=[source]) as tmp:
             save_hf_folder(model, tmp)
     else:
-        save_meta_checkpoint(model, output, overwrite=overwrite)
+        save_original_checkpoint(model, output, overwrite=overwrite)
     typer.echo(f"wrote {output}")
+
+
+def save_original_checkpoint(model, output: Path, *, overwrite: bool = False) -> Path:
+    """Write ``model`` in its family's original format (SAM, SAM-HQ or SAM 2)."""
+    from transformers import Sam2Model, SamHQModel
+
+    from ..convert import save_meta_checkpoint
+    from ..convert_hq import save_hq_checkpoint
+    from ..convert_sam2 import save_sam2_checkpoint
+
+    if isinstance(model, SamHQModel):
+        return save_hq_checkpoint(model, output, overwrite=overwrite)
+    if isinstance(model, Sam2Model):
+        return save_sam2_checkpoint(model, output, overwrite=overwrite)
+    return save_meta_checkpoint(model, output, overwrite=overwrite)
 
 
 def register(app: typer.Typer) -> None:
