@@ -68,7 +68,9 @@ class Family:
 
     def low_res_size(self, config: Any) -> int:
         """The side of the mask decoder's low-resolution logits (4x the embedding grid)."""
-        return 4 * (self.image_size(config) // int(config.prompt_encoder_config.patch_size))
+        patch = getattr(config.vision_config, "patch_size", None)
+        patch = patch if patch is not None else config.prompt_encoder_config.patch_size
+        return 4 * (self.image_size(config) // int(patch))
 
 
 _DECODER_ATTENTION = (
@@ -131,9 +133,7 @@ _BY_MODEL_TYPE = {f.model_type: f for f in FAMILIES.values()}
 def family_named(name: str) -> Family:
     """The family called ``name`` (``sam``, ``sam-hq``, ``sam2``)."""
     if name not in FAMILIES:
-        raise ConfigError(
-            f"unknown SAM family {name!r}; samtune knows {', '.join(FAMILIES)}"
-        )
+        raise ConfigError(f"unknown SAM family {name!r}; samtune knows {', '.join(FAMILIES)}")
     return FAMILIES[name]
 
 
@@ -141,7 +141,7 @@ def family_of_model_type(model_type: Any, where: str = "the config") -> Family:
     """The family whose config has this ``model_type`` (as in a ``config.json``)."""
     if model_type not in _BY_MODEL_TYPE:
         raise CheckpointError(
-            f"{where} holds a {model_type!r} model, not one of the SAM family (model_type "
+            f"{where} holds a {model_type!r} model, not SAM, SAM-HQ or SAM 2 (model_type "
             f"{', '.join(repr(t) for t in _BY_MODEL_TYPE)})"
         )
     return _BY_MODEL_TYPE[model_type]

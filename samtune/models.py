@@ -441,7 +441,7 @@ def _model_from_meta(path: Path, sd: dict, stated: dict) -> SamModel:
             f"{convert.META_DECODER_LAYER_NORM_EPS:g}). If it was built otherwise, state them: "
             f"samtune convert {path.name} OUT --to hf --decoder-heads N --decoder-eps E",
             AssumptionWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
     return convert.sam_model_from_meta_state_dict(sd, **stated)
 

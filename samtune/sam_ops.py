@@ -61,7 +61,9 @@ def to_model(sam: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(param.device)
 
 
-def map_embeddings(fn: Callable[[torch.Tensor], torch.Tensor], embeddings: Embeddings) -> Embeddings:
+def map_embeddings(
+    fn: Callable[[torch.Tensor], torch.Tensor], embeddings: Embeddings
+) -> Embeddings:
     """``fn`` applied to each tensor of ``embeddings`` (a tensor or a tuple of them)."""
     if torch.is_tensor(embeddings):
         return fn(embeddings)
