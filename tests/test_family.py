@@ -39,7 +39,7 @@ def models():
 def demo():
     from samtune.data import load_dataset
 
-    counts = {"train": 4, "val": 2, "test": 2}
+    counts = {"train": 2, "val": 1, "test": 1}
     return {s: load_dataset("demo", s, counts=counts) for s in ("train", "val")}
 
 
@@ -242,7 +242,7 @@ def test_a_plugin_without_families_is_refused_on_sam2():
 @pytest.mark.parametrize("family", ["sam-hq", "sam2"])
 def test_cached_and_uncached_training_give_the_same_adapter(family, demo, tmp_path):
     def run(name: str, cache: str) -> dict[str, torch.Tensor]:
-        fit(PRESETS[family], "decoder", demo, tmp_path / name, epochs=2, batch_size=2,
+        fit(PRESETS[family], "decoder", demo, tmp_path / name, epochs=2, batch_size=1,
             cache=cache, cache_dir=str(tmp_path / "cache"), quiet=True, log_with=None,
             compare=False, eval_every=100)  # fmt: skip
         return load_file(tmp_path / name / "adapter" / "adapter.safetensors")
@@ -250,7 +250,7 @@ def test_cached_and_uncached_training_give_the_same_adapter(family, demo, tmp_pa
     uncached = run("off", "off")
     cached = run("on", "on")  # epoch 1 encodes and writes, epoch 2 reads memory
     from_disk = run("disk", "on")  # every epoch reads the files the last run wrote
-    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 4
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 2
     for other in (cached, from_disk):
         assert other.keys() == uncached.keys()
         assert all(torch.equal(other[k], uncached[k]) for k in uncached)
@@ -288,3 +288,22 @@ def test_adapters_round_trip_and_refuse_another_family(family, tmp_path):
     torch.testing.assert_close(masks(merged), masks(model), atol=1e-5, rtol=0)
     with pytest.raises(AdapterMismatchError, match=f"trained on a {family} model .* is sam "):
         load_adapter("tiny", tmp_path / "adapter")
+
+
+def test_eval_compare_puts_sam_sam_hq_and_sam2_adapters_in_one_table(tmp_path):
+    from samtune.evaluate import EvalConfig, run_evaluation
+    from samtune.evaluate.report import format_comparison
+
+    adapters = []
+    for family, preset in PRESETS.items():
+        model = get_strategy("decoder").apply(load_model(preset))
+        save_adapter(model, tmp_path / family)
+        adapters.append(str(tmp_path / family))
+    config = EvalConfig(model="tiny", adapter=adapters, compare=True, dataset="demo",
+                        max_images=1, quiet=True, plots=False)  # fmt: skip
+    reports = run_evaluation(config)
+    assert list(reports) == ["tiny (zero-shot)", "sam", "sam-hq", "sam2"]
+    # the SAM adapter (decoder untouched) scores exactly what its base does
+    assert reports["sam"].metrics["miou"] == reports["tiny (zero-shot)"].metrics["miou"]
+    table = format_comparison(reports)
+    assert all(name in table for name in ("sam-hq", "sam2"))
