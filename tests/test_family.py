@@ -239,6 +239,7 @@ def test_a_plugin_without_families_is_refused_on_sam2():
 # --------------------------------------------------------------------------- cache, eval, adapters
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["sam-hq", "sam2"])
 def test_cached_and_uncached_training_give_the_same_adapter(family, demo, tmp_path):
     def run(name: str, cache: str) -> dict[str, torch.Tensor]:
@@ -290,6 +291,7 @@ def test_adapters_round_trip_and_refuse_another_family(family, tmp_path):
         load_adapter("tiny", tmp_path / "adapter")
 
 
+@pytest.mark.slow
 def test_eval_compare_puts_sam_sam_hq_and_sam2_adapters_in_one_table(tmp_path):
     from samtune.evaluate import EvalConfig, run_evaluation
     from samtune.evaluate.report import format_comparison
