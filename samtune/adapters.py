@@ -441,22 +441,10 @@ def export_adapter(
 
     strategy = _require_strategy(model)
     output = Path(output)
-    if format not in EXPORT_FORMATS:
-        raise UnknownNameError(
-            f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}"
-        )
+    _check_export(model, format, quantize)
     from .models import model_source
 
     protect = [*protect, *([model_source(model)] if Path(model_source(model)).exists() else [])]
-    if quantize is not None and format != "onnx":
-        raise InputError(f"quantize applies to the onnx format only, not {format!r}")
-    family = family_of(model)
-    if format in ("segment-anything", "onnx") and family is not SAM:
-        raise InputError(
-            f"format {format!r} holds SAM (SamModel) only; this model is {family.name} "
-            f"({type(model).__name__}): export it as 'hf' (a merged {type(model).__name__} "
-            "folder) or keep the adapter file"
-        )
     if format == "hf":
         merged = merge_adapter(model)
         with atomic_dir(output, overwrite=overwrite, protect=protect) as tmp:
@@ -484,6 +472,23 @@ def export_adapter(
             (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
             (tmp / "README.md").write_text(model_card(model, metrics))
     return output
+
+
+def _check_export(model: torch.nn.Module, format: str, quantize: str | None) -> None:
+    """Refuse an unknown format, ``quantize`` outside onnx, and SAM-only formats elsewhere."""
+    if format not in EXPORT_FORMATS:
+        raise UnknownNameError(
+            f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}"
+        )
+    if quantize is not None and format != "onnx":
+        raise InputError(f"quantize applies to the onnx format only, not {format!r}")
+    family = family_of(model)
+    if format in ("segment-anything", "onnx") and family is not SAM:
+        raise InputError(
+            f"format {format!r} holds SAM (SamModel) only; this model is {family.name} "
+            f"({type(model).__name__}): export it as 'hf' (a merged {type(model).__name__} "
+            "folder) or keep the adapter file"
+        )
 
 
 def save_hf_folder(model: torch.nn.Module, folder: str | os.PathLike) -> Path:
