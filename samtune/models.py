@@ -98,7 +98,11 @@ def samtune_info(model: torch.nn.Module) -> SamtuneInfo:
     """The :class:`SamtuneInfo` record of ``model`` (attached on first use)."""
     info = model.__dict__.get(INFO_ATTR)
     if info is None:
-        info = SamtuneInfo(family=family_of(model).name)
+        try:
+            family = family_of(model).name
+        except CheckpointError:  # not a SAM-family model (a wrapper, a bare module)
+            family = ""
+        info = SamtuneInfo(family=family)
         model.__dict__[INFO_ATTR] = info
     return info
 
