@@ -29,6 +29,8 @@ _EXPORTS: dict[str, str] = {
     "list_presets": "samtune.models",
     "load_model": "samtune.models",
     "preprocess_config": "samtune.models",
+    "Family": "samtune.family",
+    "family_of": "samtune.family",
     # strategies and adapters
     "Strategy": "samtune.strategies",
     "StrategyConfig": "samtune.strategies",

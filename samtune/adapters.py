@@ -9,14 +9,16 @@ trained (:meth:`Strategy.trainable_state_dict`), with string metadata:
 ``strategy_config``        its config, JSON
 ``strategy_package``       the distribution that provides it (``samtune``, ``samtune-bitfit``)
 ``base_model``             the base model's source (hub id, path or preset)
+``base_family``            its SAM family (``sam``, ``sam-hq``, ``sam2``; absent: ``sam``)
 ``base_fingerprint``       :func:`samtune.models.fingerprint` of the untouched base model
                            (architecture and weights)
 ``base_architecture``      :func:`samtune.models.architecture` of the base, JSON
 ``samtune_version``        the samtune that wrote it
 =========================  ===============================================================
 
-Exports: a merged Hugging Face ``SamModel`` folder (``hf``), a Meta ``segment_anything``
-``.pth`` (``segment-anything``), a peft directory (``peft``, for peft-based strategies), and a
+Exports: a merged Hugging Face folder of the model's class (``hf``: ``SamModel``,
+``SamHQModel`` or ``Sam2Model``, with its processor), a Meta ``segment_anything`` ``.pth``
+(``segment-anything``, SAM only), a peft directory (``peft``, for peft-based strategies), and a
 folder ready to upload to the Hugging Face hub (``hub``).
 """
 
@@ -37,6 +39,7 @@ from .errors import (
     MissingFileError,
     UnknownNameError,
 )
+from .family import SAM, SAM_HQ, family_of
 from .io import atomic_dir, atomic_write
 from .strategies.base import Strategy, applied_strategy, merged_copy
 
@@ -97,6 +100,7 @@ def adapter_metadata(model: torch.nn.Module) -> dict[str, str]:
         "strategy_package": package,
         "strategy_package_version": package_version,
         "base_model": model_source(model),
+        "base_family": family_of(model).name,
         "base_fingerprint": base_fingerprint(model),
         "base_architecture": json.dumps(architecture(model), sort_keys=True),
         "samtune_version": __version__,
@@ -279,6 +283,7 @@ def load_adapter(
         raise InputError(
             "the base model already has a strategy applied; pass a freshly loaded base model"
         )
+    _check_family(adapter, base_model)
     expected = adapter.metadata["base_fingerprint"]
     weights_only = adapter.metadata.get("format_version", "1") in _WEIGHTS_ONLY_VERSIONS
     found = weights_fingerprint(base_model) if weights_only else base_fingerprint(base_model)
@@ -306,6 +311,21 @@ def load_adapter(
     strategy.apply(base_model)
     strategy.load_trainable_state_dict(base_model, adapter.tensors)
     return base_model
+
+
+def _check_family(adapter: AdapterFile, base_model: torch.nn.Module) -> None:
+    """Refuse a base of another SAM family than the adapter's, naming both."""
+    from .models import model_source
+
+    recorded = adapter.metadata.get("base_family", SAM.name)  # before families: SAM only
+    family = family_of(base_model)
+    if recorded != family.name:
+        raise AdapterMismatchError(
+            f"adapter {str(adapter.path)!r} was trained on a {recorded} model "
+            f"({adapter.metadata.get('base_model', 'unknown')!r}), but the base given is "
+            f"{family.name} ({type(base_model).__name__}, {model_source(base_model)!r}); load "
+            "the adapter onto the base model it was trained on"
+        )
 
 
 def load_tuned(
@@ -414,15 +434,10 @@ def export_adapter(
 
     strategy = _require_strategy(model)
     output = Path(output)
-    if format not in EXPORT_FORMATS:
-        raise UnknownNameError(
-            f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}"
-        )
+    _check_export(model, format, quantize)
     from .models import model_source
 
     protect = [*protect, *([model_source(model)] if Path(model_source(model)).exists() else [])]
-    if quantize is not None and format != "onnx":
-        raise InputError(f"quantize applies to the onnx format only, not {format!r}")
     if format == "hf":
         merged = merge_adapter(model)
         with atomic_dir(output, overwrite=overwrite, protect=protect) as tmp:
@@ -452,23 +467,54 @@ def export_adapter(
     return output
 
 
+def _check_export(model: torch.nn.Module, format: str, quantize: str | None) -> None:
+    """Refuse an unknown format, ``quantize`` outside onnx, and SAM-only formats elsewhere."""
+    if format not in EXPORT_FORMATS:
+        raise UnknownNameError(
+            f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}"
+        )
+    if quantize is not None and format != "onnx":
+        raise InputError(f"quantize applies to the onnx format only, not {format!r}")
+    family = family_of(model)
+    if format in ("segment-anything", "onnx") and family is not SAM:
+        raise InputError(
+            f"format {format!r} holds SAM (SamModel) only; this model is {family.name} "
+            f"({type(model).__name__}): export it as 'hf' (a merged {type(model).__name__} "
+            "folder) or keep the adapter file"
+        )
+
+
 def save_hf_folder(model: torch.nn.Module, folder: str | os.PathLike) -> Path:
     """``model.save_pretrained(folder)`` plus the ``preprocessor_config.json`` of its
-    preprocessing, so ``SamProcessor.from_pretrained(folder)`` works and a reload keeps it."""
-    from transformers import SamImageProcessor, SamProcessor
+    preprocessing, so the family's processor (``SamProcessor``, ``SamHQProcessor``,
+    ``Sam2Processor``) loads from the folder and a reload keeps it."""
+    from transformers import (
+        Sam2ImageProcessor,
+        Sam2Processor,
+        SamHQProcessor,
+        SamImageProcessor,
+        SamProcessor,
+    )
 
     from .models import preprocess_config
 
     folder = Path(folder)
     pre = preprocess_config(model)
-    image_processor = SamImageProcessor(
-        size={"longest_edge": pre.image_size},
-        pad_size={"height": pre.image_size, "width": pre.image_size},
-        image_mean=[m / 255.0 for m in pre.mean],
-        image_std=[s / 255.0 for s in pre.std],
-    )
+    mean = [m / 255.0 for m in pre.mean]
+    std = [s / 255.0 for s in pre.std]
+    side = {"height": pre.image_size, "width": pre.image_size}
+    if pre.square:  # SAM 2: stretched to the square, no padding
+        processor = Sam2Processor(
+            image_processor=Sam2ImageProcessor(size=side, image_mean=mean, image_std=std)
+        )
+    else:
+        image_processor = SamImageProcessor(
+            size={"longest_edge": pre.image_size}, pad_size=side, image_mean=mean, image_std=std
+        )
+        processor_class = SamHQProcessor if family_of(model) is SAM_HQ else SamProcessor
+        processor = processor_class(image_processor=image_processor)
     model.save_pretrained(folder)
-    SamProcessor(image_processor=image_processor).save_pretrained(folder)
+    processor.save_pretrained(folder)
     return folder
 
 

@@ -1,13 +1,19 @@
-"""Load a ``transformers.SamModel`` from whatever the user points at.
+"""Load a SAM-family model (``SamModel``, ``SamHQModel``, ``Sam2Model``) from whatever the user
+points at.
 
 Sources, tried in this order:
 
-1. a preset name (:data:`PRESETS`): ``tiny`` (a few-thousand-parameter SAM for tests),
-   ``demo`` (the small pretrained demo model bundled with samtune), ``vit-b-random`` /
-   ``vit-l-random`` / ``vit-h-random`` (real sizes, random weights, for benchmarks);
-2. a local path: a folder written by ``save_pretrained``, a Meta ``segment_anything``
-   checkpoint (``sam_vit_b_01ec64.pth`` ...) or a ``.safetensors`` file of either layout;
-3. a Hugging Face hub id (``facebook/sam-vit-base`` or any SAM repository).
+1. a preset name (:data:`PRESETS`): ``tiny`` / ``tiny-hq`` / ``tiny-sam2`` (tiny random SAM,
+   SAM-HQ and SAM 2 for tests), ``demo`` (the small pretrained demo model bundled with
+   samtune), ``vit-b-random`` / ``vit-l-random`` / ``vit-h-random`` (real sizes, random
+   weights, for benchmarks);
+2. a local path: a folder written by ``save_pretrained`` (its ``config.json`` names the
+   family), a Meta ``segment_anything`` checkpoint (``sam_vit_b_01ec64.pth`` ...) or a
+   ``.safetensors`` file of either layout;
+3. a Hugging Face hub id (``facebook/sam-vit-base``, ``facebook/sam2.1-hiera-small``, any
+   SAM, SAM-HQ or SAM 2 repository; the family comes from its config).
+
+Which family a model, config or folder is: :mod:`samtune.family`.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import SamConfig, SamModel
+from transformers import PretrainedConfig, Sam2Config, SamConfig, SamHQConfig, SamModel
 
 from . import convert, convert_hq, convert_sam2, hub
 from .errors import CheckpointError, ConfigError, MissingFileError
+from .family import family_of, family_of_model_type
 
 # SAM's normalisation (ImageNet statistics in 0-255 pixel units, as Meta and HF use them).
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -35,22 +42,28 @@ DEFAULT_HUB_MODEL = "facebook/sam-vit-base"
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """How images are prepared for a model: resize longest side, normalise, pad bottom-right.
+    """How images are prepared for a model: resize, normalise, pad bottom-right to a square.
 
-    ``image_size`` is both the longest side after resizing and the square padded size.
+    ``image_size`` is the side of the square model input. SAM and SAM-HQ resize the longest
+    side to it and pad; SAM 2 (``square=True``) stretches the image to the square, no padding.
     ``mean``/``std`` are per-channel, in 0-255 pixel units.
     """
 
     image_size: int = 1024
     mean: tuple[float, float, float] = SAM_PIXEL_MEAN
     std: tuple[float, float, float] = SAM_PIXEL_STD
+    square: bool = False
 
     def to_dict(self) -> dict:
-        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+        d = {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+        if self.square:  # absent for SAM, so SAM's fingerprints and cache keys stay as they were
+            d["square"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> PreprocessConfig:
-        return cls(int(d["image_size"]), tuple(d["mean"]), tuple(d["std"]))
+        square = bool(d.get("square", False))
+        return cls(int(d["image_size"]), tuple(d["mean"]), tuple(d["std"]), square)
 
 
 @dataclass
@@ -63,6 +76,7 @@ class SamtuneInfo:
 
     Attributes:
         source: what the model was loaded from (preset, path or hub id; "" if unknown).
+        family: its SAM family (``sam``, ``sam-hq``, ``sam2``; :mod:`samtune.family`).
         preprocess: the preprocessing its files declare (a ``preprocessor_config.json``, a
             Meta sidecar); ``None`` means SAM's mean and std at the config's image size.
         base_fingerprint: :func:`fingerprint` of the untouched base, taken before training
@@ -71,6 +85,7 @@ class SamtuneInfo:
     """
 
     source: str = ""
+    family: str = ""
     preprocess: PreprocessConfig | None = None
     base_fingerprint: str | None = None
     strategy: Any = None
@@ -83,18 +98,23 @@ def samtune_info(model: torch.nn.Module) -> SamtuneInfo:
     """The :class:`SamtuneInfo` record of ``model`` (attached on first use)."""
     info = model.__dict__.get(INFO_ATTR)
     if info is None:
-        info = SamtuneInfo()
+        try:
+            family = family_of(model).name
+        except CheckpointError:  # not a SAM-family model (a wrapper, a bare module)
+            family = ""
+        info = SamtuneInfo(family=family)
         model.__dict__[INFO_ATTR] = info
     return info
 
 
-def preprocess_config(model: SamModel) -> PreprocessConfig:
-    """The preprocessing that matches ``model`` (its image size, SAM's mean and std)."""
+def preprocess_config(model: torch.nn.Module) -> PreprocessConfig:
+    """The preprocessing that matches ``model``: what its files declare, else its family's
+    (image size from the config, SAM's mean and std; SAM 2 stretches to the square)."""
     declared = samtune_info(model).preprocess
     if declared is not None:
         return declared
-    # every family's prompt encoder records the input side (SAM 2's vision config does not)
-    return PreprocessConfig(image_size=int(model.config.prompt_encoder_config.image_size))
+    family = family_of(model)
+    return PreprocessConfig(image_size=family.image_size(model.config), square=family.square_resize)
 
 
 # --------------------------------------------------------------------------- presets
@@ -147,8 +167,50 @@ def vit_config(size: str, image_size: int = 1024) -> SamConfig:
     )
 
 
-def sam_from_config(config: SamConfig, seed: int = 0) -> SamModel:
-    """A randomly initialised ``SamModel`` that trains from scratch the way Meta's SAM does.
+def tiny_hq_config(image_size: int = 128) -> SamHQConfig:
+    """:func:`tiny_config` with SAM-HQ's decoder (HQ token, HQ MLP, feature fusion)."""
+    sam = tiny_config(image_size).to_dict()
+    sam["mask_decoder_config"]["vit_dim"] = sam["vision_config"]["hidden_size"]
+    keep = ("vision_config", "prompt_encoder_config", "mask_decoder_config")
+    return SamHQConfig(**{k: sam[k] for k in keep})
+
+
+def tiny_sam2_config(image_size: int = 128) -> Sam2Config:
+    """A SAM 2 small enough to train on a CPU in seconds: a 4-stage Hiera (16 to 128 wide,
+    5 blocks, one global) and a 32-wide decoder, with the structure of the real thing."""
+    from transformers.models.sam2.configuration_sam2 import Sam2HieraDetConfig
+
+    grid = image_size // 4  # the Hiera patch embedding's stride
+    backbone = Sam2HieraDetConfig(
+        hidden_size=16,
+        num_attention_heads=1,
+        image_size=[image_size, image_size],
+        blocks_per_stage=[1, 1, 2, 1],
+        embed_dim_per_stage=[16, 32, 64, 128],
+        num_attention_heads_per_stage=[1, 1, 2, 2],
+        window_size_per_stage=[8, 4, 4, 2],
+        global_attention_blocks=[3],
+        window_positional_embedding_background_size=[4, 4],
+    )
+    return Sam2Config(
+        vision_config=dict(
+            backbone_config=backbone,
+            backbone_channel_list=[128, 64, 32, 16],
+            backbone_feature_sizes=[[grid, grid], [grid // 2, grid // 2], [grid // 4, grid // 4]],
+            fpn_hidden_size=32,
+        ),
+        prompt_encoder_config=dict(hidden_size=32, image_size=image_size, patch_size=16),
+        mask_decoder_config=dict(
+            hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32
+        ),
+    )
+
+
+def sam_from_config(config: PretrainedConfig, seed: int = 0) -> torch.nn.Module:
+    """A randomly initialised SAM-family model that trains from scratch the way Meta's does.
+
+    ``config`` is a ``SamConfig``, ``SamHQConfig`` or ``Sam2Config``; the model is of its
+    family's class.
 
     Meta's code leaves every layer at PyTorch's default initialisation; transformers instead
     draws linear and convolution weights from N(0, 0.02) (N(0, 1e-10) in the vision encoder,
@@ -159,10 +221,16 @@ def sam_from_config(config: SamConfig, seed: int = 0) -> SamModel:
     layer is reset to PyTorch's default, the Fourier features to N(0, 1) as in Meta's
     ``PositionEmbeddingRandom``, and the positional tables (zero in Meta's code) to small
     random values so that position matters from the start.
+
+    SAM-HQ's code (built on SAM's) and SAM 2's do the same: PyTorch defaults, one random
+    Fourier matrix shared by the image and the prompts (transformers gives SAM 2's prompt
+    encoder a second, independent one), Hiera's windowed positional tables, and SAM 2's
+    no-memory embedding drawn from N(0, 0.02) (``trunc_normal_`` in Meta's code).
     """
+    family = family_of(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = SamModel(config)
+        model = family.model_class(config)
         with torch.no_grad():
             for module in model.modules():
                 if hasattr(module, "reset_parameters") and not any(module.children()):
@@ -172,7 +240,9 @@ def sam_from_config(config: SamConfig, seed: int = 0) -> SamModel:
                 model.shared_image_embedding.positional_embedding
             )
             for name, param in model.named_parameters():
-                if "rel_pos" in name or name.endswith("pos_embed"):
+                if "rel_pos" in name or name.endswith(
+                    ("pos_embed", "pos_embed_window", "no_memory_embedding")
+                ):
                     param.normal_(std=0.02)
     return model.eval()
 
@@ -188,6 +258,14 @@ PRESETS: dict[str, tuple[str, Callable[[int], SamModel]]] = {
     "tiny": (
         "tiny random SAM (32-wide, 2 layers, 128 px) for tests",
         lambda s: sam_from_config(tiny_config(), s),
+    ),
+    "tiny-hq": (
+        "tiny random SAM-HQ (tiny's encoder, HQ decoder) for tests",
+        lambda s: sam_from_config(tiny_hq_config(), s),
+    ),
+    "tiny-sam2": (
+        "tiny random SAM 2 (4-stage Hiera, 16-128 wide, 128 px) for tests",
+        lambda s: sam_from_config(tiny_sam2_config(), s),
     ),
     "demo": (
         "small SAM pretrained on synthetic scenes, bundled with samtune (demo only)",
@@ -284,26 +362,36 @@ def load_model(
     return model
 
 
-def _load_local(path: Path, stated: dict | None = None) -> SamModel:
+def _load_local(path: Path, stated: dict | None = None) -> torch.nn.Module:
     if path.is_dir():
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise CheckpointError(
-                f"folder {str(path)!r} has no config.json; expected a folder written by "
-                "SamModel.save_pretrained (or `samtune convert`)"
-            )
-        try:
-            model_type = json.loads(config_file.read_text()).get("model_type")
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{str(config_file)!r} is not valid JSON: {exc}") from None
-        if model_type != "sam":
-            raise CheckpointError(
-                f"folder {str(path)!r} holds a {model_type!r} model, not SAM (model_type 'sam')"
-            )
-        model, info = SamModel.from_pretrained(path, output_loading_info=True)
-        _check_loading_info(info, str(path))
-        _attach_processor_settings(model, path)
-        return model
+        return _load_folder(path)
+    return _load_checkpoint_file(path, stated or {})
+
+
+def _load_folder(path: Path) -> torch.nn.Module:
+    """A ``save_pretrained`` folder of any SAM family (its ``config.json`` names it)."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(
+            f"folder {str(path)!r} has no config.json; expected a folder written by "
+            "save_pretrained (SamModel, SamHQModel, Sam2Model) or `samtune convert`"
+        )
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{str(config_file)!r} is not valid JSON: {exc}") from None
+    family = family_of_model_type(model_type, f"folder {str(path)!r}")
+    model, info = family.model_class.from_pretrained(path, output_loading_info=True)
+    _check_loading_info(info, str(path))
+    _attach_processor_settings(model, path)
+    return model
+
+
+def _load_checkpoint_file(path: Path, stated: dict) -> torch.nn.Module:
+    """An original-format checkpoint file, dispatched on its keys: Meta's SAM today.
+
+    This is the one place that recognises an original checkpoint's family; SAM-HQ and SAM 2
+    formats join here as further ``is_*_state_dict`` branches."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -328,7 +416,7 @@ def _load_local(path: Path, stated: dict | None = None) -> SamModel:
             )
         return _with_sidecar_preprocess(convert_sam2.model_from_original(path, sd), path)
     if convert.is_meta_state_dict(sd):
-        return _model_from_meta(path, sd, stated or {})
+        return _model_from_meta(path, sd, stated)
     if stated:
         raise ConfigError(
             f"{str(path)!r} is not a Meta checkpoint; {', '.join(stated)} do not apply"
@@ -369,7 +457,7 @@ def _model_from_meta(path: Path, sd: dict, stated: dict) -> SamModel:
             f"{convert.META_DECODER_LAYER_NORM_EPS:g}). If it was built otherwise, state them: "
             f"samtune convert {path.name} OUT --to hf --decoder-heads N --decoder-eps E",
             AssumptionWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
     return convert.sam_model_from_meta_state_dict(sd, **stated)
 
@@ -404,22 +492,33 @@ def _attach_processor_settings(model: SamModel, path: Path) -> None:
         cfg = json.loads(proc.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{str(proc)!r} is not valid JSON: {exc}") from None
-    size = cfg.get("size", {}).get("longest_edge", model.config.vision_config.image_size)
+    family = family_of(model)
+    # SamImageProcessor: {"longest_edge": S} (+ padding); Sam2ImageProcessor: {"height": S,
+    # "width": S}, stretched, no padding.
+    size_spec = cfg.get("size", {})
+    size = size_spec.get("longest_edge", size_spec.get("height", family.image_size(model.config)))
     scale = 255.0 if cfg.get("do_rescale", True) else 1.0
     mean = cfg.get("image_mean", [m / 255 for m in SAM_PIXEL_MEAN])
     std = cfg.get("image_std", [s / 255 for s in SAM_PIXEL_STD])
     samtune_info(model).preprocess = PreprocessConfig(
-        int(size), tuple(m * scale for m in mean), tuple(s * scale for s in std)
+        int(size),
+        tuple(m * scale for m in mean),
+        tuple(s * scale for s in std),
+        square=family.square_resize,
     )
 
 
-def _load_hub(repo_id: str, revision: str | None) -> SamModel:
+def _load_hub(repo_id: str, revision: str | None) -> torch.nn.Module:
     from huggingface_hub.errors import RepositoryNotFoundError
 
     from . import hub
 
     def fetch(local_only: bool):
-        return SamModel.from_pretrained(
+        config, _ = PretrainedConfig.get_config_dict(
+            repo_id, revision=revision, local_files_only=local_only
+        )
+        family = family_of_model_type(config.get("model_type"), f"hub repository {repo_id!r}")
+        return family.model_class.from_pretrained(
             repo_id, revision=revision, output_loading_info=True, local_files_only=local_only
         )
 
@@ -555,22 +654,40 @@ def model_source(model: torch.nn.Module) -> str:
     return getattr(config, "_name_or_path", "") or "unknown"
 
 
-def describe(model: SamModel) -> dict:
-    """A short summary: sizes, parameter counts, preprocessing, fingerprint."""
+def _encoder_summary(model: torch.nn.Module) -> dict:
+    """The image encoder's kind and size: a ViT (SAM, SAM-HQ) or a Hiera (SAM 2)."""
     v = model.config.vision_config
-    return {
-        "source": model_source(model),
-        "image_size": v.image_size,
-        "encoder": {
+    backbone = getattr(v, "backbone_config", None)
+    if backbone is None:
+        return {
+            "kind": "ViT",
             "width": v.hidden_size,
             "depth": v.num_hidden_layers,
             "heads": v.num_attention_heads,
-        },
+        }
+    return {
+        "kind": "Hiera",
+        "width": list(backbone.embed_dim_per_stage),
+        "depth": sum(backbone.blocks_per_stage),
+        "heads": list(backbone.num_attention_heads_per_stage),
+    }
+
+
+def describe(model: torch.nn.Module) -> dict:
+    """A short summary: family, sizes, parameter counts, preprocessing, fingerprint."""
+    family = family_of(model)
+    decoder = model.config.mask_decoder_config
+    return {
+        "source": model_source(model),
+        "family": family.name,
+        "class": type(model).__name__,
+        "image_size": family.image_size(model.config),
+        "encoder": _encoder_summary(model),
         "decoder": {
-            "width": model.config.mask_decoder_config.hidden_size,
-            "depth": model.config.mask_decoder_config.num_hidden_layers,
-            "heads": model.config.mask_decoder_config.num_attention_heads,
-            "layer_norm_eps": model.config.mask_decoder_config.layer_norm_eps,
+            "width": decoder.hidden_size,
+            "depth": decoder.num_hidden_layers,
+            "heads": decoder.num_attention_heads,
+            "layer_norm_eps": getattr(decoder, "layer_norm_eps", 1e-6),
         },
         "parameters": {
             "total": sum(p.numel() for p in model.parameters()),

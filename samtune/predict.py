@@ -281,7 +281,7 @@ def _segment(
             kw["points"] = geom.coords_to_model(torch.from_numpy(prompts.points[chunk]))
             kw["labels"] = torch.from_numpy(prompts.labels[chunk])
         kw = {k: to_model(model, v) for k, v in kw.items()}
-        logits, iou = decode(model, embeddings, multimask=multimask, **kw)
+        logits, iou = decode(model, embeddings, multimask=multimask, empty_absent=True, **kw)
         best = best_candidate(logits.float(), iou.float())
         masks.append((geom.logits_to_original(best.masks.cpu()) > 0).numpy())
         scores.append(best.scores.cpu().numpy())

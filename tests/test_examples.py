@@ -58,3 +58,10 @@ def test_fit_evaluate_and_use_adapter_examples(tmp_path):
         cwd=tmp_path,
     )
     assert "IoU" in use_out and (tmp_path / "merged" / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_sam_family_example_compares_the_three_families(tmp_path):
+    out = _run("sam_family.py", "--max-steps", "2", "--out", str(tmp_path / "runs"), cwd=tmp_path)
+    for row in ("| tiny (zero-shot) |", "| sam |", "| sam-hq |", "| sam2 |"):
+        assert row in out

@@ -55,9 +55,12 @@ def info(
     p = summary["parameters"]
     e = summary["encoder"]
     typer.echo(f"source        {summary['source']}")
+    typer.echo(f"family        {summary['family']} ({summary['class']})")
     typer.echo(f"image size    {summary['image_size']} px")
     d = summary["decoder"]
-    typer.echo(f"encoder       ViT width {e['width']}, depth {e['depth']}, heads {e['heads']}")
+    typer.echo(
+        f"encoder       {e['kind']} width {e['width']}, depth {e['depth']}, heads {e['heads']}"
+    )
     typer.echo(
         f"decoder       width {d['width']}, depth {d['depth']}, heads {d['heads']}, "
         f"LayerNorm eps {d['layer_norm_eps']:g}"

@@ -3,7 +3,8 @@
 :func:`preprocess_image` reproduces ``transformers.SamImageProcessor`` exactly: the uint8 image
 is resized so that its longest side is ``cfg.image_size`` (bilinear with antialiasing, rounded
 back to uint8), normalised with SAM's mean/std and zero-padded at the bottom and right to a
-square. :class:`Geometry` records that mapping so masks, boxes and points follow the image, and
+square. For SAM 2 (``cfg.square``) it reproduces ``Sam2ImageProcessor``: the image is
+stretched to the square, no padding. :class:`Geometry` records that mapping so masks, boxes and points follow the image, and
 so predicted mask logits can be brought back to the original resolution for metrics.
 """
 
@@ -31,16 +32,22 @@ class Geometry:
 
     Attributes:
         original_size: (H, W) of the original image.
-        resized_size: (h, w) after resizing the longest side to ``padded_size``.
+        resized_size: (h, w) after resizing the longest side to ``padded_size`` ((S, S) when
+            ``square``).
         padded_size: S, the side of the square model input (content at top-left).
+        square: the image was stretched to S x S (SAM 2); logits then go back to the original
+            size in one resize, as ``Sam2ImageProcessor.post_process_masks`` does.
     """
 
     original_size: tuple[int, int]
     resized_size: tuple[int, int]
     padded_size: int
+    square: bool = False
 
     @classmethod
-    def for_image(cls, height: int, width: int, image_size: int) -> Geometry:
+    def for_image(cls, height: int, width: int, image_size: int, square: bool = False) -> Geometry:
+        if square:
+            return cls((int(height), int(width)), (image_size, image_size), image_size, True)
         return cls((int(height), int(width)), resized_shape(height, width, image_size), image_size)
 
     @property
@@ -115,6 +122,9 @@ class Geometry:
             raise ValueError(f"logits must be square (..., r, r), found {tuple(logits.shape)}")
         lead = logits.shape[:-2]
         x = logits.reshape(-1, 1, *logits.shape[-2:]).to(torch.float32)
+        if self.square:
+            x = F.interpolate(x, self.original_size, mode="bilinear", align_corners=False)
+            return x.reshape(*lead, *self.original_size)
         s = self.padded_size
         if x.shape[-1] != s:
             x = F.interpolate(x, (s, s), mode="bilinear", align_corners=False)
@@ -125,11 +135,14 @@ class Geometry:
         return x.reshape(*lead, *self.original_size)
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "original_size": list(self.original_size),
             "resized_size": list(self.resized_size),
             "padded_size": self.padded_size,
         }
+        if self.square:
+            d["square"] = True
+        return d
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -157,7 +170,8 @@ def to_rgb_uint8(image) -> np.ndarray:
 
 
 def preprocess_image(image, cfg: PreprocessConfig) -> tuple[torch.Tensor, Geometry]:
-    """Prepare one image for SAM exactly as ``SamImageProcessor`` does.
+    """Prepare one image exactly as ``SamImageProcessor`` (or, with ``cfg.square``,
+    ``Sam2ImageProcessor``) does.
 
     Args:
         image: HxWx3 uint8 RGB (numpy), a PIL image, or a (3,H,W) uint8 tensor.
@@ -171,7 +185,7 @@ def preprocess_image(image, cfg: PreprocessConfig) -> tuple[torch.Tensor, Geomet
 
     rgb = to_rgb_uint8(image)
     height, width = rgb.shape[:2]
-    geometry = Geometry.for_image(height, width, cfg.image_size)
+    geometry = Geometry.for_image(height, width, cfg.image_size, cfg.square)
     x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
     if geometry.resized_size != geometry.original_size:
         x = tvF.resize(

@@ -110,12 +110,20 @@ def _runs(model: str, adapters: list[str], compare: bool) -> Iterator[tuple[str,
 
 
 def _load(model: str, adapter: str | None):
-    """The base model (on the CPU), tuned with ``adapter`` if given."""
-    from ..adapters import load_tuned
+    """The base model (on the CPU), tuned with ``adapter`` if given. An adapter of another
+    SAM family than ``model`` (a SAM 2 adapter beside a SAM base) is loaded onto the base it
+    records, so SAM, SAM-HQ and SAM 2 adapters can share one comparison."""
+    from ..adapters import load_tuned, read_adapter
+    from ..family import SAM, family_of
     from ..models import load_model
 
     base = load_model(model, device="cpu")
-    return base if adapter is None else load_tuned(adapter, base)
+    if adapter is None:
+        return base
+    recorded = read_adapter(adapter).metadata.get("base_family", SAM.name)
+    if recorded != family_of(base).name:
+        return load_tuned(adapter)
+    return load_tuned(adapter, base)
 
 
 def write_outputs(

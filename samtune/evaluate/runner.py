@@ -35,7 +35,14 @@ from ..data.prompts import jitter_boxes, points_from_masks
 from ..data.transforms import Geometry, preprocess_image
 from ..errors import ConfigError, UnknownNameError
 from ..models import PreprocessConfig
-from ..sam_ops import best_candidate, decode, encode_images, to_model
+from ..sam_ops import (
+    Embeddings,
+    best_candidate,
+    decode,
+    encode_images,
+    map_embeddings,
+    to_model,
+)
 from . import metrics as M
 from .report import EvalReport
 
@@ -78,21 +85,22 @@ class _Image:
 
     index: int
     geometry: Geometry
-    embeddings: torch.Tensor  # (1, C, s, s)
+    embeddings: Embeddings  # of one image (batch 1)
 
     def decode(
         self,
         model: torch.nn.Module,
-        embeddings: torch.Tensor | None = None,
+        embeddings: Embeddings | None = None,
         *,
         multimask: bool,
         **prompts: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`~samtune.sam_ops.decode` on this image (or on ``embeddings``, one per
-        prompt), prompts moved to the model: float32 logits (P, K, h, w) and scores (P, K)."""
+        prompt), prompts moved to the model: float32 logits (P, K, h, w) and scores (P, K).
+        SAM 2's "object absent" answers are empty masks."""
         moved = {k: to_model(model, v) for k, v in prompts.items() if v is not None}
         emb = self.embeddings if embeddings is None else embeddings
-        out = decode(model, emb, multimask=multimask, **moved)
+        out = decode(model, emb, multimask=multimask, empty_absent=True, **moved)
         return out.pred_masks.float(), out.iou_scores.float()
 
     def to_original(self, logits: torch.Tensor) -> torch.Tensor:
@@ -230,7 +238,8 @@ def _clicks_chunk(
     """``n_clicks`` rounds for n instances whose first clicks are ``points`` (n, 1, 2)."""
     n = target.shape[0]
     labels = torch.ones(n, 1, dtype=torch.long)
-    embeddings = img.embeddings.expand(n, -1, -1, -1)  # one per instance: one mask input each
+    # one per instance: one mask input each
+    embeddings = map_embeddings(lambda t: t.expand(n, *t.shape[1:]), img.embeddings)
     low_res = None
     curves: list[list[float]] = [[] for _ in range(n)]
     for k in range(n_clicks):

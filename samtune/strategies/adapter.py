@@ -5,12 +5,16 @@ Each adapter is ``x -> scale * up(act(down(x)))`` with ``up`` zero-initialised, 
 model starts exactly at the base model. In each block, one adapter runs in parallel with the
 MLP (AdaptFormer) and, optionally, one after the attention (Medical SAM Adapter's serial
 adapter). Adapters are attached as submodules ``adapter_mlp`` / ``adapter_attn`` of each
-``vision_encoder.layers.<i>`` and run through forward hooks, so every base weight keeps its
-name. Their nonlinearity means they cannot be merged into plain SAM weights.
+image-encoder block (``vision_encoder.layers.<i>``; SAM 2's Hiera:
+``vision_encoder.backbone.blocks.<i>``, the family's ``targets["blocks"]``) and run through
+forward hooks, so every base weight keeps its name. Each adapter is as wide as its block's
+output (Hiera's stages widen). Their nonlinearity means they cannot be merged into plain
+weights.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -80,18 +84,28 @@ class AdapterConfig(StrategyConfig):
             )
 
 
+def encoder_blocks(model: torch.nn.Module, pattern: str) -> list[nn.Module]:
+    """The image-encoder blocks whose full module name matches ``pattern``, in order."""
+    blocks = [m for name, m in model.named_modules() if re.fullmatch(pattern, name)]
+    if not blocks:
+        raise ConfigError(f"no image-encoder block matches {pattern!r} in {type(model).__name__}")
+    return blocks
+
+
 class AdapterStrategy(Strategy):
     """Bottleneck adapters in each image-encoder block; mask decoder trainable by default."""
 
     name = "adapter"
     description = "Bottleneck adapters (zero-init, scaled) in each encoder block; decoder trains."
     config_class = AdapterConfig
+    families = ("sam", "sam-hq", "sam2")
 
     def inject(self, model: torch.nn.Module) -> None:
         c = self.config
-        dim = model.config.vision_config.hidden_size
-        ref = model.vision_encoder.patch_embed.projection.weight
-        for layer in model.vision_encoder.layers:
+        ref = next(model.vision_encoder.parameters())
+        for layer in encoder_blocks(model, self.family.targets["blocks"]):
+            # the block's width after attention: the MLP's input (Hiera widens per stage)
+            dim = next(m for m in layer.mlp.modules() if isinstance(m, nn.Linear)).in_features
             if c.mlp_adapter:
                 layer.adapter_mlp = Bottleneck(dim, c.bottleneck, c.activation, c.scale).to(ref)
                 layer.mlp.register_forward_hook(layer.adapter_mlp.beside_mlp)

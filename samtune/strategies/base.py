@@ -10,7 +10,14 @@ A strategy is a small class with
   then serves image embeddings from its cache),
 - :meth:`Strategy.inject` (optional): add layers to the model (LoRA, adapters...),
 - :meth:`Strategy.is_trainable`: the rule, on parameter names *after* injection, that decides
-  what trains.
+  what trains,
+- ``families``: the SAM families (:mod:`samtune.family`: ``sam``, ``sam-hq``, ``sam2``) it
+  knows the module names of. The default is ``("sam",)``: a strategy written before SAM-HQ
+  and SAM 2 existed names ``SamModel``'s modules, and on another family it would silently
+  adapt nothing or the wrong layers. A plugin that supports more says so; applying a
+  strategy to a family it does not list is a :class:`~samtune.errors.ConfigError`. Inside
+  :meth:`inject` and :meth:`is_trainable`, ``self.family`` is the model's
+  :class:`~samtune.family.Family`, whose ``targets`` name its parts.
 
 :meth:`Strategy.apply` runs the fixed sequence: fingerprint the untouched base, inject, set
 ``requires_grad`` from :meth:`Strategy.is_trainable`, record the strategy on the model. What
@@ -28,6 +35,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import CheckpointError, ConfigError, InputError
+from ..family import SAM, Family, family_of
 
 # Meta's SAM keeps the random Fourier matrix of its positional encoding as a *buffer*; HF
 # makes it a parameter shared by two modules. No built-in strategy trains it.
@@ -114,6 +122,10 @@ class Strategy:
     config_class: ClassVar[type[StrategyConfig]] = StrategyConfig
     #: The distribution (pip package) that provides this strategy; set by the registry.
     distribution: ClassVar[str] = ""
+    #: The SAM families this strategy supports (see the module docstring).
+    families: ClassVar[tuple[str, ...]] = ("sam",)
+    #: The family of the model it is applied to (set by :meth:`apply`).
+    family: Family = SAM
 
     def __init__(self, config: StrategyConfig | Mapping[str, Any] | None = None, **options: Any):
         if isinstance(config, StrategyConfig):
@@ -169,6 +181,7 @@ class Strategy:
 
         Raises:
             InputError: the model already carries a strategy.
+            ConfigError: the model's family is not one of :attr:`families`.
         """
         from ..models import base_fingerprint, samtune_info
 
@@ -178,6 +191,7 @@ class Strategy:
                 f"this model already has strategy {existing.name!r} applied; apply a strategy "
                 "to a freshly loaded base model (samtune.load_model(...))"
             )
+        self.family = check_family(self, model)
         base_fingerprint(model)  # before any change, so it names the untouched weights
         self.inject(model)
         for name, param in model.named_parameters():
@@ -219,6 +233,20 @@ class Strategy:
                         f"model expects {tuple(param.shape)}; the adapter is for another base size"
                     )
                 param.copy_(value.to(param.dtype))
+
+
+def check_family(strategy: Strategy, model: torch.nn.Module) -> Family:
+    """The model's family, if ``strategy`` supports it; else a :class:`ConfigError` naming both."""
+    family = family_of(model)
+    if family.name not in strategy.families:
+        who = f" (from {strategy.distribution})" if strategy.distribution else ""
+        raise ConfigError(
+            f"strategy {strategy.name!r}{who} supports the {', '.join(strategy.families)} "
+            f"famil{'y' if len(strategy.families) == 1 else 'ies'}; this model is "
+            f"{family.name} ({type(model).__name__}). Use a built-in strategy, or a version "
+            f"of the plugin that lists {family.name!r} in its `families`"
+        )
+    return family
 
 
 def applied_strategy(model: torch.nn.Module) -> Strategy | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .base import POSITIONAL_MATRIX, Strategy, StrategyConfig, check_type
+from .base import Strategy, StrategyConfig, check_type
 
 
 @dataclass
@@ -21,16 +21,19 @@ class FullConfig(StrategyConfig):
 class FullStrategy(Strategy):
     """Every parameter trains: image encoder, prompt encoder, mask decoder.
 
-    The one exception is the random Fourier matrix of SAM's positional encoding
-    (``shared_image_embedding.positional_embedding``), a fixed buffer in Meta's SAM.
+    The one exception is the family's fixed tensors (:attr:`samtune.family.Family.fixed`): the
+    random Fourier matrix of SAM's and SAM-HQ's positional encoding
+    (``shared_image_embedding.positional_embedding``), a fixed buffer in Meta's code (and
+    in transformers' SAM 2).
     """
 
     name = "full"
     description = "Fine-tune all weights (image encoder, prompt encoder, mask decoder)."
     config_class = FullConfig
+    families = ("sam", "sam-hq", "sam2")
 
     def is_trainable(self, name: str) -> bool:
-        if name == POSITIONAL_MATRIX:
+        if name in self.family.fixed:
             return False
         if self.config.freeze_prompt_encoder and name.startswith("prompt_encoder."):
             return False

@@ -2,26 +2,20 @@
 
 Defaults follow SAMed / MeLo-style SAM LoRA: rank 8 on the fused ``qkv`` projection of every
 image-encoder block, ``alpha = rank`` (scale 1), no dropout, and the mask decoder trained
-directly. Optional targets: the attention output ``proj``, the MLP (``lin1``/``lin2``), and
-the mask decoder's attention ``q_proj``/``v_proj`` (which then stay LoRA while the rest of the
-decoder trains).
+directly. Optional targets: the attention output ``proj``, the MLP (``lin1``/``lin2``; SAM 2's
+Hiera: ``proj_in``/``proj_out``), and the mask decoder's attention ``q_proj``/``v_proj``
+(which then stay LoRA while the rest of the decoder trains). Module names come from the
+model's family (:attr:`samtune.family.Family.targets`), so the same options adapt the ViT of
+SAM and SAM-HQ and the Hiera blocks of SAM 2.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..family import SAM
 from .base import StrategyConfig, check_positive, check_type
-from .peft import ENCODER_QKV, PeftBasedStrategy
-
-_TARGETS = {
-    "qkv": ENCODER_QKV,
-    "proj": r"vision_encoder\.layers\.\d+\.attn\.proj",
-    "mlp": r"vision_encoder\.layers\.\d+\.mlp\.lin[12]",
-    "decoder_attention": r"mask_decoder\.transformer\.(?:layers\.\d+\.(?:self_attn|"
-    r"cross_attn_token_to_image|cross_attn_image_to_token)|final_attn_token_to_image)"
-    r"\.(?:q_proj|v_proj)",
-}
+from .peft import PeftBasedStrategy
 
 
 @dataclass
@@ -54,9 +48,10 @@ class LoraConfig(StrategyConfig):
         for flag in ("proj", "mlp", "decoder_attention", "use_dora", "train_decoder"):
             check_type(flag, getattr(self, flag), bool, "true or false")
 
-    def target_regex(self) -> str:
+    def target_regex(self, targets: dict[str, str] = SAM.targets) -> str:
+        """The peft ``target_modules`` regex over ``targets``, a family's target map."""
         chosen = ["qkv"] + [k for k in ("proj", "mlp", "decoder_attention") if getattr(self, k)]
-        return "|".join(f"(?:{_TARGETS[k]})" for k in chosen)
+        return "|".join(f"(?:{targets[k]})" for k in chosen)
 
 
 class LoraStrategy(PeftBasedStrategy):
@@ -65,6 +60,7 @@ class LoraStrategy(PeftBasedStrategy):
     name = "lora"
     description = "LoRA/DoRA (peft) on the image encoder's qkv; mask decoder trains."
     config_class = LoraConfig
+    families = ("sam", "sam-hq", "sam2")
 
     def peft_config(self, modules_to_save: list[str] | None = None):
         from peft import LoraConfig as PeftLoraConfig
@@ -74,7 +70,7 @@ class LoraStrategy(PeftBasedStrategy):
             r=c.rank,
             lora_alpha=c.alpha,
             lora_dropout=c.dropout,
-            target_modules=c.target_regex(),
+            target_modules=c.target_regex(self.family.targets),
             use_dora=c.use_dora,
             bias="none",
             modules_to_save=modules_to_save,

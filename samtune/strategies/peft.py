@@ -19,10 +19,12 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from ..family import SAM
 from .base import Strategy, StrategyConfig, check_type, clear_strategy
 
-#: The image encoder's fused query/key/value projections, every block.
-ENCODER_QKV = r"vision_encoder\.layers\.\d+\.attn\.qkv"
+#: SAM's image-encoder fused query/key/value projections, every block (other families:
+#: ``Family.targets["qkv"]``).
+ENCODER_QKV = SAM.targets["qkv"]
 
 
 def tuner_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -78,7 +80,7 @@ class PeftBasedStrategy(Strategy):
         except ValueError as exc:
             raise ConfigError(
                 f"peft cannot inject {self.name!r} with config {self.config.to_json()} into "
-                f"SAM: {exc}"
+                f"{type(model).__name__}: {exc}"
             ) from None
 
     def is_trainable(self, name: str) -> bool:
@@ -147,11 +149,11 @@ class PeftStrategyConfig(StrategyConfig):
         default="ia3",
         metadata={"help": "peft method name: ia3, loha, lokr, boft, lora, ... (peft.PeftType)."},
     )
-    target_modules: str | list[str] = field(
-        default=ENCODER_QKV,
+    target_modules: str | list[str] | None = field(
+        default=None,
         metadata={
             "help": "Regex matched against full module names (or a list of name suffixes). "
-            "Default: the image encoder's qkv projections."
+            "Default (null): the image encoder's qkv projections of the model's family."
         },
     )
     options: dict[str, Any] = field(
@@ -164,7 +166,8 @@ class PeftStrategyConfig(StrategyConfig):
 
     def __post_init__(self) -> None:
         check_type("method", self.method, str, "a peft method name such as 'ia3'")
-        check_type("target_modules", self.target_modules, (str, list), "a regex or a list")
+        if self.target_modules is not None:
+            check_type("target_modules", self.target_modules, (str, list), "a regex or a list")
         check_type("options", self.options, dict, "a mapping of peft config options")
         check_type("train_decoder", self.train_decoder, bool, "true or false")
         if isinstance(self.target_modules, str):
@@ -179,8 +182,11 @@ class PeftStrategyConfig(StrategyConfig):
                 raise ConfigError(f"options may not set {key!r}: {why}")
         self.build()
 
-    def build(self, modules_to_save: list[str] | None = None):
-        """The peft config object; any invalid value is a :class:`ConfigError`."""
+    def build(self, modules_to_save: list[str] | None = None, default_targets: str = ENCODER_QKV):
+        """The peft config object; any invalid value is a :class:`ConfigError`.
+
+        ``default_targets`` stands for ``target_modules`` when that is null (the strategy
+        passes its model family's qkv regex)."""
         from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 
         methods = sorted(t.value.lower() for t in PEFT_TYPE_TO_TUNER_MAPPING)
@@ -195,7 +201,9 @@ class PeftStrategyConfig(StrategyConfig):
             options.setdefault("feedforward_modules", [])
         try:
             config = PEFT_TYPE_TO_CONFIG_MAPPING[key](
-                target_modules=self.target_modules, modules_to_save=modules_to_save, **options
+                target_modules=self.target_modules or default_targets,
+                modules_to_save=modules_to_save,
+                **options,
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid options for peft method {self.method!r}: {exc}") from None
@@ -217,6 +225,7 @@ class PeftStrategy(PeftBasedStrategy):
     name = "peft"
     description = "Any peft method (IA3, LoHa, LoKr, ...) on the image encoder; decoder trains."
     config_class = PeftStrategyConfig
+    families = ("sam", "sam-hq", "sam2")
 
     def peft_config(self, modules_to_save: list[str] | None = None):
-        return self.config.build(modules_to_save)
+        return self.config.build(modules_to_save, self.family.targets["qkv"])

@@ -2,7 +2,9 @@
 
 With a frozen encoder an image's embedding never changes during training, so it is computed
 once and read back in later epochs: from memory while it fits in ``memory_mb``, else from disk
-(one safetensors file per image, written atomically).
+(one safetensors file per image, written atomically). An entry is whatever the family's
+decoder consumes of one image (:data:`samtune.sam_ops.Embeddings` without the batch axis): a
+tensor for SAM, a tuple of tensors for SAM-HQ and SAM 2.
 
 The cache key is a SHA-256 of everything that determines the embedding:
 
@@ -27,6 +29,31 @@ from typing import Any
 import torch
 
 from ..io import atomic_write
+
+Entry = torch.Tensor | tuple[torch.Tensor, ...]
+"""One image's cached embedding: a tensor (SAM) or a tuple of tensors (SAM-HQ, SAM 2)."""
+
+
+def _map(fn, entry: Entry) -> Entry:
+    return fn(entry) if torch.is_tensor(entry) else tuple(fn(t) for t in entry)
+
+
+def _nbytes(entry: Entry) -> int:
+    parts = (entry,) if torch.is_tensor(entry) else entry
+    return sum(t.numel() * t.element_size() for t in parts)
+
+
+def _to_file(entry: Entry) -> dict[str, torch.Tensor]:
+    """safetensors content: ``embedding`` for a tensor, ``embedding.<i>`` for a tuple's parts."""
+    if torch.is_tensor(entry):
+        return {"embedding": entry.cpu()}
+    return {f"embedding.{i}": t.cpu() for i, t in enumerate(entry)}
+
+
+def _from_file(tensors: dict[str, torch.Tensor]) -> Entry:
+    if "embedding" in tensors:
+        return tensors["embedding"]
+    return tuple(tensors[f"embedding.{i}"] for i in range(len(tensors)))
 
 
 def image_digest(data: bytes | Any) -> str:
@@ -79,7 +106,7 @@ class EmbeddingCache:
         self.directory = Path(directory) if directory is not None else None
         self.device = torch.device(device)
         self.memory_budget = int(memory_mb * 2**20)
-        self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._memory: OrderedDict[str, Entry] = OrderedDict()
         self._memory_bytes = 0
         self.hits = 0
         self.misses = 0
@@ -88,7 +115,7 @@ class EmbeddingCache:
         assert self.directory is not None
         return self.directory / key[:2] / f"{key}.safetensors"
 
-    def get(self, key: str) -> torch.Tensor | None:
+    def get(self, key: str) -> Entry | None:
         tensor = self._memory.get(key)
         if tensor is not None:
             self._memory.move_to_end(key)
@@ -100,36 +127,36 @@ class EmbeddingCache:
                 from safetensors.torch import load_file
 
                 try:
-                    tensor = load_file(path)["embedding"]
+                    tensor = _from_file(load_file(path))
                 except Exception:  # unreadable file: recompute rather than fail the run
                     tensor = None
                 if tensor is not None:
-                    tensor = tensor.to(self.device)
+                    tensor = _map(lambda t: t.to(self.device), tensor)
                     self._remember(key, tensor)
                     self.hits += 1
                     return tensor
         self.misses += 1
         return None
 
-    def put(self, key: str, embedding: torch.Tensor) -> None:
-        """Store one embedding, (C, h, w); written to disk atomically."""
-        embedding = embedding.detach().contiguous()
-        self._remember(key, embedding.to(self.device))
+    def put(self, key: str, embedding: Entry) -> None:
+        """Store one image's embedding ((C, h, w), or a tuple); written to disk atomically."""
+        embedding = _map(lambda t: t.detach().contiguous(), embedding)
+        self._remember(key, _map(lambda t: t.to(self.device), embedding))
         if self.directory is not None:
             path = self._path(key)
             if not path.exists():
                 from safetensors.torch import save_file
 
                 with atomic_write(path) as tmp:
-                    save_file({"embedding": embedding.cpu()}, str(tmp))
+                    save_file(_to_file(embedding), str(tmp))
 
-    def _remember(self, key: str, tensor: torch.Tensor) -> None:
-        size = tensor.numel() * tensor.element_size()
+    def _remember(self, key: str, tensor: Entry) -> None:
+        size = _nbytes(tensor)
         if size > self.memory_budget or key in self._memory:
             return
         while self._memory and self._memory_bytes + size > self.memory_budget:
             _, old = self._memory.popitem(last=False)
-            self._memory_bytes -= old.numel() * old.element_size()
+            self._memory_bytes -= _nbytes(old)
         self._memory[key] = tensor
         self._memory_bytes += size
 

@@ -15,8 +15,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..family import family_of
 from ..prompting import sample_clicks
-from ..sam_ops import best_candidate, decode, encode_images
+from ..sam_ops import (
+    Embeddings,
+    best_candidate,
+    decode,
+    encode_images,
+    map_embeddings,
+    select_embeddings,
+    stack_embeddings,
+    unbind_embeddings,
+)
 from . import losses
 from .cache import EmbeddingCache, cache_key, image_digest
 from .config import FitConfig
@@ -37,7 +47,7 @@ class SamTrainStep(nn.Module):
         self,
         image_index: torch.Tensor,
         pixel_values: torch.Tensor | None = None,
-        image_embeddings: torch.Tensor | None = None,
+        image_embeddings: Embeddings | None = None,
         boxes: torch.Tensor | None = None,
         points: torch.Tensor | None = None,
         point_labels: torch.Tensor | None = None,
@@ -50,7 +60,8 @@ class SamTrainStep(nn.Module):
 
         image_index: (M,) which image each prompt belongs to.
         pixel_values: (B, 3, S, S) preprocessed images (the encoder trains), or
-        image_embeddings: (B, C, s, s) precomputed embeddings (the encoder is frozen).
+        image_embeddings: precomputed :func:`~samtune.sam_ops.encode_images` output for the B
+        images (the encoder is frozen).
         boxes: (M, 4) XYXY in model pixels; points: (M, k, 2) model pixels and
         point_labels: (M, k) (1 positive, 0 negative); targets: (M, r, r) bool low-res masks,
         needed for ``rounds > 0`` (simulated clicks); seed: for click sampling.
@@ -60,10 +71,10 @@ class SamTrainStep(nn.Module):
         # index_select, not image_embeddings[image_index]: the backward of advanced indexing
         # (index_put_ with accumulate) adds the prompts' gradients with multithreaded atomics
         # on CPU, in a different order each run; index_select's (index_add_) is ordered.
-        embeddings = image_embeddings.index_select(0, image_index)
+        embeddings = select_embeddings(image_embeddings, image_index)
         first = decode(self.sam, embeddings, boxes=boxes, points=points, labels=point_labels,
                        multimask=multimask)  # fmt: skip
-        results = [tuple(first)]
+        results = [(first.pred_masks, first.iou_scores)]
         if rounds:
             results += self._click_rounds(
                 embeddings, points, point_labels, targets, first, rounds, seed
@@ -78,13 +89,13 @@ class SamTrainStep(nn.Module):
         for _ in range(rounds):
             click, label = sample_clicks(logits.detach(), targets, generator)
             # low-res pixel -> model pixel (centre of the low-res cell)
-            scale = self.sam.config.vision_config.image_size / logits.shape[-1]
+            scale = family_of(self.sam).image_size(self.sam.config) / logits.shape[-1]
             click_xy = (click.to(logits.dtype) + 0.5) * scale
             points = torch.cat([points, click_xy[:, None]], dim=1)
             labels = torch.cat([labels, label[:, None].to(labels.dtype)], dim=1)
             out = decode(self.sam, embeddings, points=points, labels=labels,
                          mask_inputs=logits.detach()[:, None])  # fmt: skip
-            results.append(tuple(out))
+            results.append((out.pred_masks, out.iou_scores))
             logits = out.pred_masks[:, 0]
         return results
 
@@ -115,6 +126,9 @@ def training_loss(
 class FrozenEncoderEmbeddings:
     """Image embeddings for frozen encoders: from the cache when there, else computed once.
 
+    What is cached is :func:`~samtune.sam_ops.encode_images`' output, which depends on
+    ``vision_encoder`` alone (its fingerprint keys the cache).
+
     ``on_encode(encoded, cached)`` (if given) is told, per batch, how many images the encoder
     ran on and how many came from the cache.
     """
@@ -143,32 +157,32 @@ class FrozenEncoderEmbeddings:
             self.keys[index] = cache_key(self.encoder_fp, self.preprocess, image_digest(data))
         return self.keys[index]
 
-    def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def _encode(self, pixel_values: torch.Tensor) -> Embeddings:
         with self.accelerator.autocast():
-            return encode_images(self.sam, pixel_values).float()
+            return map_embeddings(torch.Tensor.float, encode_images(self.sam, pixel_values))
 
     @torch.no_grad()
-    def __call__(self, pixel_values: torch.Tensor, indices: list[int]) -> torch.Tensor:
+    def __call__(self, pixel_values: torch.Tensor, indices: list[int]) -> Embeddings:
         if self.cache is None:
             self.on_encode(len(indices), 0)
             return self._encode(pixel_values)
         found = [self.cache.get(self._key(i)) for i in indices]
         missing = [j for j, e in enumerate(found) if e is None]
         if missing:
-            fresh = self._encode(pixel_values[missing])
+            fresh = unbind_embeddings(self._encode(pixel_values[missing]))
             for j, emb in zip(missing, fresh, strict=True):
                 self.cache.put(self._key(indices[j]), emb)
                 found[j] = emb
         self.on_encode(len(missing), len(indices) - len(missing))
-        return torch.stack([e.to(pixel_values.device) for e in found])
+        device = pixel_values.device
+        return stack_embeddings([map_embeddings(lambda t: t.to(device), e) for e in found])
 
 
 def batch_inputs(
     batch: dict, cfg: FitConfig, embed, model, device
 ) -> tuple[dict[str, Any], torch.Tensor, float]:
     """Collated batch -> keyword arguments of :class:`SamTrainStep`, (M, r, r) targets, weight."""
-    vision = model.config.vision_config
-    low = 4 * (vision.image_size // vision.patch_size)  # the decoder upsamples the grid 4x
+    low = family_of(model).low_res_size(model.config)  # the decoder upsamples the grid 4x
     pixels = batch["pixel_values"]  # stacked by collate_prompted (pinned on a GPU machine)
     pixel_values = (pixels if torch.is_tensor(pixels) else torch.stack(list(pixels))).to(device)
     counts = [len(m) for m in batch["masks"]]
