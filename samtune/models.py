@@ -31,7 +31,7 @@ from transformers import PretrainedConfig, Sam2Config, SamConfig, SamHQConfig, S
 
 from . import convert, convert_hq, convert_sam2, hub
 from .errors import CheckpointError, ConfigError, MissingFileError
-from .family import family_of, family_of_model_type
+from .family import SAM_HQ, family_of, family_of_model_type
 
 # SAM's normalisation (ImageNet statistics in 0-255 pixel units, as Meta and HF use them).
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -353,6 +353,8 @@ def load_model(
             )
         else:
             model = _load_hub(source_str, revision)
+    if family_of(model) is SAM_HQ:  # however it was built: see convert_hq.fix_hq_decoder
+        convert_hq.fix_hq_decoder(model)
     if dtype is not None:
         model = model.to(dtype)
     if device is not None:
