@@ -10,8 +10,6 @@ from samtune.automatic import AutoMaskConfig, generate_masks
 from samtune.errors import ConfigError
 from samtune.models import load_model
 
-from conftest import randomize_
-
 KEEP_ALL = {"pred_iou_thresh": -1.0, "stability_score_thresh": -1.0}
 
 
