@@ -247,13 +247,13 @@ class FitConfig(Options):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}; found {value!r}")
 
-        from ..prompting import EVAL_PROMPTS, parse_prompt  # the one prompt grammar
+        from ..prompting import VALIDATION_PROMPTS, parse_prompt  # the one prompt grammar
 
         # Stored in canonical form ("Box" -> "box"), which is what the loop compares against.
         self.prompt = str(parse_prompt(self.prompt, PROMPTS, what="training prompt"))
         self.eval_prompt = str(
             parse_prompt(
-                self.eval_prompt, EVAL_PROMPTS, name="eval_prompt", what="evaluation protocol"
+                self.eval_prompt, VALIDATION_PROMPTS, name="eval_prompt", what="evaluation protocol"
             )
         )
         choose("mixed_precision", MIXED_PRECISION)
