@@ -58,3 +58,9 @@ def test_fit_evaluate_and_use_adapter_examples(tmp_path):
         cwd=tmp_path,
     )
     assert "IoU" in use_out and (tmp_path / "merged" / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_segment_everything_example(tmp_path):
+    out = _run("segment_everything.py", "--points-per-side", "4", cwd=tmp_path)
+    assert "masks; predicted IoU" in out and "pixels per class:" in out
