@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torchvision.ops import batched_nms
+from transformers import SamImageProcessor
 from transformers.models.sam.image_processing_sam import (
     _batched_mask_to_box,
     _compute_stability_score,
@@ -48,7 +49,9 @@ from .data.coco import encode_mask
 from .data.transforms import Geometry, preprocess_image
 from .evaluate.metrics import semantic_label_map
 from .models import PreprocessConfig, preprocess_config
+from .predict import _read_image
 from .sam_ops import decode, encode_images, to_model
+from .train.config import merge_options
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -147,8 +150,6 @@ def generate_masks(
         ConfigError: an option out of range. InputError / DataError / MissingFileError: an
             image that is not one (see :func:`samtune.predict.load_image_file`).
     """
-    from .predict import _read_image
-
     cfg = _config(config, options)
     rgb, _ = _read_image(image)
     was_training = model.training
@@ -161,14 +162,10 @@ def generate_masks(
 
 
 def _config(config: AutoMaskConfig | None, options: dict) -> AutoMaskConfig:
-    from .train.config import merge_options
-
     return merge_options(AutoMaskConfig, config, options)
 
 
 def _generate(model: torch.nn.Module, image: np.ndarray, cfg: AutoMaskConfig) -> AutoMasks:
-    from transformers import SamImageProcessor
-
     pre = preprocess_config(model)
     height, width = image.shape[:2]
     crop_boxes, grid, _, _ = SamImageProcessor().generate_crop_boxes(
