@@ -91,3 +91,11 @@ def test_crowd_regions_are_ignored_not_missed_and_classes_do_not_matter():
     assert none.metrics["ar100"] == 0.0 and none.metrics["num_masks"] == 0
     table = format_comparison({"zero-shot": half, "tuned": report})
     assert "AR@100" in table and "| tuned | 100.00 (+" in table
+
+
+def test_generator_options_with_a_prompted_protocol_are_refused():
+    from samtune.errors import ConfigError
+    from samtune.evaluate import EvalConfig, run_evaluation
+
+    with pytest.raises(ConfigError, match="points_per_side applies to the auto protocol only"):
+        run_evaluation(EvalConfig(prompt="box", points_per_side=8))

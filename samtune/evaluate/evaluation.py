@@ -50,6 +50,9 @@ def run_evaluation(config: EvalConfig, *, accelerator: Any = None) -> dict[str, 
     from .runner import evaluate, parse_protocol
 
     protocol = parse_protocol(config.prompt)
+    for name in AUTO_OPTIONS:
+        if protocol.kind != "auto" and getattr(config, name) != config.field_default(name):
+            raise ConfigError(f"{name} applies to the auto protocol only, not {protocol.name!r}")
     adapters = list(config.adapter or [])
     for a in adapters:
         if (a.startswith((".", "/", "~")) or Path(a).suffix) and not Path(a).expanduser().exists():
@@ -94,6 +97,10 @@ def run_evaluation(config: EvalConfig, *, accelerator: Any = None) -> dict[str, 
     if config.output is not None and accelerator.is_main_process:
         write_outputs(reports, config.output, data, plots=config.plots)
     return reports
+
+
+AUTO_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh")
+"""The :class:`EvalConfig` options of the ``auto`` protocol's mask generator."""
 
 
 def _auto_config(config: EvalConfig) -> AutoMaskConfig:
