@@ -99,3 +99,14 @@ def test_generator_options_with_a_prompted_protocol_are_refused():
 
     with pytest.raises(ConfigError, match="points_per_side applies to the auto protocol only"):
         run_evaluation(EvalConfig(prompt="box", points_per_side=8))
+
+
+def test_training_validation_and_suites_refuse_auto():
+    from samtune.errors import ConfigError
+    from samtune.suite import _parse_protocols
+    from samtune.train.config import FitConfig
+
+    with pytest.raises(ConfigError, match="must be one of box, point, clicks:N"):
+        FitConfig(eval_prompt="auto")
+    with pytest.raises(ConfigError, match="samtune eval --prompt auto"):
+        _parse_protocols(["box", "auto"])
