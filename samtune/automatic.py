@@ -228,7 +228,7 @@ def _generate_crop(
     """One crop: encode it once, decode its grid in batches, filter, NMS; masks padded to the
     image. ``grid``: (P, 2) points in the crop's model pixels."""
     x0, y0, x1, y1 = box
-    pixel_values, geom = preprocess_image(np.ascontiguousarray(image[y0:y1, x0:x1]), pre)
+    pixel_values, geom = preprocess_image(np.require(image[y0:y1, x0:x1], requirements="CW"), pre)
     embeddings = encode_images(model, to_model(model, pixel_values[None]))
     height, width = image.shape[:2]
     kept = _Found()
