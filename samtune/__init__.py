@@ -65,6 +65,8 @@ _EXPORTS: dict[str, str] = {
     "format_comparison": "samtune.evaluate",
     "run_evaluation": "samtune.evaluate",
     "predict": "samtune.predict",
+    "AutoMaskConfig": "samtune.automatic_config",
+    "generate_masks": "samtune.automatic",
     "run_suite": "samtune.suite",
 }
 

@@ -1,7 +1,7 @@
 """How SAM is prompted: the prompt protocols (one grammar) and the corrective-click samplers.
 
 - :func:`parse_prompt` -> :class:`Prompt`: ``box``, ``point``, ``points:P,N``, ``clicks:N``,
-  ``interactive``, for training (``train.config.PROMPTS``), evaluation (:data:`EVAL_PROMPTS`),
+  ``interactive``, ``auto``, for training (``train.config.PROMPTS``), evaluation (:data:`EVAL_PROMPTS`),
   data batching (:data:`DATA_PROMPTS`) and the configs of each; every caller names the forms
   it accepts, and an error lists them.
 - :func:`center_point`: the interior-most pixel of a mask (the ``point`` prompt, and where a
@@ -30,10 +30,12 @@ if TYPE_CHECKING:
 PAD_LABEL = -10
 """The label of a padding point, which SAM ignores."""
 
-PROMPT_FORMS = ("box", "point", "points:P,N", "clicks:N", "interactive")
+PROMPT_FORMS = ("box", "point", "points:P,N", "clicks:N", "interactive", "auto")
 """Every prompt protocol samtune knows."""
-EVAL_PROMPTS = ("box", "point", "clicks:N")
-"""What :func:`samtune.evaluate.evaluate` runs (and ``eval_prompt`` accepts)."""
+EVAL_PROMPTS = ("box", "point", "clicks:N", "auto")
+"""What :func:`samtune.evaluate.evaluate` runs."""
+VALIDATION_PROMPTS = ("box", "point", "clicks:N")
+"""What training's validation (``eval_prompt``) runs: the protocols that score each instance."""
 DATA_PROMPTS = ("box", "point", "points:P,N")
 """What :class:`samtune.data.PromptedDataset` derives from masks."""
 
@@ -65,7 +67,8 @@ class Prompt:
     ``kind``: ``box`` (a box per instance), ``point`` (one positive point at the centre),
     ``points`` (``points:P,N``: P positive, N negative), ``clicks`` (``clicks:N``: N rounds
     of corrective clicks, evaluation) or ``interactive`` (a point, then simulated corrective
-    clicks, training). ``args``: the numbers of ``points`` (P, N) and ``clicks`` (N,).
+    clicks, training) or ``auto`` (no prompt: a grid of points, automatic mask generation,
+    evaluation). ``args``: the numbers of ``points`` (P, N) and ``clicks`` (N,).
     """
 
     kind: str
@@ -81,8 +84,9 @@ class Prompt:
 
     @property
     def n_pos(self) -> int:
-        """Positive points of the first prompt: P for ``points``, 0 for ``box``, else 1."""
-        return self.args[0] if self.kind == "points" else int(self.kind != "box")
+        """Positive points of the first prompt: P for ``points``, 0 for ``box`` and ``auto``,
+        else 1."""
+        return self.args[0] if self.kind == "points" else int(self.kind not in ("box", "auto"))
 
     @property
     def n_neg(self) -> int:
@@ -248,6 +252,7 @@ __all__ = [
     "PAD_LABEL",
     "PROMPT_FORMS",
     "Prompt",
+    "VALIDATION_PROMPTS",
     "center_point",
     "distance_to_boundary",
     "next_click",

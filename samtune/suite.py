@@ -313,6 +313,11 @@ def _parse_protocols(value: Any) -> tuple[str, ...]:
         with _at(f"protocols[{i}]"):
             check_type("protocol", item, str)
             name = parse_protocol(item).name
+        if name == "auto":  # the suite ranks cells by instance mIoU, which auto has not
+            raise ConfigError(
+                f"protocols[{i}]: 'auto' is scored by COCO AP/AR, not the mIoU the suite ranks "
+                "by; evaluate it with `samtune eval --prompt auto`"
+            )
         if name in names:
             raise ConfigError(f"protocols[{i}]: {name!r} is listed twice")
         names.append(name)

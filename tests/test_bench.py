@@ -20,6 +20,8 @@ CASES = {
                       "--repeat", "1"],
     "eval_throughput": ["--model", "tiny", "--images", "1", "--instances", "4", "--size", "64"],
     "strategy_sizes": ["--model", "tiny"],
+    "automatic": ["--model", "tiny", "--size", "96", "--points-per-side", "3",
+                  "--points-per-batch", "4", "9"],
 }  # fmt: skip
 
 
@@ -47,6 +49,11 @@ def test_bench_script_prints_json_and_a_table(name, tmp_path):
         assert set(rows) == {"sdpa", "eager-attention"}
         for row in rows.values():  # every variant computes the SDPA encoder's output
             assert row["max_abs_diff"] < 1e-4 and 0 < row["fraction_of_peak"]
+    if name == "automatic":
+        assert [r["points_per_batch"] for r in payload["results"]] == [4, 9]
+        assert all(
+            r["same_masks_as_first"] and r["seconds_per_image"] > 0 for r in payload["results"]
+        )
     if name == "train_step":
         row = payload["results"][0]
         assert row["strategy"] == "decoder" and row["cached_s"] > 0

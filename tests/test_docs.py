@@ -60,6 +60,14 @@ NOT_RUN = {
     "samtune data download zerowaste": NEEDS_NETWORK,
     "samtune data download zerowaste --root data/zerowaste": NEEDS_NETWORK,
     "samtune data download trashcan": NEEDS_NETWORK,
+    "samtune segment photo.jpg images/ -m facebook/sam-vit-base --adapter runs/lora/adapter -o out/": NEEDS_NETWORK,
+    "samtune eval -m demo -a runs/lora-demo/adapter --compare --prompt auto -d demo --split test": (
+        "automatic masks on 50 images for two models (minutes); test_evaluate_auto runs "
+        "eval --prompt auto on demo images and checks it against COCOeval"
+    ),
+    "samtune fit --strategy lora --dataset demo --prompt point --point-sampling random": (
+        "a second demo fine-tuning (minutes); test_point_sampling checks the prompts it trains on"
+    ),
     "samtune fit --config runs/lora-demo/config.yaml --output-dir runs/again": (
         "a second full main-job run; the config round trip is tested in test_train_units"
     ),

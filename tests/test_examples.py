@@ -65,3 +65,8 @@ def test_sam_family_example_compares_the_three_families(tmp_path):
     out = _run("sam_family.py", "--max-steps", "2", "--out", str(tmp_path / "runs"), cwd=tmp_path)
     for row in ("| tiny (zero-shot) |", "| sam |", "| sam-hq |", "| sam2 |"):
         assert row in out
+
+
+def test_segment_everything_example(tmp_path):
+    out = _run("segment_everything.py", "--points-per-side", "4", cwd=tmp_path)
+    assert "masks; predicted IoU" in out and "pixels per class:" in out

@@ -30,6 +30,15 @@ def eval_command(
     jitter: Annotated[float | None, EVAL.option("jitter", "--jitter")] = None,
     seed: Annotated[int | None, EVAL.option("seed", "--seed")] = None,
     prompt_batch: Annotated[int | None, EVAL.option("prompt_batch", "--prompt-batch")] = None,
+    points_per_side: Annotated[
+        int | None, EVAL.option("points_per_side", "--points-per-side")
+    ] = None,
+    pred_iou_thresh: Annotated[
+        float | None, EVAL.option("pred_iou_thresh", "--pred-iou-thresh")
+    ] = None,
+    stability_score_thresh: Annotated[
+        float | None, EVAL.option("stability_score_thresh", "--stability-score-thresh")
+    ] = None,
     max_images: Annotated[int | None, EVAL.option("max_images", "--max-images")] = None,
     output: Annotated[Path | None, EVAL.option("output", "--output", "-o")] = None,
     # an on/off flag's shown default is typer's own, from here (the others' are EvalConfig's)
@@ -46,7 +55,9 @@ def eval_command(
     """Evaluate a SAM model (and adapters) on a dataset: instance mIoU and friends.
 
     Every ground-truth instance is prompted (box, centre point, or N corrective clicks); masks
-    are scored at the original resolution. Several processes: `accelerate launch -m samtune.cli
+    are scored at the original resolution. With --prompt auto nothing is prompted: every mask
+    the automatic generator finds is scored as class-agnostic COCO instance segmentation (AP,
+    AR@1/10/100, by area). Several processes: `accelerate launch -m samtune.cli
     eval ...` (same numbers as one process).
 
     Examples:
@@ -58,6 +69,8 @@ def eval_command(
         samtune eval -m demo --adapter runs/lora --adapter runs/decoder --compare -o runs/cmp
 
         samtune eval --config eval.yaml --prompt clicks:5
+
+        samtune eval -m demo --adapter runs/lora --compare --prompt auto -o runs/auto
     """
     from ..evaluate import EvalConfig, format_reports, reports_to_json, run_evaluation
     from ..train.config import merge_options

@@ -31,6 +31,7 @@ def fit(
     batch_size: Annotated[int | None, FIT.option("batch_size")] = None,
     lr: Annotated[float | None, FIT.option("lr")] = None,
     prompt: Annotated[str | None, FIT.option("prompt")] = None,
+    point_sampling: Annotated[str | None, FIT.option("point_sampling")] = None,
     mixed_precision: Annotated[
         str | None, FIT.option("mixed_precision", "--mixed-precision")
     ] = None,

@@ -42,6 +42,8 @@ class PromptedDataset(Dataset):
         jitter: box noise as a fraction of the box side (SAM uses 0.1), at most 20 px.
         seed: base seed; every random choice depends on (seed, epoch, index) only.
         include_crowd: also prompt crowd regions (default False: they are left out).
+        point_mode: where positive points go: ``"center"`` (as above) or ``"random"`` (every
+            positive uniform inside the mask, as automatic segmentation's grid points fall).
 
     Each item is a dict:
 
@@ -70,6 +72,7 @@ class PromptedDataset(Dataset):
         jitter: float = 0.0,
         seed: int = 0,
         include_crowd: bool = False,
+        point_mode: str = "center",
     ) -> None:
         if max_instances is not None and max_instances < 1:
             raise ValueError(f"max_instances must be None or >= 1, found {max_instances}")
@@ -84,6 +87,9 @@ class PromptedDataset(Dataset):
         self.jitter = float(jitter)
         self.seed = int(seed)
         self.include_crowd = include_crowd
+        if point_mode not in ("center", "random"):
+            raise ValueError(f"point_mode must be 'center' or 'random', found {point_mode!r}")
+        self.point_mode = point_mode
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -112,7 +118,7 @@ class PromptedDataset(Dataset):
         n = sample.num_instances
         if self.spec.kind != "box":
             points, labels = points_from_masks(
-                sample.masks, self.spec.n_pos, self.spec.n_neg, "center", rng
+                sample.masks, self.spec.n_pos, self.spec.n_neg, self.point_mode, rng
             )
         else:
             points = np.zeros((n, 0, 2), np.float32)

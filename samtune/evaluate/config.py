@@ -22,6 +22,10 @@ from ..train.config import Options, check_range, check_seed
 class EvalConfig(Options):
     """Every option of an evaluation (``samtune eval``, ``run_evaluation``, an eval YAML file).
 
+    ``points_per_side``, ``pred_iou_thresh`` and ``stability_score_thresh`` apply to the
+    ``auto`` protocol (with ``prompt_batch`` as its ``points_per_batch``; the generator's other
+    options keep :class:`~samtune.automatic_config.AutoMaskConfig`'s defaults).
+
     The YAML file's keys are these names, with dashes or underscores (``prompt-batch``), and
     ``json`` for ``json_output``.
     """
@@ -49,12 +53,23 @@ class EvalConfig(Options):
     )
     images: str | None = field(default=None, metadata={"help": "coco: image folder."})
     annotations: str | None = field(default=None, metadata={"help": "coco: annotation JSON."})
-    prompt: str = field(default="box", metadata={"help": "Protocol: box, point or clicks:N."})
+    prompt: str = field(
+        default="box", metadata={"help": "Protocol: box, point, clicks:N or auto (no prompt)."}
+    )
     jitter: float = field(
         default=0.0, metadata={"help": "Box noise (fraction of box side), box only."}
     )
     seed: int = field(default=0, metadata={"help": "Seed for box jitter."})
     prompt_batch: int = field(default=32, metadata={"help": "Prompts per decoder call."})
+    points_per_side: int = field(
+        default=32, metadata={"help": "auto: grid points along each side of the image."}
+    )
+    pred_iou_thresh: float = field(
+        default=0.88, metadata={"help": "auto: keep masks whose predicted IoU is above this."}
+    )
+    stability_score_thresh: float = field(
+        default=0.95, metadata={"help": "auto: keep masks whose stability is above this."}
+    )
     max_images: int | None = field(
         default=None, metadata={"help": "Evaluate the first N images only."}
     )
@@ -81,6 +96,7 @@ class EvalConfig(Options):
         check_range("jitter", self.jitter, minimum=0)
         check_seed("seed", self.seed)
         check_range("prompt_batch", self.prompt_batch, minimum=1)
+        check_range("points_per_side", self.points_per_side, minimum=1)
         check_range("max_images", self.max_images, minimum=1)
         check_range("worst", self.worst, minimum=0)
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..automatic_config import AutoMaskConfig
 from ..errors import ConfigError, MissingFileError
 from ..io import atomic_write
 from .config import EvalConfig
@@ -49,6 +50,9 @@ def run_evaluation(config: EvalConfig, *, accelerator: Any = None) -> dict[str, 
     from .runner import evaluate, parse_protocol
 
     protocol = parse_protocol(config.prompt)
+    for name in AUTO_OPTIONS:
+        if protocol.kind != "auto" and getattr(config, name) != config.field_default(name):
+            raise ConfigError(f"{name} applies to the auto protocol only, not {protocol.name!r}")
     adapters = list(config.adapter or [])
     for a in adapters:
         if (a.startswith((".", "/", "~")) or Path(a).suffix) and not Path(a).expanduser().exists():
@@ -70,6 +74,7 @@ def run_evaluation(config: EvalConfig, *, accelerator: Any = None) -> dict[str, 
 
         accelerator = Accelerator(cpu=config.device == "cpu")
     target = config.device if config.device is not None else accelerator.device
+    auto = _auto_config(config) if protocol.kind == "auto" else None
     reports = {}
     for label, adapter in _runs(config.model, adapters, config.compare):
         sam = _load(config.model, adapter).to(target)
@@ -85,12 +90,27 @@ def run_evaluation(config: EvalConfig, *, accelerator: Any = None) -> dict[str, 
             worst=config.worst if config.output is not None else 0,
             progress=False if config.quiet else None,
             name=label,
+            auto=auto,
         )
         reports[label].model["adapter"] = adapter
         del sam
     if config.output is not None and accelerator.is_main_process:
         write_outputs(reports, config.output, data, plots=config.plots)
     return reports
+
+
+AUTO_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh")
+"""The :class:`EvalConfig` options of the ``auto`` protocol's mask generator."""
+
+
+def _auto_config(config: EvalConfig) -> AutoMaskConfig:
+    """The mask generator's options of an ``auto`` evaluation."""
+    return AutoMaskConfig(
+        points_per_side=config.points_per_side,
+        points_per_batch=config.prompt_batch,
+        pred_iou_thresh=config.pred_iou_thresh,
+        stability_score_thresh=config.stability_score_thresh,
+    )
 
 
 def _runs(model: str, adapters: list[str], compare: bool) -> Iterator[tuple[str, str | None]]:
@@ -145,7 +165,7 @@ def write_outputs(
     for i, (label, report) in enumerate(reports.items()):
         folder = output if single else output / f"{i}-{Path(label.split(' ')[0]).name}"
         report.save(folder)
-        if plots:
+        if plots and report.records:  # auto has no per-instance IoU to plot
             P.plot_per_class(report, folder / "per_class_iou.png")
             P.plot_iou_histogram(report, folder / "iou_histogram.png")
             if report.protocol.startswith("clicks"):
@@ -157,7 +177,7 @@ def write_outputs(
             tmp.write_text(format_comparison(reports))
         with atomic_write(output / "comparison.json") as tmp:
             tmp.write_text(reports_to_json(reports))
-        if plots:
+        if plots and all(r.records for r in reports.values()):
             P.plot_per_class(reports, output / "per_class_iou.png")
             P.plot_iou_histogram(reports, output / "iou_histogram.png")
 

@@ -26,6 +26,19 @@ METRIC_COLUMNS: dict[str, tuple[str, bool, bool]] = {
     "semantic_miou": ("semantic mIoU", True, True),
     "noc@85": ("NoC@85", False, False),
     "noc@90": ("NoC@90", False, False),
+    # the auto protocol: COCO instance segmentation, class-agnostic (evaluate.automatic)
+    "ap": ("AP", True, True),
+    "ap50": ("AP50", True, True),
+    "ap75": ("AP75", True, True),
+    "ap_small": ("AP small", True, True),
+    "ap_medium": ("AP medium", True, True),
+    "ap_large": ("AP large", True, True),
+    "ar1": ("AR@1", True, True),
+    "ar10": ("AR@10", True, True),
+    "ar100": ("AR@100", True, True),
+    "ar_small": ("AR small", True, True),
+    "ar_medium": ("AR medium", True, True),
+    "ar_large": ("AR large", True, True),
 }
 
 
@@ -34,7 +47,7 @@ class EvalReport:
     """The result of :func:`samtune.evaluate.evaluate`.
 
     Attributes:
-        protocol: ``"box"``, ``"point"`` or ``"clicks:N"``.
+        protocol: ``"box"``, ``"point"``, ``"clicks:N"`` or ``"auto"``.
         metrics: aggregate metrics (fractions in [0, 1]; NoC in clicks). ``metrics["miou"]`` is
             the headline; see ``docs/evaluation.md`` for every key.
         records: one dict per evaluated instance (``image_index``, ``instance_id``,
@@ -45,6 +58,8 @@ class EvalReport:
         worst: the lowest-IoU predictions kept for overlays (``mask`` as COCO RLE).
         categories: ``{category_id: name}``.
         model, dataset, timing, options: provenance (timing is not part of the metrics).
+        coco: ``auto`` protocol only: ``results`` (COCO result list) and ``ground_truth`` (COCO
+            dataset), the exact input of its COCOeval run.
     """
 
     protocol: str
@@ -57,6 +72,7 @@ class EvalReport:
     dataset: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
+    coco: dict = field(default_factory=dict)
 
     @property
     def miou(self) -> float:
@@ -97,7 +113,8 @@ class EvalReport:
         return "\n".join(lines) + "\n"
 
     def save(self, directory: str | Path) -> dict[str, Path]:
-        """Write ``metrics.json``, ``report.md`` and ``records.jsonl`` into ``directory``."""
+        """Write ``metrics.json``, ``report.md`` and ``records.jsonl`` into ``directory`` (and,
+        for the ``auto`` protocol, ``coco_results.json`` and ``coco_ground_truth.json``)."""
         directory = Path(directory)
         paths = {
             "metrics": directory / "metrics.json",
@@ -112,6 +129,14 @@ class EvalReport:
             with open(tmp, "w") as fh:
                 for r in self.records:
                     fh.write(json.dumps(_jsonable(r)) + "\n")
+        for key, name in (
+            ("results", "coco_results.json"),
+            ("ground_truth", "coco_ground_truth.json"),
+        ):
+            if key in self.coco:
+                paths[key] = directory / name
+                with atomic_write(paths[key]) as tmp:
+                    tmp.write_text(json.dumps(self.coco[key]))
         return paths
 
 

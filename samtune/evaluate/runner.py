@@ -16,6 +16,8 @@ Protocols (``prompt=``, parsed by :func:`samtune.prompting.parse_prompt`):
   ``point`` (IoU head's choice of the multimask outputs), then each click at the centre of the
   largest error region (positive in a missed region, negative in a false one), with all
   clicks so far and the previous low-resolution logits fed back as mask input, single output.
+- ``auto``: no ground-truth prompt; automatic mask generation on every image, scored as
+  class-agnostic COCO instance segmentation (:mod:`samtune.evaluate.automatic`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 
 from .. import prompting
+from ..automatic_config import AutoMaskConfig
 from ..data.coco import encode_mask
 from ..data.prompts import jitter_boxes, points_from_masks
 from ..data.transforms import Geometry, preprocess_image
@@ -44,6 +47,7 @@ from ..sam_ops import (
     to_model,
 )
 from . import metrics as M
+from .automatic import automatic_report, evaluate_automatic
 from .report import EvalReport
 
 PROTOCOLS = prompting.EVAL_PROMPTS
@@ -51,7 +55,8 @@ Protocol = prompting.Prompt  # the name the evaluation docs use for a parsed pro
 
 
 def parse_protocol(spec: str | Protocol) -> Protocol:
-    """Parse an evaluation protocol: ``"box"``, ``"point"`` or ``"clicks:N"`` (N >= 1).
+    """Parse an evaluation protocol: ``"box"``, ``"point"``, ``"clicks:N"`` (N >= 1) or
+    ``"auto"``.
 
     Raises:
         UnknownNameError: an unknown protocol name.
@@ -296,6 +301,7 @@ def evaluate(
     worst: int = 0,
     progress: bool | None = None,
     name: str | None = None,
+    auto: AutoMaskConfig | None = None,
 ) -> EvalReport:
     """Evaluate ``model`` on every non-crowd instance of ``dataset`` with one prompt protocol.
 
@@ -304,7 +310,8 @@ def evaluate(
             It is put in eval mode for the run and its training mode restored afterwards.
         dataset: a ``samtune.data`` ``InstanceDataset`` (or any sequence of ``Sample``, with
             optional ``.categories`` ``{id: name}`` and ``.name``).
-        prompt: ``"box"``, ``"point"`` or ``"clicks:N"`` (see the module docstring).
+        prompt: ``"box"``, ``"point"``, ``"clicks:N"`` or ``"auto"`` (see the module
+            docstring).
         accelerator: an ``accelerate.Accelerator``; images are sharded over its processes and
             the results gathered on every process. ``None``: this process does everything.
         prompt_batch: prompts per decoder call (memory: ``prompt_batch x H x W`` floats).
@@ -315,9 +322,13 @@ def evaluate(
         worst: keep the ``worst`` lowest-IoU predictions (RLE masks) for overlays.
         progress: show a progress bar (default: when stderr is a terminal, main process only).
         name: label for the report (default: the model's source).
+        auto: ``auto`` protocol only, the mask generator's options (default:
+            :class:`~samtune.automatic_config.AutoMaskConfig` with ``points_per_batch =
+            prompt_batch``).
 
     Returns:
-        :class:`EvalReport`; ``report.metrics["miou"]`` is the headline mean instance IoU.
+        :class:`EvalReport`; ``report.metrics["miou"]`` is the headline mean instance IoU
+        (``auto``: COCO ``ap``, ``ar100`` ..., see :mod:`samtune.evaluate.automatic`).
 
     Raises:
         UnknownNameError / ConfigError: a bad ``prompt`` or option value.
@@ -337,6 +348,9 @@ def evaluate(
     show = progress and rank == 0 if progress is not None else rank == 0
     t0 = time.perf_counter()
     try:
+        if protocol.kind == "auto":
+            auto = auto if auto is not None else AutoMaskConfig(points_per_batch=prompt_batch)
+            return _auto_report(sam, dataset, indices, opts, auto, show, world, name)
         results = _run_images(sam, dataset, indices, opts, show)
     finally:
         sam.train(was_training)
@@ -344,6 +358,41 @@ def evaluate(
     if world > 1:
         results = _gather(results)
     return _report(sam, dataset, opts, _finish(results, opts.worst), world, name)
+
+
+def _auto_report(
+    sam: torch.nn.Module,
+    dataset: Any,
+    indices: list[int],
+    opts: _Options,
+    auto: AutoMaskConfig,
+    show: bool,
+    world: int,
+    name: str | None,
+) -> EvalReport:
+    """The ``auto`` protocol on this process's images, gathered; COCOeval on the whole."""
+    results, ground_truth, seconds = evaluate_automatic(
+        sam, dataset, indices, auto, progress=_progress(len(indices), show), gather=world > 1
+    )
+    return automatic_report(
+        results,
+        ground_truth,
+        seconds,
+        model=_model_record(sam, name),
+        dataset={
+            "name": getattr(dataset, "name", type(dataset).__name__),
+            "num_images": len(ground_truth["images"]),
+        },  # fmt: skip
+        options={**auto.to_dict(), "max_images": opts.max_images},
+        processes=world,
+    )
+
+
+def _model_record(sam: torch.nn.Module, name: str | None) -> dict:
+    from ..models import base_fingerprint, model_source
+
+    source = model_source(sam)
+    return {"name": name or source, "source": source, "fingerprint": base_fingerprint(sam)}
 
 
 def _check_options(
@@ -448,8 +497,6 @@ def _report(
     world: int,
     name: str | None,
 ) -> EvalReport:
-    from ..models import base_fingerprint, model_source
-
     seconds, images, records = res.seconds, res.images, res.records
     return EvalReport(
         protocol=opts.protocol.name,
@@ -458,11 +505,7 @@ def _report(
         images=images,
         worst=res.worst,
         categories=opts.categories,
-        model={
-            "name": name or model_source(sam),
-            "source": model_source(sam),
-            "fingerprint": base_fingerprint(sam),
-        },
+        model=_model_record(sam, name),
         dataset={
             "name": getattr(dataset, "name", type(dataset).__name__),
             "num_images": len(images),

@@ -34,6 +34,7 @@ from ..errors import ConfigError
 PROMPTS = ("box", "point", "interactive")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SCHEDULES = ("cosine", "constant")
+POINT_SAMPLING = ("center", "random")
 CACHE_MODES = ("auto", "on", "off")
 
 # What `--dataset demo` changes when the user does not say otherwise: small, fast, high lr, so
@@ -197,6 +198,13 @@ class FitConfig(Options):
     prompt: str = field(
         default="box", metadata={"help": "Training prompts: box, point or interactive."}
     )
+    point_sampling: str = field(
+        default="center",
+        metadata={
+            "help": "Point prompts at the object's centre, or random: uniform inside it, as "
+            "automatic segmentation's grid points fall."
+        },
+    )
     interactive_rounds: int = field(default=3, metadata={"help": "Corrective-click rounds."})
     box_jitter: float = field(default=0.1, metadata={"help": "Box noise (fraction of box size)."})
     max_instances: int | None = field(
@@ -247,15 +255,16 @@ class FitConfig(Options):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}; found {value!r}")
 
-        from ..prompting import EVAL_PROMPTS, parse_prompt  # the one prompt grammar
+        from ..prompting import VALIDATION_PROMPTS, parse_prompt  # the one prompt grammar
 
         # Stored in canonical form ("Box" -> "box"), which is what the loop compares against.
         self.prompt = str(parse_prompt(self.prompt, PROMPTS, what="training prompt"))
         self.eval_prompt = str(
             parse_prompt(
-                self.eval_prompt, EVAL_PROMPTS, name="eval_prompt", what="evaluation protocol"
+                self.eval_prompt, VALIDATION_PROMPTS, name="eval_prompt", what="evaluation protocol"
             )
         )
+        choose("point_sampling", POINT_SAMPLING)
         choose("mixed_precision", MIXED_PRECISION)
         choose("schedule", SCHEDULES)
         choose("cache", CACHE_MODES)

@@ -448,7 +448,7 @@ def _prepare(cfg: FitConfig, model, splits: dict, accelerator, callbacks: Callba
                                max_instances=cfg.max_instances,
                                augment=AugmentConfig() if cfg.augment else None,
                                jitter=cfg.box_jitter if cfg.prompt == "box" else 0.0,
-                               seed=cfg.seed)  # fmt: skip
+                               seed=cfg.seed, point_mode=cfg.point_sampling)  # fmt: skip
     sampler = EpochSampler(len(prompted), cfg.seed)
     loader = torch.utils.data.DataLoader(prompted, batch_size=cfg.batch_size, sampler=sampler,
                                          collate_fn=collate_prompted, num_workers=cfg.num_workers,
