@@ -29,12 +29,16 @@ stability score, mask boxes, crop-edge test and padding are the helpers of trans
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.ops import batched_nms
 from transformers import SamImageProcessor
 from transformers.models.sam.image_processing_sam import (
@@ -48,8 +52,17 @@ from .automatic_config import AutoMaskConfig
 from .data.coco import encode_mask
 from .data.transforms import Geometry, preprocess_image
 from .evaluate.metrics import semantic_label_map
+from .evaluate.plots import overlay as blend
+from .io import atomic_dir
 from .models import PreprocessConfig, preprocess_config
-from .predict import _read_image
+from .predict import (
+    _read_image,
+    check_outputs,
+    expand_images,
+    load_for_inference,
+    load_image_file,
+    output_folders,
+)
 from .sam_ops import decode, encode_images, to_model
 from .train.config import merge_options
 
@@ -263,6 +276,7 @@ def _decode_points(
         points=to_model(model, points[:, None]),
         labels=to_model(model, labels),
         multimask=True,
+        empty_absent=True,  # SAM 2's "no object at this point": an empty mask, filtered out
     )
     k = out.iou_scores.shape[1]
     logits = geom.logits_to_original(out.pred_masks.float().cpu()).flatten(0, 1)
@@ -312,4 +326,69 @@ def _drop_small(mask: np.ndarray, min_area: int, ndimage, *, holes: bool) -> np.
     return mask | hit if holes else mask & ~hit
 
 
-__all__ = ["AutoMaskConfig", "AutoMasks", "generate_masks"]
+# --------------------------------------------------------------------------- files
+
+
+def write_segmentation(
+    model: torch.nn.Module, path: Path, target: Path, cfg: AutoMaskConfig, *, protect=()
+) -> int:
+    """Generate the masks of the image ``path`` and write the folder ``target`` as a whole
+    (``<stem>.json`` COCO-style results, ``<stem>_labels.png``, ``<stem>_overlay.png``),
+    replacing only an earlier samtune result folder. Returns the number of masks."""
+    image = load_image_file(path)
+    found = generate_masks(model, image, cfg)
+    doc = {
+        "image": str(path),
+        "height": image.shape[0],
+        "width": image.shape[1],
+        "options": cfg.to_dict(),
+        "annotations": found.to_coco(),
+    }
+    labels = found.label_map()
+    with atomic_dir(target, overwrite=True, protect=protect) as tmp:
+        (tmp / f"{path.stem}.json").write_text(json.dumps(doc))
+        dtype = np.uint8 if len(found) < 256 else np.uint16
+        Image.fromarray(labels.astype(dtype)).save(tmp / f"{path.stem}_labels.png")
+        out = image
+        rng = np.random.default_rng(0)  # the same colours every run
+        for i in range(len(found)):
+            colour = tuple(int(v) for v in rng.integers(40, 256, 3))
+            out = blend(out, {colour: labels == i + 1})
+        Image.fromarray(out).save(tmp / f"{path.stem}_overlay.png")
+    return len(found)
+
+
+def segment_files(
+    model: str | torch.nn.Module,
+    images: list[str | os.PathLike],
+    output: str | os.PathLike,
+    config: AutoMaskConfig | None = None,
+    *,
+    adapter: str | None = None,
+    device: str = "cpu",
+    on_image: Callable[[Path, Path, int], None] | None = None,
+) -> list[Path]:
+    """``samtune segment`` as a function: one result folder ``<output>/<stem>/`` per image.
+
+    ``images`` are files or folders (:func:`samtune.predict.expand_images`). Every image, the
+    output folders, the device and the adapter are checked before the model loads and before
+    anything is written. ``on_image(image, folder, number of masks)`` is called after each.
+
+    Returns:
+        The folders written, in image order.
+    """
+    cfg = config if config is not None else AutoMaskConfig()
+    paths, output = expand_images(images), Path(output)
+    targets = output_folders(paths, output)
+    check_outputs(paths, targets, output, paths)
+    for path in paths:
+        load_image_file(path)  # decodes it all: a file that is not an image fails here
+    sam = load_for_inference(model, adapter, device)
+    for path, target in zip(paths, targets, strict=True):
+        n = write_segmentation(sam, path, target, cfg, protect=paths)
+        if on_image is not None:
+            on_image(path, target, n)
+    return targets
+
+
+__all__ = ["AutoMaskConfig", "AutoMasks", "generate_masks", "segment_files", "write_segmentation"]

@@ -520,6 +520,50 @@ def check_device(device: str) -> torch.device:
     return dev
 
 
+def load_for_inference(
+    model: str | torch.nn.Module, adapter: str | None = None, device: str = "cpu"
+) -> torch.nn.Module:
+    """The model of ``samtune predict``/``segment``: ``model`` (a source for
+    :func:`samtune.load_model`, or a loaded model) with ``adapter`` applied, on ``device``.
+
+    The device and the adapter's file are checked before the model loads.
+    """
+    dev = check_device(device)
+    if adapter is not None:  # a missing or broken adapter fails before the model loads
+        read_adapter(adapter)
+    sam = load_model(model) if isinstance(model, str) else model
+    if adapter is not None:
+        sam = load_adapter(sam, adapter)
+    return sam.to(dev)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+"""What a folder of images is searched for (case-insensitive)."""
+
+
+def expand_images(items: list[str | os.PathLike]) -> list[Path]:
+    """The image files named, a folder standing for its images (sorted, not recursive).
+
+    Raises:
+        MissingFileError: a path that does not exist. InputError: a folder without images.
+    """
+    out: list[Path] = []
+    for item in map(Path, items):
+        if not item.exists():
+            raise MissingFileError(f"image {str(item)!r} does not exist")
+        if not item.is_dir():
+            out.append(item)
+            continue
+        found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise InputError(
+                f"folder {str(item)!r} holds no images (looked for "
+                f"{', '.join(IMAGE_SUFFIXES)}); give image files or a folder of them"
+            )
+        out += found
+    return out
+
+
 _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
 
 
@@ -605,13 +649,7 @@ def predict_files(
         checked = prepare_prompts(p["boxes"], p["points"], p["labels"], size=size,
                                   image=f"image {str(path)!r}")  # fmt: skip
         jobs.append((path, checked))
-    dev = check_device(device)
-    if adapter is not None:  # a missing or broken adapter fails before the model loads
-        read_adapter(adapter)
-    sam = load_model(model) if isinstance(model, str) else model
-    if adapter is not None:
-        sam = load_adapter(sam, adapter)
-    sam = sam.to(dev)
+    sam = load_for_inference(model, adapter, device)
     for (path, prompts), target in zip(jobs, targets, strict=True):
         image = load_image_file(path)  # read again, so that a long list never sits in memory
         n = write_prediction(sam, path, image, prompts, target, overlay=overlay,
@@ -627,6 +665,8 @@ __all__ = [
     "Prompts",
     "check_device",
     "check_outputs",
+    "expand_images",
+    "load_for_inference",
     "load_image_file",
     "output_folders",
     "parse_boxes",
