@@ -17,7 +17,16 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
-from .base import Strategy, StrategyConfig, check_positive, check_type
+from .base import (
+    BLOCKS_HELP,
+    Strategy,
+    StrategyConfig,
+    check_blocks,
+    check_positive,
+    check_type,
+    encoder_blocks,
+    select_blocks,
+)
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -62,6 +71,7 @@ class AdapterConfig(StrategyConfig):
         default=True, metadata={"help": "Adapter after each block's attention (serial)."}
     )
     train_decoder: bool = field(default=True, metadata={"help": "Train the mask decoder too."})
+    blocks: str | list[int] = field(default="all", metadata={"help": BLOCKS_HELP})
 
     def __post_init__(self) -> None:
         check_positive("bottleneck", self.bottleneck, integer=True)
@@ -73,6 +83,7 @@ class AdapterConfig(StrategyConfig):
             )
         for flag in ("mlp_adapter", "attn_adapter", "train_decoder"):
             check_type(flag, getattr(self, flag), bool, "true or false")
+        check_blocks(self.blocks)
         if not (self.mlp_adapter or self.attn_adapter):
             raise ConfigError(
                 "mlp_adapter and attn_adapter are both false, so no adapter would be inserted; "
@@ -91,7 +102,9 @@ class AdapterStrategy(Strategy):
         c = self.config
         dim = model.config.vision_config.hidden_size
         ref = model.vision_encoder.patch_embed.projection.weight
-        for layer in model.vision_encoder.layers:
+        blocks = encoder_blocks(model)
+        for index in select_blocks(c.blocks, len(blocks)):
+            layer = blocks[index][1]
             if c.mlp_adapter:
                 layer.adapter_mlp = Bottleneck(dim, c.bottleneck, c.activation, c.scale).to(ref)
                 layer.mlp.register_forward_hook(layer.adapter_mlp.beside_mlp)

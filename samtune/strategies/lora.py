@@ -9,9 +9,18 @@ decoder trains).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-from .base import StrategyConfig, check_positive, check_type
+from .base import (
+    BLOCKS_HELP,
+    StrategyConfig,
+    check_blocks,
+    check_positive,
+    check_type,
+    encoder_blocks,
+    select_blocks,
+)
 from .peft import ENCODER_QKV, PeftBasedStrategy
 
 _TARGETS = {
@@ -42,6 +51,7 @@ class LoraConfig(StrategyConfig):
     train_decoder: bool = field(
         default=True, metadata={"help": "Train the mask decoder's weights directly."}
     )
+    blocks: str | list[int] = field(default="all", metadata={"help": BLOCKS_HELP})
 
     def __post_init__(self) -> None:
         check_positive("rank", self.rank, integer=True)
@@ -53,6 +63,7 @@ class LoraConfig(StrategyConfig):
             raise ConfigError(f"dropout must be in [0, 1); found {self.dropout!r}")
         for flag in ("proj", "mlp", "decoder_attention", "use_dora", "train_decoder"):
             check_type(flag, getattr(self, flag), bool, "true or false")
+        check_blocks(self.blocks)
 
     def target_regex(self) -> str:
         chosen = ["qkv"] + [k for k in ("proj", "mlp", "decoder_attention") if getattr(self, k)]
@@ -66,7 +77,8 @@ class LoraStrategy(PeftBasedStrategy):
     description = "LoRA/DoRA (peft) on the image encoder's qkv; mask decoder trains."
     config_class = LoraConfig
 
-    def peft_config(self, modules_to_save: list[str] | None = None):
+    def peft_config(self, modules_to_save: list[str] | None = None, model=None):
+        """The peft ``LoraConfig``; ``model`` resolves ``blocks`` (without it, every block)."""
         from peft import LoraConfig as PeftLoraConfig
 
         c = self.config
@@ -78,4 +90,14 @@ class LoraStrategy(PeftBasedStrategy):
             use_dora=c.use_dora,
             bias="none",
             modules_to_save=modules_to_save,
+            exclude_modules=None if model is None else frozen_blocks_regex(model, c.blocks),
         )
+
+
+def frozen_blocks_regex(model, blocks) -> str | None:
+    """A regex (peft's ``exclude_modules``) matching every module inside the image-encoder
+    blocks that ``blocks`` leaves out; ``None`` when every block is adapted."""
+    all_blocks = encoder_blocks(model)
+    chosen = set(select_blocks(blocks, len(all_blocks)))
+    names = [re.escape(name) for i, (name, _) in enumerate(all_blocks) if i not in chosen]
+    return f"(?:{'|'.join(names)})\\..+" if names else None
