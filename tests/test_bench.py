@@ -22,6 +22,9 @@ CASES = {
     "strategy_sizes": ["--model", "tiny"],
     "automatic": ["--model", "tiny", "--size", "96", "--points-per-side", "3",
                   "--points-per-batch", "4", "9"],
+    "train_mfu": ["--model", "tiny", "--strategies", "full", "lora",
+                  "--blocks", "last:1", "--grad-ckpt", "--peak-n", "256", "--warmup", "0",
+                  "--repeat", "1"],
 }  # fmt: skip
 
 
@@ -57,3 +60,16 @@ def test_bench_script_prints_json_and_a_table(name, tmp_path):
     if name == "train_step":
         row = payload["results"][0]
         assert row["strategy"] == "decoder" and row["cached_s"] > 0
+    if name == "train_mfu":
+        rows = {r["strategy"]: r for r in payload["results"]}
+        assert set(rows) == {"full", "lora"}
+        # the counted step (forward, backward, recomputation) matches forward FLOPs x the
+        # backward factors of bench/train_mfu.py:expected_step_flops (3x for what trains
+        # with its input's gradient, 2x for frozen blocks backward crosses, +1x recomputed)
+        assert abs(rows["full"]["counted/expected"] - 1) < 0.02
+        assert abs(rows["lora"]["counted/expected"] - 1) < 0.02
+        # full fine-tuning with checkpointing: about 3x forward plus the recomputed blocks;
+        # LoRA on the last block only: backward skips the first block
+        assert rows["full"]["step_gflop"] > rows["lora"]["step_gflop"]
+        for row in rows.values():
+            assert 0 < row["mfu"] < 1 and row["peak_mem_mib"] > 0

@@ -14,14 +14,22 @@ weights.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
-from .base import Strategy, StrategyConfig, check_positive, check_type
+from .base import (
+    BLOCKS_HELP,
+    Strategy,
+    StrategyConfig,
+    check_blocks,
+    check_positive,
+    check_type,
+    encoder_blocks,
+    select_blocks,
+)
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -66,6 +74,7 @@ class AdapterConfig(StrategyConfig):
         default=True, metadata={"help": "Adapter after each block's attention (serial)."}
     )
     train_decoder: bool = field(default=True, metadata={"help": "Train the mask decoder too."})
+    blocks: str | list[int] = field(default="all", metadata={"help": BLOCKS_HELP})
 
     def __post_init__(self) -> None:
         check_positive("bottleneck", self.bottleneck, integer=True)
@@ -77,19 +86,12 @@ class AdapterConfig(StrategyConfig):
             )
         for flag in ("mlp_adapter", "attn_adapter", "train_decoder"):
             check_type(flag, getattr(self, flag), bool, "true or false")
+        check_blocks(self.blocks)
         if not (self.mlp_adapter or self.attn_adapter):
             raise ConfigError(
                 "mlp_adapter and attn_adapter are both false, so no adapter would be inserted; "
                 "enable at least one (or use the 'decoder' strategy)"
             )
-
-
-def encoder_blocks(model: torch.nn.Module, pattern: str) -> list[nn.Module]:
-    """The image-encoder blocks whose full module name matches ``pattern``, in order."""
-    blocks = [m for name, m in model.named_modules() if re.fullmatch(pattern, name)]
-    if not blocks:
-        raise ConfigError(f"no image-encoder block matches {pattern!r} in {type(model).__name__}")
-    return blocks
 
 
 class AdapterStrategy(Strategy):
@@ -103,7 +105,9 @@ class AdapterStrategy(Strategy):
     def inject(self, model: torch.nn.Module) -> None:
         c = self.config
         ref = next(model.vision_encoder.parameters())
-        for layer in encoder_blocks(model, self.family.targets["blocks"]):
+        blocks = encoder_blocks(model)
+        for index in select_blocks(c.blocks, len(blocks)):
+            layer = blocks[index][1]
             # the block's width after attention: the MLP's input (Hiera widens per stage)
             dim = next(m for m in layer.mlp.modules() if isinstance(m, nn.Linear)).in_features
             if c.mlp_adapter:

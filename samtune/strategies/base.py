@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -109,6 +110,77 @@ def check_positive(name: str, value: Any, *, integer: bool = False, allow_zero: 
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name} must be {bound}; found {value!r}")
+
+
+#: Help text of the ``blocks`` option of the strategies that adapt image-encoder blocks.
+BLOCKS_HELP = (
+    "Image-encoder blocks to adapt: all, last:K (the K last blocks) or a list of block "
+    "indices; backward stops at the first adapted block."
+)
+
+
+def check_blocks(value: Any) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is ``"all"``, ``"last:K"`` (K >= 1) or a
+    non-empty list of distinct block indices >= 0 (the depth is checked by :func:`select_blocks`)."""
+    what = "all, last:K (K >= 1) or a list of block indices such as [9, 10, 11]"
+    if isinstance(value, str):
+        head, sep, count = value.partition(":")
+        if value == "all" or (head == "last" and sep and count.isdigit() and int(count) >= 1):
+            return
+        raise ConfigError(f"blocks must be {what}; found {value!r}")
+    check_type("blocks", value, list, what)
+    if not value:
+        raise ConfigError(f"blocks must be {what}; found an empty list (adapts nothing)")
+    for index in value:
+        check_type("blocks index", index, int, "an integer >= 0")
+        if index < 0:
+            raise ConfigError(
+                f"blocks indices must be >= 0 (use last:K to count from the end); found {index}"
+            )
+    if len(set(value)) != len(value):
+        raise ConfigError(f"blocks lists an index twice: {value!r}")
+
+
+def select_blocks(value: Any, depth: int) -> list[int]:
+    """The sorted indices of the blocks that ``blocks`` (checked by :func:`check_blocks`)
+    selects in an image encoder of ``depth`` blocks.
+
+    Raises:
+        ConfigError: ``last:K`` with K > depth, or an index >= depth.
+    """
+    if value == "all":
+        return list(range(depth))
+    if isinstance(value, str):
+        count = int(value.partition(":")[2])
+        if count > depth:
+            raise ConfigError(
+                f"blocks {value!r} asks for {count} blocks; this image encoder has "
+                f"{depth} (use all, or K <= {depth})"
+            )
+        return list(range(depth - count, depth))
+    outside = sorted(i for i in value if i >= depth)
+    if outside:
+        raise ConfigError(
+            f"blocks {outside} are out of range: this image encoder has {depth} "
+            f"blocks, numbered 0 to {depth - 1}"
+        )
+    return sorted(value)
+
+
+def encoder_blocks(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """``(qualified name, module)`` of each image-encoder block, in order: the modules whose
+    name matches the model's family's ``targets["blocks"]`` (ViT layers; SAM 2's Hiera blocks).
+
+    Raises:
+        ConfigError: no module matches (not a SAM-family model).
+    """
+    pattern = re.compile(family_of(model).targets["blocks"])
+    blocks = [(name, m) for name, m in model.named_modules() if pattern.fullmatch(name)]
+    if not blocks:
+        raise ConfigError(
+            f"no image-encoder block matches {pattern.pattern!r} in {type(model).__name__}"
+        )
+    return blocks
 
 
 class Strategy:

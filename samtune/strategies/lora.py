@@ -11,10 +11,19 @@ SAM and SAM-HQ and the Hiera blocks of SAM 2.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..family import SAM
-from .base import StrategyConfig, check_positive, check_type
+from .base import (
+    BLOCKS_HELP,
+    StrategyConfig,
+    check_blocks,
+    check_positive,
+    check_type,
+    encoder_blocks,
+    select_blocks,
+)
 from .peft import PeftBasedStrategy
 
 
@@ -36,6 +45,7 @@ class LoraConfig(StrategyConfig):
     train_decoder: bool = field(
         default=True, metadata={"help": "Train the mask decoder's weights directly."}
     )
+    blocks: str | list[int] = field(default="all", metadata={"help": BLOCKS_HELP})
 
     def __post_init__(self) -> None:
         check_positive("rank", self.rank, integer=True)
@@ -47,6 +57,7 @@ class LoraConfig(StrategyConfig):
             raise ConfigError(f"dropout must be in [0, 1); found {self.dropout!r}")
         for flag in ("proj", "mlp", "decoder_attention", "use_dora", "train_decoder"):
             check_type(flag, getattr(self, flag), bool, "true or false")
+        check_blocks(self.blocks)
 
     def target_regex(self, targets: dict[str, str] = SAM.targets) -> str:
         """The peft ``target_modules`` regex over ``targets``, a family's target map."""
@@ -62,7 +73,8 @@ class LoraStrategy(PeftBasedStrategy):
     config_class = LoraConfig
     families = ("sam", "sam-hq", "sam2")
 
-    def peft_config(self, modules_to_save: list[str] | None = None):
+    def peft_config(self, modules_to_save: list[str] | None = None, model=None):
+        """The peft ``LoraConfig``; ``model`` resolves ``blocks`` (without it, every block)."""
         from peft import LoraConfig as PeftLoraConfig
 
         c = self.config
@@ -74,4 +86,14 @@ class LoraStrategy(PeftBasedStrategy):
             use_dora=c.use_dora,
             bias="none",
             modules_to_save=modules_to_save,
+            exclude_modules=None if model is None else frozen_blocks_regex(model, c.blocks),
         )
+
+
+def frozen_blocks_regex(model, blocks) -> str | None:
+    """A regex (peft's ``exclude_modules``) matching every module inside the image-encoder
+    blocks that ``blocks`` leaves out; ``None`` when every block is adapted."""
+    all_blocks = encoder_blocks(model)
+    chosen = set(select_blocks(blocks, len(all_blocks)))
+    names = [re.escape(name) for i, (name, _) in enumerate(all_blocks) if i not in chosen]
+    return f"(?:{'|'.join(names)})\\..+" if names else None

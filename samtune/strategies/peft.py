@@ -54,8 +54,9 @@ def remove_tuner_layers(model: torch.nn.Module, *, merge: bool) -> torch.nn.Modu
 class PeftBasedStrategy(Strategy):
     """A strategy whose layers peft injects; subclasses build the peft config."""
 
-    def peft_config(self, modules_to_save: list[str] | None = None):
-        """The ``peft`` config this strategy injects (``modules_to_save`` only for export)."""
+    def peft_config(self, modules_to_save: list[str] | None = None, model=None):
+        """The ``peft`` config this strategy injects (``modules_to_save`` only for export);
+        ``model``, when given, is the model it is for (to resolve model-dependent options)."""
         raise NotImplementedError
 
     @property
@@ -75,8 +76,9 @@ class PeftBasedStrategy(Strategy):
     def inject(self, model: torch.nn.Module) -> None:
         from peft import inject_adapter_in_model
 
+        config = self.peft_config(model=model)  # its own ConfigErrors are clear already
         try:
-            inject_adapter_in_model(self.peft_config(), model)
+            inject_adapter_in_model(config, model)
         except ValueError as exc:
             raise ConfigError(
                 f"peft cannot inject {self.name!r} with config {self.config.to_json()} into "
@@ -114,7 +116,8 @@ class PeftBasedStrategy(Strategy):
         with warnings.catch_warnings():
             # peft reads transformers' deprecated is_gradient_checkpointing; nothing to act on
             warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
-            peft_model = get_peft_model(plain, self.peft_config(modules_to_save=owners or None))
+            config = self.peft_config(modules_to_save=owners or None, model=plain)
+            peft_model = get_peft_model(plain, config)
         state = {}
         for name, tensor in trained.items():
             if self.is_adapter_param(name):
@@ -227,5 +230,5 @@ class PeftStrategy(PeftBasedStrategy):
     config_class = PeftStrategyConfig
     families = ("sam", "sam-hq", "sam2")
 
-    def peft_config(self, modules_to_save: list[str] | None = None):
+    def peft_config(self, modules_to_save: list[str] | None = None, model=None):
         return self.config.build(modules_to_save, self.family.targets["qkv"])
