@@ -22,7 +22,10 @@ from typing import Any
 import torch
 from transformers import SamConfig
 
-from .errors import CheckpointError, MissingFileError
+from . import __version__
+from .errors import CheckpointError, InputError, MissingDependencyError, MissingFileError
+from .identity import fingerprint, model_source, preprocess_config
+from .io import atomic_write, read_json_object
 
 # Prefixes that training wrappers (Lightning, DDP) put in front of Meta's keys.
 _WRAPPER_PREFIXES = ("module.", "model.", "sam.")
@@ -338,8 +341,6 @@ def build_meta_sam(config: SamConfig) -> torch.nn.Module:
             TwoWayTransformer,
         )
     except ImportError:
-        from .errors import MissingDependencyError
-
         raise MissingDependencyError(
             "building Meta's Sam module needs the segment_anything package: "
             'pip install "samtune[meta]" (reading and writing Meta .pth files does not)'
@@ -458,7 +459,6 @@ def read_sidecar(path: str | Path) -> dict | None:
     Raises:
         CheckpointError: a sidecar that is not valid JSON or not samtune's.
     """
-    from .io import read_json_object
 
     side = sidecar_path(path)
     if not side.is_file():
@@ -482,7 +482,6 @@ def _sha256(path: Path) -> str:
 
 
 def _check_replaceable_file(path: Path, overwrite: bool) -> None:
-    from .errors import InputError
 
     if path.is_dir():
         raise InputError(f"cannot write {str(path)!r}: it is a folder; give a .pth file name")
@@ -532,10 +531,6 @@ def write_original_checkpoint(
         InputError: ``path`` exists and ``overwrite`` is off, or it is not samtune's to replace.
     """
     import json
-
-    from . import __version__
-    from .io import atomic_write
-    from .models import fingerprint, model_source, preprocess_config
 
     path = Path(path)
     _check_replaceable_file(path, overwrite)
