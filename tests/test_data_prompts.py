@@ -117,11 +117,18 @@ def test_demo_cache_is_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("SAMTUNE_CACHE", str(tmp_path))
     counts = {"train": 3, "val": 2, "test": 2}
     ds = load_dataset("demo", "val", counts=counts)
-    folder = tmp_path / "demo-1-0"
+    folder = tmp_path / "demo-1-0-128px-test2-train3-val2"  # counts of their own: no race
     assert len(ds) == 2 and json.loads((folder / "demo.json").read_text())["counts"] == counts
     stamp = (folder / "val" / "annotations.json").stat().st_mtime_ns
     load_dataset("demo", "test", counts=counts)
     assert (folder / "val" / "annotations.json").stat().st_mtime_ns == stamp
+    # other counts get another folder and leave this one alone
+    load_dataset("demo", "val", counts={"train": 2, "val": 1, "test": 1})
+    assert (folder / "val" / "annotations.json").stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "demo-1-0-128px-test1-train2-val1",
+        folder.name,
+    ]
 
 
 def test_prompted_dataset_and_collate(demo_root):

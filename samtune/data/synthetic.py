@@ -33,10 +33,17 @@ DEFAULT_COUNTS = {"train": 200, "val": 50, "test": 50}
 _SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 
 
-def default_demo_root(seed: int = 0) -> Path:
-    """``$SAMTUNE_CACHE/demo-<version>-<seed>`` (default cache ``~/.cache/samtune``)."""
+def default_demo_root(seed: int = 0, size: int = 128, counts: dict | None = None) -> Path:
+    """``$SAMTUNE_CACHE/demo-<version>-<seed>`` (default cache ``~/.cache/samtune``), with a
+    suffix naming the size and counts when they are not the defaults: each variant has its
+    own folder, so processes asking for different ones never regenerate a folder another
+    process is reading."""
     base = Path(os.environ.get("SAMTUNE_CACHE", Path.home() / ".cache" / "samtune")).expanduser()
-    return base / f"demo-{DEMO_VERSION}-{seed}"
+    name = f"demo-{DEMO_VERSION}-{seed}"
+    counts = dict(DEFAULT_COUNTS if counts is None else counts)
+    if size != 128 or counts != DEFAULT_COUNTS:
+        name += f"-{size}px-" + "-".join(f"{k}{v}" for k, v in sorted(counts.items()))
+    return base / name
 
 
 def _polygon_mask(points: np.ndarray, size: int) -> np.ndarray:
@@ -265,11 +272,11 @@ def ensure_demo_dataset(
 ) -> Path:
     """Return the demo dataset folder, generating it on first use (and reusing it after).
 
-    The folder is ``root`` or :func:`default_demo_root` (seed). An existing folder is reused
+    The folder is ``root`` or :func:`default_demo_root` (seed, size, counts). An existing folder is reused
     when its ``demo.json`` matches (version, seed, size, counts); otherwise it is regenerated.
     """
     counts = dict(DEFAULT_COUNTS if counts is None else counts)
-    root = Path(root) if root is not None else default_demo_root(seed)
+    root = Path(root) if root is not None else default_demo_root(seed, size, counts)
     meta_file = root / "demo.json"
     want = {"version": DEMO_VERSION, "seed": seed, "size": size, "counts": counts}
     if meta_file.is_file():
