@@ -32,23 +32,38 @@ from typing import Any
 
 import torch
 
+from . import __version__
 from .errors import (
     AdapterMismatchError,
+    AssumptionWarning,
     CheckpointError,
     InputError,
     MissingFileError,
     UnknownNameError,
 )
+from .evaluate.report import METRIC_COLUMNS
 from .family import SAM, SAM_HQ, family_of
+from .hub import hub_fetch, looks_like_local_path
 from .io import atomic_dir, atomic_write
+from .models import (
+    architecture,
+    base_fingerprint,
+    load_model,
+    model_source,
+    preprocess_config,
+    save_original_checkpoint,
+    weights_fingerprint,
+)
+from .onnx_export import export_onnx
 from .strategies.base import Strategy, applied_strategy, merged_copy
+from .strategies.registry import list_strategies, strategy_class
 
 ADAPTER_FILE = "adapter.safetensors"
 FORMAT = "samtune.adapter"
 FORMAT_VERSION = "2"
 # Version 1 fingerprinted the base's weights only; such adapters still load, with a note.
 _WEIGHTS_ONLY_VERSIONS = ("1",)
-EXPORT_FORMATS = ("hf", "segment-anything", "peft", "hub", "onnx")
+EXPORT_FORMATS = ("hf", "original", "segment-anything", "peft", "hub", "onnx")
 
 
 @dataclass
@@ -82,9 +97,6 @@ def _require_strategy(model: torch.nn.Module) -> Strategy:
 def adapter_metadata(model: torch.nn.Module) -> dict[str, str]:
     """The string metadata :func:`save_adapter` writes for ``model``."""
     from importlib.metadata import PackageNotFoundError, version
-
-    from . import __version__
-    from .models import architecture, base_fingerprint, model_source
 
     strategy = _require_strategy(model)
     package = strategy.distribution or "samtune"
@@ -144,8 +156,6 @@ def _resolve(dir_or_hub_id: str | os.PathLike) -> Path:
         return path
     if path.is_file():
         return path
-    from .hub import looks_like_local_path
-
     if looks_like_local_path(text) or "/" not in text:  # adapters on the hub are user/name
         raise MissingFileError(
             f"adapter {text!r} does not exist; give a folder holding {ADAPTER_FILE}, the file "
@@ -157,8 +167,6 @@ def _resolve(dir_or_hub_id: str | os.PathLike) -> Path:
 def _download(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import RepositoryNotFoundError
-
-    from .hub import hub_fetch
 
     def fetch(local_only: bool) -> str:
         return snapshot_download(
@@ -238,8 +246,6 @@ def read_adapter(dir_or_hub_id: str | os.PathLike) -> AdapterFile:
 
 
 def _strategy_from(adapter: AdapterFile) -> Strategy:
-    from .strategies.registry import list_strategies, strategy_class
-
     name = adapter.strategy
     try:
         cls = strategy_class(name)
@@ -274,8 +280,6 @@ def load_adapter(
             trained on (the message names both).
         UnknownNameError: the strategy is not installed (the message names its package).
     """
-    from .models import base_fingerprint, load_model, model_source, weights_fingerprint
-
     adapter = read_adapter(dir_or_hub_id)
     if not isinstance(base_model, torch.nn.Module):
         base_model = load_model(base_model)
@@ -298,8 +302,6 @@ def load_adapter(
     if weights_only:
         import warnings
 
-        from .errors import AssumptionWarning
-
         warnings.warn(
             f"adapter {str(adapter.path)!r} was written by samtune before fingerprints covered "
             "the architecture: its base's weights match, its architecture (decoder heads, "
@@ -315,8 +317,6 @@ def load_adapter(
 
 def _check_family(adapter: AdapterFile, base_model: torch.nn.Module) -> None:
     """Refuse a base of another SAM family than the adapter's, naming both."""
-    from .models import model_source
-
     recorded = adapter.metadata.get("base_family", SAM.name)  # before families: SAM only
     family = family_of(base_model)
     if recorded != family.name:
@@ -365,8 +365,6 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def _architecture_difference(adapter: AdapterFile, model: torch.nn.Module) -> str:
     """``: architecture differs in a.b (adapter's base 8, given 4)`` or ``""``."""
-    from .models import architecture
-
     recorded = adapter.metadata.get("base_architecture")
     if not recorded:
         return ""
@@ -411,9 +409,12 @@ def export_adapter(
 
     Args:
         model: a tuned ``SamModel`` (from :func:`load_adapter` or a strategy's ``apply``).
-        output: folder (``hf``, ``peft``, ``hub``) or ``.pth`` file (``segment-anything``).
-        format: ``hf`` (merged ``SamModel`` folder, loads with ``SamModel.from_pretrained``),
-            ``segment-anything`` (merged Meta ``.pth``), ``peft`` (peft directory, for
+        output: folder (``hf``, ``peft``, ``hub``, ``onnx``) or file (``original``,
+            ``segment-anything``).
+        format: ``hf`` (merged model folder, loads with the family's ``from_pretrained``),
+            ``original`` (merged, in the family's original format: Meta ``.pth``, SAM-HQ
+            ``.pth`` or SAM 2 ``.pt``; :func:`samtune.models.save_original_checkpoint`),
+            ``segment-anything`` (merged Meta ``.pth``, SAM only), ``peft`` (peft directory, for
             peft-based strategies such as ``lora``), ``hub`` (adapter + config + model card).
         metrics: for ``hub``, a JSON (flat ``{name: value}`` or ``{"metrics": {...}}``) or
             Markdown file whose content becomes the card's evaluation section.
@@ -430,23 +431,17 @@ def export_adapter(
         InputError: a format the strategy cannot produce (``peft`` for non-peft strategies,
             merged formats for ``adapter``), or an output that exists and may not be replaced.
     """
-    from .convert import save_meta_checkpoint
-
     strategy = _require_strategy(model)
     output = Path(output)
     _check_export(model, format, quantize)
-    from .models import model_source
-
     protect = [*protect, *([model_source(model)] if Path(model_source(model)).exists() else [])]
     if format == "hf":
         merged = merge_adapter(model)
         with atomic_dir(output, overwrite=overwrite, protect=protect) as tmp:
             save_hf_folder(merged, tmp)
-    elif format == "segment-anything":
-        save_meta_checkpoint(merge_adapter(model), output, overwrite=overwrite)
+    elif format in ("original", "segment-anything"):
+        save_original_checkpoint(merge_adapter(model), output, overwrite=overwrite)
     elif format == "onnx":
-        from .onnx_export import export_onnx
-
         export_onnx(model, output, quantize=quantize, overwrite=overwrite, protect=protect)
     elif format == "peft":
         if not hasattr(strategy, "save_peft_directory"):
@@ -479,8 +474,8 @@ def _check_export(model: torch.nn.Module, format: str, quantize: str | None) -> 
     if format in ("segment-anything", "onnx") and family is not SAM:
         raise InputError(
             f"format {format!r} holds SAM (SamModel) only; this model is {family.name} "
-            f"({type(model).__name__}): export it as 'hf' (a merged {type(model).__name__} "
-            "folder) or keep the adapter file"
+            f"({type(model).__name__}): export it as 'original' (its own original format), "
+            f"'hf' (a merged {type(model).__name__} folder) or keep the adapter file"
         )
 
 
@@ -495,8 +490,6 @@ def save_hf_folder(model: torch.nn.Module, folder: str | os.PathLike) -> Path:
         SamImageProcessor,
         SamProcessor,
     )
-
-    from .models import preprocess_config
 
     folder = Path(folder)
     pre = preprocess_config(model)
@@ -526,8 +519,6 @@ def _number(value: Any, percent: bool) -> str:
 
 def _metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(key, title, percent) of the scalar metrics in ``metrics``, headline ones first."""
-    from .evaluate.report import METRIC_COLUMNS
-
     rows = [(k, title, pct) for k, (title, pct, _) in METRIC_COLUMNS.items() if k in metrics]
     known = {k for k, _, _ in rows}
     for key, value in metrics.items():

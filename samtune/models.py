@@ -29,7 +29,7 @@ from transformers import PretrainedConfig, Sam2Config, SamConfig, SamHQConfig, S
 
 from . import convert, convert_hq, convert_sam2, hub
 from .errors import CheckpointError, ConfigError, MissingFileError
-from .family import SAM_HQ, family_of, family_of_model_type
+from .family import SAM2, SAM_HQ, family_of, family_of_model_type
 from .identity import (
     INFO_ATTR,
     SAM_PIXEL_MEAN,
@@ -472,6 +472,25 @@ def _load_hub(repo_id: str, revision: str | None) -> torch.nn.Module:
     return model
 
 
+def save_original_checkpoint(
+    model: torch.nn.Module, path: str | os.PathLike, *, overwrite: bool = False
+) -> Path:
+    """Write ``model`` in its family's original format, with samtune's sidecar: a Meta
+    ``segment_anything`` ``.pth`` (SAM), a ``segment_anything_hq`` ``.pth`` (SAM-HQ) or a
+    ``sam2`` ``.pt`` (SAM 2). :func:`load_model` reads each back to the same fingerprint.
+
+    Raises:
+        InputError: ``path`` exists and may not be replaced (see
+            :func:`samtune.convert.save_meta_checkpoint`).
+    """
+    family = family_of(model)
+    if family is SAM_HQ:
+        return convert_hq.save_hq_checkpoint(model, path, overwrite=overwrite)
+    if family is SAM2:
+        return convert_sam2.save_sam2_checkpoint(model, path, overwrite=overwrite)
+    return convert.save_meta_checkpoint(model, path, overwrite=overwrite)
+
+
 def _encoder_summary(model: torch.nn.Module) -> dict:
     """The image encoder's kind and size: a ViT (SAM, SAM-HQ) or a Hiera (SAM 2)."""
     v = model.config.vision_config
@@ -536,6 +555,7 @@ __all__ = [  # the identity names are re-exported: samtune.models is where users
     "preprocess_config",
     "sam_from_config",
     "samtune_info",
+    "save_original_checkpoint",
     "tiny_config",
     "tiny_hq_config",
     "tiny_sam2_config",

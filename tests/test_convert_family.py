@@ -396,3 +396,21 @@ def test_a_sidecar_of_another_family_is_refused(hq_reference, sam2_reference, tm
     (tmp_path / "x.pth").write_bytes(sam2_path.read_bytes())  # SAM 2 weights, SAM-HQ sidecar
     with pytest.raises(CheckpointError, match="describes a 'sam_hq' model"):
         load_model(tmp_path / "x.pth")
+
+
+@pytest.mark.parametrize("preset", ["tiny-hq", "tiny-sam2"])
+def test_a_tuned_model_exports_to_its_family_original_format_and_loads_back(preset, tmp_path):
+    from samtune.adapters import export_adapter, merge_adapter
+    from samtune.models import fingerprint, load_model
+    from samtune.strategies import get_strategy
+
+    model = get_strategy("lora").apply(load_model(preset))
+    with torch.no_grad():  # a trained-looking adapter: LoRA's B starts at zero
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.02, generator=torch.Generator().manual_seed(len(name)))
+    suffix = ".pt" if preset == "tiny-sam2" else ".pth"
+    out = export_adapter(model, tmp_path / f"merged{suffix}", "original")
+    back = load_model(out)
+    assert type(back) is type(model)
+    assert fingerprint(back) == fingerprint(merge_adapter(model))

@@ -48,10 +48,12 @@ def merge(
 
 def export(
     adapter: Annotated[str, _ADAPTER],
-    output: Annotated[Path, typer.Argument(help="Output folder, or .pth for segment-anything.")],
+    output: Annotated[
+        Path, typer.Argument(help="Output folder, or a file for original / segment-anything.")
+    ],
     format: Annotated[
         str,
-        typer.Option("--format", "-f", help="hf, segment-anything, peft, hub or onnx."),
+        typer.Option("--format", "-f", help="hf, original, segment-anything, peft, hub or onnx."),
     ] = "hub",
     base: Annotated[str | None, _BASE] = None,
     metrics: Annotated[
@@ -71,8 +73,9 @@ def export(
 ) -> None:
     """Export a tuned model: merged HF folder, Meta .pth, peft directory, hub folder, or ONNX.
 
-    Formats: `hf` (merged SamModel folder), `segment-anything` (merged Meta .pth for
-    segment_anything's Sam), `peft` (adapter_config.json + adapter_model.safetensors for
+    Formats: `hf` (merged model folder), `original` (merged, in the family's original
+    format: Meta .pth, SAM-HQ .pth or SAM 2 .pt), `segment-anything` (merged Meta .pth for
+    segment_anything's Sam; SAM only), `peft` (adapter_config.json + adapter_model.safetensors for
     peft.PeftModel.from_pretrained; peft-based strategies such as lora), `hub` (adapter,
     adapter_config.json and a README.md model card, ready for `huggingface-cli upload`),
     `onnx` (encoder.onnx, decoder.onnx and samtune_onnx.json for onnxruntime; needs

@@ -107,7 +107,7 @@ def convert(
     state them instead.
     """
     from ..io import atomic_dir
-    from ..models import load_model
+    from ..models import load_model, save_original_checkpoint
 
     if to not in FORMATS:
         raise UnknownNameError(f"unknown format {to!r}; choose one of {', '.join(FORMATS)}")
@@ -120,21 +120,6 @@ def convert(
     else:
         save_original_checkpoint(model, output, overwrite=overwrite)
     typer.echo(f"wrote {output}")
-
-
-def save_original_checkpoint(model, output: Path, *, overwrite: bool = False) -> Path:
-    """Write ``model`` in its family's original format (SAM, SAM-HQ or SAM 2)."""
-    from transformers import Sam2Model, SamHQModel
-
-    from ..convert import save_meta_checkpoint
-    from ..convert_hq import save_hq_checkpoint
-    from ..convert_sam2 import save_sam2_checkpoint
-
-    if isinstance(model, SamHQModel):
-        return save_hq_checkpoint(model, output, overwrite=overwrite)
-    if isinstance(model, Sam2Model):
-        return save_sam2_checkpoint(model, output, overwrite=overwrite)
-    return save_meta_checkpoint(model, output, overwrite=overwrite)
 
 
 def register(app: typer.Typer) -> None:

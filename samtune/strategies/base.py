@@ -37,6 +37,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError, InputError
 from ..family import SAM, Family, family_of
+from ..identity import base_fingerprint, samtune_info
 
 # Meta's SAM keeps the random Fourier matrix of its positional encoding as a *buffer*; HF
 # makes it a parameter shared by two modules. No built-in strategy trains it.
@@ -255,8 +256,6 @@ class Strategy:
             InputError: the model already carries a strategy.
             ConfigError: the model's family is not one of :attr:`families`.
         """
-        from ..models import base_fingerprint, samtune_info
-
         existing = samtune_info(model).strategy
         if existing is not None:
             raise InputError(
@@ -323,15 +322,11 @@ def check_family(strategy: Strategy, model: torch.nn.Module) -> Family:
 
 def applied_strategy(model: torch.nn.Module) -> Strategy | None:
     """The strategy applied to ``model`` (``None`` for a plain model)."""
-    from ..models import samtune_info
-
     return samtune_info(model).strategy
 
 
 def clear_strategy(model: torch.nn.Module) -> None:
     """Forget the strategy and base fingerprint recorded on ``model`` (after merging)."""
-    from ..models import samtune_info
-
     info = samtune_info(model)
     info.strategy, info.base_fingerprint = None, None
 

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import ConfigError
 from ..family import SAM
+from ..identity import model_source
 from .base import Strategy, StrategyConfig, check_type, clear_strategy
 
 #: SAM's image-encoder fused query/key/value projections, every block (other families:
@@ -105,8 +106,6 @@ class PeftBasedStrategy(Strategy):
         import warnings
 
         from peft import get_peft_model
-
-        from ..models import model_source
 
         trained = self.trainable_state_dict(model)
         plain = remove_tuner_layers(copy.deepcopy(model), merge=False)
