@@ -28,7 +28,7 @@ import torch
 from transformers import PretrainedConfig, Sam2Config, SamConfig, SamHQConfig, SamModel
 
 from . import convert, convert_hq, convert_sam2, hub
-from .errors import CheckpointError, ConfigError, MissingFileError
+from .errors import AssumptionWarning, CheckpointError, ConfigError, MissingFileError
 from .family import SAM2, SAM_HQ, family_of, family_of_model_type
 from .identity import (
     INFO_ATTR,
@@ -368,8 +368,6 @@ def _model_from_meta(path: Path, sd: dict, stated: dict) -> SamModel:
 
     from transformers import SamConfig
 
-    from .errors import AssumptionWarning
-
     side = convert.read_sidecar(path)
     if side is not None and not stated:
         try:
@@ -443,8 +441,6 @@ def _attach_processor_settings(model: SamModel, path: Path) -> None:
 
 def _load_hub(repo_id: str, revision: str | None) -> torch.nn.Module:
     from huggingface_hub.errors import RepositoryNotFoundError
-
-    from . import hub
 
     def fetch(local_only: bool):
         config, _ = PretrainedConfig.get_config_dict(

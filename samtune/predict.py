@@ -27,10 +27,13 @@ from numpy.typing import ArrayLike
 from PIL import Image
 
 from .adapters import load_adapter, read_adapter
+from .data.coco import encode_mask, load_image
+from .data.transforms import preprocess_image, to_rgb_uint8
 from .errors import DataError, InputError, MissingFileError
 from .evaluate.plots import overlay as blend
 from .io import atomic_dir, check_replaceable
-from .models import load_model
+from .models import load_model, preprocess_config
+from .sam_ops import best_candidate, decode, encode_images, to_model
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -47,8 +50,6 @@ class Prediction:
         """One dict per mask: ``segmentation`` (COCO RLE, counts as str), ``area``, ``bbox``
         (XYWH), ``score``; ``pycocotools.mask.decode`` restores the mask exactly."""
         from pycocotools import mask as mask_utils
-
-        from .data.coco import encode_mask
 
         out = []
         for m, s in zip(self.masks, self.scores, strict=True):
@@ -250,8 +251,6 @@ def predict(
 
 def _read_image(image: np.ndarray | PILImage | str | os.PathLike) -> tuple[np.ndarray, str]:
     """HxWx3 uint8 RGB, and how messages name it."""
-    from .data.transforms import to_rgb_uint8
-
     name = "the image"
     if isinstance(image, (str, os.PathLike)):
         name = f"image {str(image)!r}"
@@ -266,10 +265,6 @@ def _segment(
     model: torch.nn.Module, image: np.ndarray, prompts: Prompts, multimask: bool, batch: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Masks (N, H, W) bool and scores (N,) float32: encode once, decode ``batch`` at a time."""
-    from .data.transforms import preprocess_image
-    from .models import preprocess_config
-    from .sam_ops import best_candidate, decode, encode_images, to_model
-
     pixel_values, geom = preprocess_image(image, preprocess_config(model))
     embeddings = encode_images(model, to_model(model, pixel_values[None]))
     masks, scores = [], []
@@ -301,8 +296,6 @@ def load_image_file(path: str | os.PathLike) -> np.ndarray:
         raise MissingFileError(f"image {str(path)!r} does not exist")
     if path.is_dir():
         raise InputError(f"image {str(path)!r} is a folder; give image files")
-    from .data.coco import load_image
-
     try:
         return load_image(path)
     except DataError as exc:

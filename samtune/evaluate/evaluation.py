@@ -17,11 +17,18 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..adapters import load_tuned, read_adapter
 from ..automatic_config import AutoMaskConfig
+from ..data import load_dataset
+from ..data.recipes import check_dataset
 from ..errors import ConfigError, MissingFileError
+from ..family import SAM, family_of
 from ..io import atomic_write
+from ..models import load_model
+from . import plots as P
 from .config import EvalConfig
 from .report import EvalReport, format_comparison, reports_to_json
+from .runner import evaluate, parse_protocol
 
 
 def run_evaluation(config: EvalConfig, *, accelerator: Any = None) -> dict[str, EvalReport]:
@@ -45,10 +52,6 @@ def run_evaluation(config: EvalConfig, *, accelerator: Any = None) -> dict[str, 
     Raises:
         ConfigError, UnknownNameError, MissingFileError: a bad protocol, adapter or dataset.
     """
-    from ..data import load_dataset
-    from ..data.recipes import check_dataset
-    from .runner import evaluate, parse_protocol
-
     protocol = parse_protocol(config.prompt)
     for name in AUTO_OPTIONS:
         if protocol.kind != "auto" and getattr(config, name) != config.field_default(name):
@@ -133,10 +136,6 @@ def _load(model: str, adapter: str | None):
     """The base model (on the CPU), tuned with ``adapter`` if given. An adapter of another
     SAM family than ``model`` (a SAM 2 adapter beside a SAM base) is loaded onto the base it
     records, so SAM, SAM-HQ and SAM 2 adapters can share one comparison."""
-    from ..adapters import load_tuned, read_adapter
-    from ..family import SAM, family_of
-    from ..models import load_model
-
     base = load_model(model, device="cpu")
     if adapter is None:
         return base
@@ -158,8 +157,6 @@ def write_outputs(
     ``dataset`` (the one evaluated) draws the worst-prediction overlays; ``plots=False``
     writes no PNG.
     """
-    from . import plots as P
-
     output = Path(output)
     single = len(reports) == 1
     for i, (label, report) in enumerate(reports.items()):

@@ -37,7 +37,7 @@ from ..data.coco import encode_mask
 from ..data.prompts import jitter_boxes, points_from_masks
 from ..data.transforms import Geometry, preprocess_image
 from ..errors import ConfigError, UnknownNameError
-from ..models import PreprocessConfig
+from ..models import PreprocessConfig, base_fingerprint, model_source, preprocess_config
 from ..sam_ops import (
     Embeddings,
     best_candidate,
@@ -46,6 +46,7 @@ from ..sam_ops import (
     map_embeddings,
     to_model,
 )
+from ..train.config import check_range, check_seed, check_type
 from . import metrics as M
 from .automatic import automatic_report, evaluate_automatic
 from .report import EvalReport
@@ -333,8 +334,6 @@ def evaluate(
     Raises:
         UnknownNameError / ConfigError: a bad ``prompt`` or option value.
     """
-    from ..models import preprocess_config
-
     protocol = _check_options(prompt, prompt_batch, jitter, seed, max_images, worst)
     sam = _unwrap(model, accelerator)
     was_training = sam.training
@@ -389,8 +388,6 @@ def _auto_report(
 
 
 def _model_record(sam: torch.nn.Module, name: str | None) -> dict:
-    from ..models import base_fingerprint, model_source
-
     source = model_source(sam)
     return {"name": name or source, "source": source, "fingerprint": base_fingerprint(sam)}
 
@@ -404,8 +401,6 @@ def _check_options(
     worst: int,
 ) -> Protocol:
     """The parsed protocol, once every option is checked (ConfigError naming the option)."""
-    from ..train.config import check_range, check_seed, check_type
-
     protocol = parse_protocol(prompt)
     check_type("prompt_batch", prompt_batch, int)
     check_range("prompt_batch", prompt_batch, minimum=1)

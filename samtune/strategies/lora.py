@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..errors import ConfigError
 from ..family import SAM
 from .base import (
     BLOCKS_HELP,
@@ -52,8 +53,6 @@ class LoraConfig(StrategyConfig):
         check_positive("alpha", self.alpha)
         check_type("dropout", self.dropout, (int, float), "a number in [0, 1)")
         if not 0 <= self.dropout < 1:
-            from ..errors import ConfigError
-
             raise ConfigError(f"dropout must be in [0, 1); found {self.dropout!r}")
         for flag in ("proj", "mlp", "decoder_attention", "use_dora", "train_decoder"):
             check_type(flag, getattr(self, flag), bool, "true or false")

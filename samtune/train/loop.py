@@ -28,9 +28,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..adapters import save_adapter
+from ..data import PromptedDataset, collate_prompted, load_dataset
+from ..data.transforms import AugmentConfig
 from ..errors import ConfigError, RunError
+from ..evaluate import evaluate, format_comparison
 from ..fast import compile_model, use_flex_attention
 from ..io import atomic_write
+from ..models import base_fingerprint, load_model, model_source, preprocess_config
 from .cache import EmbeddingCache
 from .callbacks import Callback, CallbackList
 from .checkpoint import (
@@ -40,7 +45,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import FitConfig, build_config, save_yaml
+from .config import FitConfig, build_config, check_inputs, save_yaml
 from .step import FrozenEncoderEmbeddings, SamTrainStep, batch_inputs, training_loss
 
 
@@ -116,8 +121,6 @@ def _describe_object(kind: str, value: Any) -> str:
     if kind == "strategy":
         return getattr(value, "name", type(value).__name__)
     if kind == "model":
-        from ..models import model_source
-
         return model_source(value)
     return getattr(value, "name", None) or "custom"
 
@@ -149,8 +152,6 @@ def _load_splits(cfg: FitConfig, dataset: Any) -> dict[str, Any]:
         return dataset
     if dataset is not None:
         return {cfg.train_split: dataset}
-    from ..data import load_dataset
-
     splits = {}
     for split in dict.fromkeys(s for s in (cfg.train_split, cfg.val_split, cfg.test_split) if s):
         splits[split] = load_dataset(
@@ -335,8 +336,6 @@ def train(
 
 def _setup(cfg: FitConfig, model, strategy, dataset, callbacks: CallbackList) -> Run:
     """Everything before the first step; writes config.yaml only once all of it succeeded."""
-    from .config import check_inputs
-
     cfg.validate()  # a FitConfig changed after it was built is checked again
     # Names, splits, dataset files, strategy options: wrong ones fail here, before any model or
     # data is loaded and before anything is written.
@@ -387,8 +386,6 @@ def _seed(cfg: FitConfig, accelerator) -> None:
 
 
 def _model_and_data(cfg: FitConfig, model, dataset, accelerator) -> tuple[nn.Module, dict]:
-    from ..models import base_fingerprint, load_model
-
     if model is None:
         model = load_model(cfg.model, seed=cfg.seed)
     base_fingerprint(model)  # remember the base weights before anything changes them
@@ -438,10 +435,6 @@ def _embedding_cache(cfg: FitConfig, frozen_encoder: bool, accelerator) -> Embed
 
 def _prepare(cfg: FitConfig, model, splits: dict, accelerator, callbacks: CallbackList) -> Run:
     """Data loader, optimizer and schedule, prepared by Accelerate; the frozen encoder's source."""
-    from ..data import PromptedDataset, collate_prompted
-    from ..data.transforms import AugmentConfig
-    from ..models import preprocess_config
-
     pre = preprocess_config(model)
     train_ds = splits[cfg.train_split]
     prompted = PromptedDataset(train_ds, pre, prompt="box" if cfg.prompt == "box" else "point",
@@ -673,8 +666,6 @@ def _last_ckpt_text(run_dir: Path) -> str:
 
 
 def _evaluate_one(model, dataset, prompt: str, accelerator, name: str):
-    from ..evaluate import evaluate
-
     return evaluate(
         model, dataset, prompt=prompt, accelerator=accelerator, progress=False, name=name
     )
@@ -690,8 +681,6 @@ def _evaluate(model, dataset, protocols: list[str], accelerator, name: str) -> d
 def _comparison_table(comparison: dict, protocols: list[str]) -> str:
     reports = all(hasattr(comparison[k][p], "metrics") for k in comparison for p in protocols)
     if reports:
-        from ..evaluate import format_comparison
-
         return "\n\n".join(
             f"**{p} prompts**\n\n"
             + format_comparison(
@@ -724,8 +713,6 @@ def _write_metrics(run_dir: Path, state: TrainerState, comparison: dict, table: 
 def _save_adapter(model, directory: Path, accelerator) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        from ..adapters import save_adapter
-
         save_adapter(model, directory)
     accelerator.wait_for_everyone()
 

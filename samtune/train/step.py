@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..family import family_of
+from ..models import fingerprint
 from ..prompting import sample_clicks
 from ..sam_ops import (
     Embeddings,
@@ -135,8 +136,6 @@ class FrozenEncoderEmbeddings:
 
     def __init__(self, sam, dataset, cache: EmbeddingCache | None, preprocess, accelerator,
                  on_encode=None) -> None:  # fmt: skip
-        from ..models import fingerprint
-
         self.sam, self.dataset, self.cache, self.accelerator = sam, dataset, cache, accelerator
         self.keys: dict[int, str] = {}
         self.encoder_fp = fingerprint(sam.vision_encoder) if cache is not None else ""
