@@ -34,6 +34,9 @@ NOT_RUN = {
         "checks the shipped specs"
     ),
     "samtune data download taco": NEEDS_NETWORK,
+    "samtune fit --model facebook/sam2.1-hiera-small --strategy lora --dataset trashcan": (
+        NEEDS_NETWORK
+    ),
     "samtune convert sam2.1_hiera_small.pt ./sam2.1-small-hf --to hf": (
         "needs the real SAM 2.1 checkpoint (a download); test_convert_family converts "
         "reference-built SAM 2 and SAM-HQ checkpoints and exports them back"
