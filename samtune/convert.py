@@ -453,6 +453,41 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(str(path) + SIDECAR_SUFFIX)
 
 
+def wrong_family_error(path: Path, state_dict: Mapping[str, Any], wanted: str) -> CheckpointError:
+    """The error for ``path`` holding no ``wanted`` checkpoint, naming what it holds instead."""
+    family = original_family(state_dict)
+    found = (
+        f"a {family} one" if family else f"no SAM checkpoint (keys like {sorted(state_dict)[:3]})"
+    )
+    return CheckpointError(
+        f"{str(path)!r} is not a {wanted} checkpoint but {found}; load it with "
+        "samtune.load_model, which reads every family"
+    )
+
+
+def sidecar_config(path: Path, family: str, config_class: type) -> Any | None:
+    """The config the samtune sidecar beside ``path`` records (``None`` without a sidecar).
+
+    Raises:
+        CheckpointError: the sidecar describes another family (``family`` is the sidecar's
+            name for the weights' family: ``sam``, ``sam_hq``, ``sam2``), or an invalid config.
+    """
+    side = read_sidecar(path)
+    if side is None:
+        return None
+    if side.get("family", "sam") != family:
+        raise CheckpointError(
+            f"{str(sidecar_path(path))!r} describes a {side.get('family', 'sam')!r} "
+            f"model, but {path.name} holds {family!r} weights; remove the stale sidecar"
+        )
+    try:
+        return config_class(**side["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{str(sidecar_path(path))!r} holds an invalid config ({exc})"
+        ) from None
+
+
 def read_sidecar(path: str | Path) -> dict | None:
     """The sidecar of a Meta checkpoint, or None when there is none.
 

@@ -224,34 +224,15 @@ def load_original(path: str | Path, **config_overrides) -> SamHQModel:
     path = Path(path)
     sd = convert.strip_wrapper_prefix(convert.read_torch_checkpoint(path))
     if not is_hq_state_dict(sd):
-        raise CheckpointError(
-            f"{str(path)!r} is not a SAM-HQ checkpoint but "
-            f"{_found(sd)}; load it with samtune.load_model, which reads every family"
-        )
+        raise convert.wrong_family_error(path, sd, "SAM-HQ")
     return model_from_original(path, sd, **config_overrides)
-
-
-def _found(sd: Mapping[str, torch.Tensor]) -> str:
-    family = convert.original_family(sd)
-    return f"a {family} one" if family else f"no SAM checkpoint (keys like {sorted(sd)[:3]})"
 
 
 def model_from_original(path: Path, sd: Mapping[str, torch.Tensor], **config_overrides):
     """The model of an original state dict ``sd`` read from ``path``: config from the samtune
     sidecar beside ``path`` if there is one, else as :func:`load_original` says."""
-    side = convert.read_sidecar(path)
-    if side is not None and side.get("family", "sam") != "sam_hq":
-        raise CheckpointError(
-            f"{str(convert.sidecar_path(path))!r} describes a {side.get('family', 'sam')!r} "
-            f"model, but {path.name} holds 'sam_hq' weights; remove the stale sidecar"
-        )
-    if side is not None and not config_overrides:
-        try:
-            config = SamHQConfig(**side["config"])
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(
-                f"{str(convert.sidecar_path(path))!r} holds an invalid config ({exc})"
-            ) from None
+    config = convert.sidecar_config(path, "sam_hq", SamHQConfig)
+    if config is not None and not config_overrides:
         return hq_model_from_state_dict(sd, config)
     if not config_overrides:
         warnings.warn(

@@ -339,34 +339,15 @@ def load_original(path: str | Path, **stated) -> Sam2Model:
     path = Path(path)
     sd = convert.strip_wrapper_prefix(convert.read_torch_checkpoint(path))
     if not is_sam2_state_dict(sd):
-        raise CheckpointError(
-            f"{str(path)!r} is not a SAM 2 checkpoint but "
-            f"{_found(sd)}; load it with samtune.load_model, which reads every family"
-        )
+        raise convert.wrong_family_error(path, sd, "SAM 2")
     return model_from_original(path, sd, **stated)
-
-
-def _found(sd: Mapping[str, torch.Tensor]) -> str:
-    family = convert.original_family(sd)
-    return f"a {family} one" if family else f"no SAM checkpoint (keys like {sorted(sd)[:3]})"
 
 
 def model_from_original(path: Path, sd: Mapping[str, torch.Tensor], **stated):
     """The model of an original state dict ``sd`` read from ``path``: config from the samtune
     sidecar beside ``path`` if there is one, else as :func:`load_original` says."""
-    side = convert.read_sidecar(path)
-    if side is not None and side.get("family", "sam") != "sam2":
-        raise CheckpointError(
-            f"{str(convert.sidecar_path(path))!r} describes a {side.get('family', 'sam')!r} "
-            f"model, but {path.name} holds 'sam2' weights; remove the stale sidecar"
-        )
-    if side is not None and not stated:
-        try:
-            config = Sam2Config(**side["config"])
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(
-                f"{str(convert.sidecar_path(path))!r} holds an invalid config ({exc})"
-            ) from None
+    config = convert.sidecar_config(path, "sam2", Sam2Config)
+    if config is not None and not stated:
         return sam2_model_from_state_dict(sd, config)
     config, assumed = _sam2_config(sd, stated)
     if assumed:
