@@ -43,8 +43,9 @@ def zero_shot(demo_splits):
 @pytest.mark.parametrize("preset", ["tiny-hq", "tiny-sam2"])
 @pytest.mark.parametrize("name", BUILT_IN)
 def test_strategy_trains_each_family_preset(name, preset, demo_splits, zero_shot, tmp_path):
-    result = fit(preset, name, demo_splits, tmp_path / name, max_steps=300, epochs=50,
-                 batch_size=4, lr=1e-3, focal_weight=0.0, eval_every=300, quiet=True,
+    # 150 steps: decoder and lora measured +0.09 to +0.15 over zero-shot (+0.05 needed)
+    result = fit(preset, name, demo_splits, tmp_path / name, max_steps=150, epochs=50,
+                 batch_size=4, lr=1e-3, focal_weight=0.0, eval_every=150, quiet=True,
                  log_with=None, compare=False)  # fmt: skip
     assert zero_shot[preset] < 0.1  # random weights: near-empty overlap to begin with
     assert result.best_metric >= zero_shot[preset] + 0.05, (
