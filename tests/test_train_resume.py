@@ -37,7 +37,7 @@ SCRIPT = textwrap.dedent(
         losses.sam_loss = sam_loss
     counts = {"train": 8, "val": 2, "test": 2}
     splits = {s: load_dataset("demo", s, counts=counts) for s in ("train", "val")}
-    fit("tiny", "lora", splits, sys.argv[1], epochs=2, batch_size=2, lr=1e-3, warmup_steps=2,
+    fit(os.environ.get("MODEL", "tiny"), "lora", splits, sys.argv[1], epochs=2, batch_size=2, lr=1e-3, warmup_steps=2,
         checkpoint_every=3, keep_checkpoints=5, eval_every=3, quiet=True, log_with=None,
         compare=False, resume=os.environ.get("RESUME") == "1")
     """
@@ -57,12 +57,13 @@ def _run(tmp_path, run_dir, **env) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("model", ["tiny", "tiny-hq", "tiny-sam2"])  # one per SAM family
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, model):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    done = _run(tmp_path, straight)
+    done = _run(tmp_path, straight, MODEL=model)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    crash = _run(tmp_path, killed, KILL_AT_LOSS="8")
+    crash = _run(tmp_path, killed, KILL_AT_LOSS="8", MODEL=model)
     assert crash.returncode == -signal.SIGKILL, crash.stderr[-3000:]
     assert not (killed / "adapter").exists()  # the run never finished
     last = latest_checkpoint(killed)
@@ -73,7 +74,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     for ckpt in (killed / "checkpoints").iterdir():
         assert ckpt.name.startswith(".") or (ckpt / STATE_FILE).is_file(), ckpt
 
-    resumed = _run(tmp_path, killed, RESUME="1")
+    resumed = _run(tmp_path, killed, RESUME="1", MODEL=model)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from step-000006" in resumed.stdout + resumed.stderr
     assert read_state(latest_checkpoint(killed)).step == 8
