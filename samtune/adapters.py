@@ -480,9 +480,10 @@ def _check_export(model: torch.nn.Module, format: str, quantize: str | None) -> 
 
 
 def save_hf_folder(model: torch.nn.Module, folder: str | os.PathLike) -> Path:
-    """``model.save_pretrained(folder)`` plus the ``preprocessor_config.json`` of its
-    preprocessing, so the family's processor (``SamProcessor``, ``SamHQProcessor``,
-    ``Sam2Processor``) loads from the folder and a reload keeps it."""
+    """``model.save_pretrained(folder)`` plus the processor config of its preprocessing
+    (``processor_config.json`` in transformers 5), so the family's processor
+    (``SamProcessor``, ``SamHQProcessor``, ``Sam2Processor``) loads from the folder and a
+    reload keeps it."""
     from transformers import (
         Sam2ImageProcessor,
         Sam2Processor,

@@ -410,19 +410,35 @@ def _check_loading_info(info: dict, where: str) -> None:
         )
 
 
+def _image_processor_config(path: Path) -> dict | None:
+    """The image processor's settings saved in the folder ``path``, if any."""
+    for name, key in (
+        ("preprocessor_config.json", None),
+        ("processor_config.json", "image_processor"),
+    ):
+        proc = path / name
+        if not proc.is_file():
+            continue
+        try:
+            cfg = json.loads(proc.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{str(proc)!r} is not valid JSON: {exc}") from None
+        cfg = cfg.get(key) if key and isinstance(cfg, dict) else cfg
+        if isinstance(cfg, dict):
+            return cfg
+    return None
+
+
 def _attach_processor_settings(model: SamModel, path: Path) -> None:
-    """Record the preprocessing a folder declares: its ``preprocessor_config.json`` (or the
-    ``samtune_preprocess`` entry samtune 0.1 wrote into ``config.json``)."""
+    """Record the preprocessing a folder declares: its ``preprocessor_config.json``, or the
+    ``image_processor`` entry of the ``processor_config.json`` a transformers 5 processor
+    writes (or the ``samtune_preprocess`` entry samtune 0.1 wrote into ``config.json``)."""
     legacy = model.config.__dict__.pop("samtune_preprocess", None)
     if legacy:
         samtune_info(model).preprocess = PreprocessConfig.from_dict(legacy)
-    proc = path / "preprocessor_config.json"
-    if not proc.is_file():
+    cfg = _image_processor_config(path)
+    if cfg is None:
         return
-    try:
-        cfg = json.loads(proc.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{str(proc)!r} is not valid JSON: {exc}") from None
     family = family_of(model)
     # SamImageProcessor: {"longest_edge": S} (+ padding); Sam2ImageProcessor: {"height": S,
     # "width": S}, stretched, no padding.

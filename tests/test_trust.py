@@ -492,3 +492,22 @@ def test_extraction_never_replaces_what_samtune_did_not_extract(tmp_path):
     safe_extract(archive, clean)
     safe_extract(archive, clean)
     assert (clean / "images" / "a.txt").read_text() == "from the archive"
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-sam2"])
+def test_an_hf_folder_keeps_custom_preprocessing_through_a_reload(preset, tmp_path):
+    """transformers 5 writes the processor as processor_config.json: read back, not ignored
+    (ignoring it silently gave a different model: other mean/std, another fingerprint)."""
+    from samtune.adapters import save_hf_folder
+    from samtune.identity import PreprocessConfig, fingerprint, preprocess_config, samtune_info
+    from samtune.models import load_model
+
+    model = load_model(preset)
+    custom = PreprocessConfig(
+        128, (1.0, 2.0, 3.0), (4.0, 5.0, 6.0), preprocess_config(model).square
+    )
+    samtune_info(model).preprocess = custom
+    save_hf_folder(model, tmp_path / "hf")
+    back = load_model(tmp_path / "hf")
+    assert preprocess_config(back) == custom
+    assert fingerprint(back) == fingerprint(model)
