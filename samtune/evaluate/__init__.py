@@ -8,11 +8,30 @@ functions in :mod:`samtune.evaluate.metrics`.
 
 Names are imported on first use (PEP 562), so :class:`EvalConfig` (and the command line's
 help) does not load torch.
+
+``samtune.evaluate`` is both this package and the function :func:`evaluate`: importing any
+submodule (``samtune.evaluate.report``...) binds the package to the name ``evaluate`` of
+``samtune``, so the package itself is callable and calls :func:`evaluate`.
 """
 
 from __future__ import annotations
 
+import sys
+import types
+
 from .._lazy import lazy_getattr
+
+
+class _CallablePackage(types.ModuleType):
+    """This package, callable as :func:`samtune.evaluate.runner.evaluate`."""
+
+    def __call__(self, *args, **kwargs):
+        from .runner import evaluate
+
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
 
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
