@@ -7,6 +7,8 @@ them (and the command line's help, which reads the option dataclasses) loads no 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -31,3 +33,21 @@ def lazy_getattr(
         return value
 
     return __getattr__
+
+
+class _CallableModule(types.ModuleType):
+    """A module that, called, calls its function of the same name (see :func:`make_callable`)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
+
+
+def make_callable(module_name: str) -> None:
+    """Make the module ``module_name`` callable as its function of the same name.
+
+    ``samtune.evaluate`` and ``samtune.predict`` are both a function (the public API) and a
+    module of the package; importing the module binds it to that name of ``samtune``, after
+    which ``samtune.evaluate(...)`` would call a module. Called, such a module calls its
+    function (``samtune.evaluate.evaluate``, ``samtune.predict.predict``).
+    """
+    sys.modules[module_name].__class__ = _CallableModule

@@ -26,6 +26,7 @@ import torch
 from numpy.typing import ArrayLike
 from PIL import Image
 
+from ._lazy import make_callable
 from .adapters import load_adapter, read_adapter
 from .data.coco import encode_mask, load_image
 from .data.transforms import preprocess_image, to_rgb_uint8
@@ -671,3 +672,5 @@ __all__ = [
     "read_prompts_file",
     "write_prediction",
 ]
+
+make_callable(__name__)  # samtune.predict(...) is the function, also once this module is imported

@@ -31,20 +31,22 @@ def test_import_and_help_do_not_load_torch():
     assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
 
 
-def test_samtune_evaluate_stays_the_function_after_its_package_is_imported():
-    """Importing samtune.evaluate.<submodule> (training and adapters do) binds the package to
-    samtune.evaluate; calling it must still evaluate, as the README and examples do."""
+def test_evaluate_and_predict_stay_functions_after_their_modules_are_imported():
+    """Importing samtune.evaluate.<submodule> or samtune.predict (training, adapters and the
+    generator do) binds the module to that name of samtune; calling it must still evaluate
+    or predict, as the README and examples do."""
     import subprocess
     import sys
 
     code = (
-        "import samtune, samtune.evaluate.report\n"
+        "import samtune, samtune.evaluate.report, samtune.predict\n"
         "model = samtune.load_model('tiny')\n"
         "data = samtune.load_dataset('demo', 'test', counts={'train': 1, 'val': 1, 'test': 1})\n"
         "print(round(samtune.evaluate(model, data, prompt='box', progress=False).metrics['miou'], 6))\n"
         "print(samtune.evaluate(model, data, progress=False).metrics == "
         "samtune.evaluate.evaluate(model, data, progress=False).metrics)\n"
+        "print(samtune.predict(model, data[0].image, boxes=data[0].boxes[:1]).masks.shape[0])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[-1] == "True"
+    assert out.stdout.split()[-2:] == ["True", "1"]

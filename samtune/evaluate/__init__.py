@@ -16,22 +16,9 @@ submodule (``samtune.evaluate.report``...) binds the package to the name ``evalu
 
 from __future__ import annotations
 
-import sys
-import types
+from .._lazy import lazy_getattr, make_callable
 
-from .._lazy import lazy_getattr
-
-
-class _CallablePackage(types.ModuleType):
-    """This package, callable as :func:`samtune.evaluate.runner.evaluate`."""
-
-    def __call__(self, *args, **kwargs):
-        from .runner import evaluate
-
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage
+make_callable(__name__)
 
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
