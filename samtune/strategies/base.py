@@ -288,12 +288,12 @@ class Strategy:
         """
         params = dict(model.named_parameters())
         expected = {n for n, p in params.items() if p.requires_grad}
-        missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-        if missing or unexpected:
+        missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        if missing or extra:
             raise CheckpointError(
                 f"the adapter does not match strategy {self.name!r} with config "
-                f"{self.config.to_json()}: missing tensors {missing[:3]}, unexpected "
-                f"{unexpected[:3]}; the file was written by another version or edited"
+                f"{self.config.to_json()}: missing tensors {missing[:3]}, extra "
+                f"tensors {extra[:3]}; the file was written by another version or edited"
             )
         with torch.no_grad():
             for n, value in tensors.items():
