@@ -406,6 +406,11 @@ def _bottleneck(root: Path) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gets_one_line_and_its_exit_code(case: Case, tmp_path, monkeypatch):
+    run_case(case, tmp_path, monkeypatch)
+
+
+def run_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run one case of the table; other tables (``test_bad_input_*.py``) call it too."""
     root = tmp_path / "work"
     root.mkdir()
     old = Path.cwd()
