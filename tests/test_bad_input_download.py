@@ -50,45 +50,45 @@ CASES = [
             "zenodo.org/records/6412647",
         ],
         setup=_archive("zipcrypto"),
-    ),  # fmt: skip
+    ),
     Case(
         "encrypted-wrong-password",
         _args("--password", "wrong"),
         ["wrong password", "--password"],
         setup=_archive("zipcrypto"),
-    ),  # fmt: skip
+    ),
     Case(
         "aes-encrypted",
         _args("--password", "right"),
         ["AES-encrypted", "ZipCrypto", "7-Zip"],
         setup=_archive("aes"),
-    ),  # fmt: skip
+    ),
     Case(
         "truncated",
         _args(),
         ["truncated or corrupt", "re-run", "downloads it again"],
         setup=_archive("truncated"),
-    ),  # fmt: skip
+    ),
     Case(
         "checksum-no-equals",
         ["data", "download", "zerowaste", "--checksum", "md5:abc"],
         ["--checksum", "FILE=md5:<hex>"],
-    ),  # fmt: skip
+    ),
     Case(
         "checksum-bad-digest",
         ["data", "download", "zerowaste", "--checksum", f"{ZW}=md5:xyz"],
         ["md5:<32 hex digits>", "'md5:xyz'"],
-    ),  # fmt: skip
+    ),
     Case(
         "route-unknown",
         ["data", "download", "taco", "--route", "flickr"],
         ["'flickr'", "archive, per-image"],
-    ),  # fmt: skip
+    ),
     Case(
         "route-per-image-not-taco",
         ["data", "download", "zerowaste", "--route", "per-image"],
         ["per-image", "taco only"],
-    ),  # fmt: skip
+    ),
 ]
 
 
