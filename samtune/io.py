@@ -269,15 +269,17 @@ def join_inside(root: str | Path, relative: object, *, what: str = "file name") 
         The joined path (not resolved: ``root`` keeps the form the caller gave).
 
     Raises:
-        DataError: naming the file name and what is wrong with it.
+        DataError: naming the file name and what is wrong with it (also as ``.reason``).
     """
     from .errors import DataError
 
     def refuse(why: str) -> DataError:
-        return DataError(
+        error = DataError(
             f"{what} {relative!r} {why}; a name in a data file must be a relative path "
             f"inside {str(root)!r}: fix the file or re-download it"
         )
+        error.reason = why  # for callers that word their own message
+        return error
 
     if not isinstance(relative, str) or not relative.strip():
         raise refuse("is not a non-empty string")

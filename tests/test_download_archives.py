@@ -325,3 +325,28 @@ def test_join_inside_follows_symlinks_only_inside(tmp_path):
     assert join_inside(root, "alias/a.png") == root / "alias" / "a.png"
     assert join_inside(root, "batch_1//./b.jpg") == root / "batch_1" / "b.jpg"
     assert join_inside(root, "batch_1\\c.jpg") == root / "batch_1" / "c.jpg"
+
+
+def test_archive_members_go_through_join_inside(tmp_path):
+    import io
+    import tarfile
+
+    tpath = tmp_path / "dot.tar.gz"
+    with tarfile.open(tpath, "w:gz") as tf:
+        for name, data in ((".", None), ("./d/a.txt", b"a")):
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tf.addfile(info)
+            else:
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    safe_extract(tpath, tmp_path / "t")  # tar's "./" entry is the archive's root, not an error
+    assert (tmp_path / "t" / "d" / "a.txt").read_bytes() == b"a"
+    zpath = tmp_path / "win.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.writestr("ok.txt", "ok")
+        zf.writestr("..\\evil.txt", "bad")
+    with pytest.raises(DataError, match=r"unsafe path .*\(has a '\.\.' part\)"):
+        safe_extract(zpath, tmp_path / "z")
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "z" / "ok.txt").exists()

@@ -261,14 +261,20 @@ def _copy(response, fh, bar, url: str, size: int | None) -> None:
 AES = 99  # the compression method WinZip AES encryption records in a zip member
 
 
-def _safe_member(name: str, archive: Path) -> PurePosixPath:
-    path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+def _safe_member(name: str, archive: Path, folder: Path) -> PurePosixPath | None:
+    """A member's path inside ``folder`` (via :func:`join_inside`); None for ``./``-only names."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts and not name.startswith(("/", "\\")):
+        return None  # "./" (tar's entry for the archive's own root): nothing to create
+    try:
+        joined = join_inside(folder, name, what="member")
+    except DataError as exc:
+        why = getattr(exc, "reason", exc)
         raise DataError(
-            f"archive {str(archive)!r} contains the unsafe path {name!r} (absolute or with "
-            "'..'), which would be written outside the target folder; refusing to extract it"
-        )
-    return path
+            f"archive {str(archive)!r} contains the unsafe path {name!r} ({why}), which would "
+            "be written outside the target folder; refusing to extract it"
+        ) from None
+    return PurePosixPath(joined.relative_to(folder).as_posix())
 
 
 def _special(archive: Path, name: str) -> DataError:
@@ -324,13 +330,14 @@ def _extract_zip(
         _check_encryption(zf, archive, password, password_hint)
         chosen = []
         for info in zf.infolist():
-            _safe_member(info.filename, archive)
+            _safe_member(info.filename, archive, tmp)
             mode = (info.external_attr >> 16) & 0o170000
             if mode and mode not in (0o100000, 0o040000):
                 raise _special(archive, info.filename)
             name = rename(info.filename)
-            if name is not None:
-                chosen.append((info, _safe_member(name, archive)))
+            path = _safe_member(name, archive, tmp) if name is not None else None
+            if path is not None:
+                chosen.append((info, path))
         pwd = password.encode() if password is not None else None
         for info, name in chosen:
             out = tmp.joinpath(*name.parts)
@@ -346,12 +353,13 @@ def _extract_tar(archive: Path, tmp: Path, rename: Callable[[str], str | None]) 
     with tarfile.open(archive) as tf:
         chosen = []
         for m in tf.getmembers():
-            _safe_member(m.name, archive)
+            _safe_member(m.name, archive, tmp)
             if not (m.isfile() or m.isdir()):
                 raise _special(archive, m.name)
             name = rename(m.name)
-            if name is not None:
-                m.name = str(_safe_member(name, archive))
+            path = _safe_member(name, archive, tmp) if name is not None else None
+            if path is not None:
+                m.name = str(path)
                 chosen.append(m)
         tf.extractall(tmp, members=chosen, filter="data")
 
