@@ -350,3 +350,25 @@ def test_archive_members_go_through_join_inside(tmp_path):
     with pytest.raises(DataError, match=r"unsafe path .*\(has a '\.\.' part\)"):
         safe_extract(zpath, tmp_path / "z")
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "z" / "ok.txt").exists()
+
+
+def test_taco_archive_fills_in_what_the_per_image_route_missed(server, tmp_path, monkeypatch):
+    served, base = server
+    pins = _taco(served, base, 6)
+    _taco_env(monkeypatch, base)
+    for name in ("2.png", "5.png"):  # dead links
+        (served / name).unlink()
+    root = tmp_path / "taco"
+    pin = {"data/annotations.json": pins[-1].split("=", 1)[1]}
+    with pytest.warns(SamtuneWarning, match="2 of 6 TACO images could not be fetched"):
+        download_dataset("taco", root, quiet=True, route="per-image", checksums=pin,
+                         allow_missing=True)  # fmt: skip
+    mine = root / "data" / "batch_1" / "3.png"
+    mine.write_bytes(b"my own edit")  # a file samtune did not write: never replaced
+    result = CliRunner().invoke(app, ["data", "download", "taco", "--root", str(root), "-q", *pins])
+    assert result.exit_code == 0, result.output
+    assert "note: 1 files in" in result.output and "batch_1/3.png" in result.output
+    assert mine.read_bytes() == b"my own edit"
+    assert sorted(p.name for p in (root / "data").rglob("*.png")) == [
+        f"{i}.png" for i in range(1, 7)
+    ]

@@ -21,6 +21,7 @@ annotation file, ``SAMTUNE_TACO_ARCHIVE_URL`` for ``TACO.zip``) or by the ``urls
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import json
 import os
@@ -387,6 +388,7 @@ def safe_extract(
     rename: Callable[[str], str | None] | None = None,
     password: str | None = None,
     password_hint: str = "the dataset's publisher gives it on its download page",
+    merge: bool = False,
 ) -> list[Path]:
     """Extract a zip or tar(.gz/.bz2/.xz) archive into ``target``, refusing anything unsafe.
 
@@ -400,6 +402,10 @@ def safe_extract(
         password: for ZipCrypto-encrypted zips (checked on the first encrypted member before
             anything is extracted). AES-encrypted zips are refused: Python cannot read them.
         password_hint: where the password is published, for the messages.
+        merge: merge file by file into folders that already exist (TACO's ``data/``, which
+            may hold the annotation file and images fetched one by one): files not there are
+            added, identical ones left, and a different file samtune did not extract is kept
+            (a warning counts them). Default: only whole top-level entries are placed.
 
     Returns:
         The top-level paths created in ``target``.
@@ -419,7 +425,7 @@ def safe_extract(
             _extract_tar(archive, tmp, rename)
         else:
             raise _corrupt(archive, "not a zip or tar archive")
-        return _move_into(tmp, target, archive)
+        return (_merge_into if merge else _move_into)(tmp, target, archive)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
         raise _corrupt(archive, exc) from None
     except NotImplementedError as exc:  # e.g. Deflate64, which zipfile cannot decompress
@@ -431,6 +437,49 @@ def safe_extract(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _read_record(record: Path) -> set[str]:
+    try:
+        return set(json.loads(record.read_text())) if record.is_file() else set()
+    except (ValueError, TypeError):
+        return set()
+
+
+def _merge_into(tmp: Path, target: Path, archive: Path) -> list[Path]:
+    """Move every extracted file into ``target`` one by one, never replacing another's file.
+
+    The record lists the files (relative, ``/``-separated) this archive's extractions placed;
+    only those may be replaced. Returns the files placed.
+    """
+    record = target / f".{archive.name}.files.json"
+    ours = _read_record(record)
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    rels = [p.relative_to(tmp).as_posix() for p in files]
+    with atomic_write(record) as rec:
+        rec.write_text(json.dumps(sorted(ours | set(rels))))
+    placed, kept = [], []
+    for src, rel in zip(files, rels, strict=True):
+        dest = target.joinpath(*rel.split("/"))
+        if dest.is_file() and rel not in ours:
+            if not filecmp.cmp(src, dest, shallow=False):
+                kept.append(rel)
+            continue
+        if dest.exists() and not dest.is_file():
+            kept.append(rel)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dest)
+        placed.append(dest)
+    if kept:
+        warnings.warn(
+            f"{len(kept)} files in {str(target)!r} differ from {archive.name}'s copies and were "
+            f"kept, as samtune did not write them (first: {', '.join(kept[:3])}); move them "
+            "away and re-run to take the archive's",
+            SamtuneWarning,
+            stacklevel=3,
+        )
+    return placed
+
+
 def _move_into(tmp: Path, target: Path, archive: Path) -> list[Path]:
     """Move what was extracted to ``tmp`` into ``target``, replacing only what it put there.
 
@@ -438,12 +487,7 @@ def _move_into(tmp: Path, target: Path, archive: Path) -> list[Path]:
     is written before the first move, so an interrupted extraction can be redone.
     """
     record = target / f".{archive.name}.entries.json"
-    ours: set[str] = set()
-    if record.is_file():
-        try:
-            ours = set(json.loads(record.read_text()))
-        except (ValueError, TypeError):
-            ours = set()
+    ours = _read_record(record)
     names = sorted(item.name for item in tmp.iterdir())
     clash = [n for n in names if (target / n).exists() and n not in ours]
     if clash:
@@ -541,6 +585,7 @@ def _get_file(
             dest,
             root,
             rename=_taco_member if file is TACO_ARCHIVE else None,
+            merge=file is TACO_ARCHIVE,
             password=password,
             password_hint=_password_hint(name, recipe),
         )
@@ -617,7 +662,7 @@ def download_dataset(
         parse_checksum(filename, value)
     files = list(recipe.files)
     if name == "taco" and route == "archive":
-        files.insert(0, TACO_ARCHIVE)  # first: its data/ folder then holds the annotations
+        files.append(TACO_ARCHIVE)  # merged file by file into data/, beside the annotations
     root.mkdir(parents=True, exist_ok=True)
     for file in files:
         _get_file(file, root, name, urls=urls, checksums=checksums, quiet=quiet,
