@@ -270,6 +270,7 @@ def test_taco_per_image_route_refuses_unsafe_names_and_urls(server, tmp_path, mo
     coco["images"][1]["file_name"] = "batch_1/x.png"
     coco["images"][1]["flickr_url"] = "file:///etc/passwd"
     (served / "annotations.json").write_text(json.dumps(coco))
+    (root / "data" / "annotations.json").unlink()
     pin = {"data/annotations.json": "sha256:" + _sha((served / "annotations.json").read_bytes())}
     with pytest.raises(DataError, match="only http"):
         download_dataset("taco", root, quiet=True, route="per-image", checksums=pin)
@@ -372,3 +373,14 @@ def test_taco_archive_fills_in_what_the_per_image_route_missed(server, tmp_path,
     assert sorted(p.name for p in (root / "data").rglob("*.png")) == [
         f"{i}.png" for i in range(1, 7)
     ]
+
+
+def test_a_file_that_is_not_the_published_one_is_reported_not_deleted(server, tmp_path):
+    served, base = server
+    (served / "f.bin").write_bytes(b"published")
+    dest = tmp_path / "f.bin"
+    dest.write_bytes(b"somebody's own copy")
+    md5 = hashlib.md5(b"published").hexdigest()
+    with pytest.raises(DataError, match=r"is not the published file: md5 .*--checksum f\.bin="):
+        download_file(f"{base}/f.bin", dest, md5=md5, quiet=True)
+    assert dest.read_bytes() == b"somebody's own copy" and _Handler.ranges == []

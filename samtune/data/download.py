@@ -127,6 +127,7 @@ def download_file(
     quiet: bool = False,
     retries: int = 1,
     timeout: float = 60.0,
+    name: str | None = None,
 ) -> Path:
     """Download ``url`` to ``dest``, resuming a previous partial download.
 
@@ -134,10 +135,14 @@ def download_file(
     HTTP ``Range`` request (restarted when the server ignores it). ``size`` (bytes, when the
     publisher states it) is compared with what the server offers before any byte is
     written, and the transfer stops if it grows past it. A ``dest`` shorter than ``size``
-    (a truncated copy) is resumed like a partial download. The finished file is verified
-    against ``size``/``md5``/``sha256`` when given, then renamed into place, so ``dest``
-    exists only when complete. A mismatch discards the file and retries from scratch
-    ``retries`` times before raising.
+    (a truncated copy) is resumed like a partial download; any other ``dest`` that fails
+    verification is reported and left alone (it may not be samtune's). The downloaded file is
+    verified against ``size``/``md5``/``sha256`` when given, then renamed into place, so
+    ``dest`` exists only when complete. A mismatch discards the download and retries from
+    scratch ``retries`` times before raising.
+
+    ``name`` is the file's name in the messages' ``--checksum NAME=...`` hint (default: the
+    file name of ``dest``).
 
     Raises:
         OfflineError: the host cannot be reached (the partial file is kept for a later resume).
@@ -150,12 +155,15 @@ def download_file(
     if dest.is_file() and size is not None and dest.stat().st_size < size:
         if not part.is_file() or part.stat().st_size < dest.stat().st_size:
             os.replace(dest, part)  # a truncated copy: resume it rather than start again
-    if dest.is_file() and (md5 or sha256 or size is not None):
-        if _check(dest, md5, sha256, size) is None:
+    if dest.is_file():
+        bad = _check(dest, md5, sha256, size)
+        if bad is None:
             return dest
-        dest.unlink()
-    elif dest.is_file():
-        return dest
+        raise DataError(  # it may be a file samtune did not write: never deleted
+            f"{str(dest)!r} is there but is not the published file: {bad}; move it away and "
+            f"re-run to download it, or pass --checksum {name or dest.name}=md5:<hex> to use "
+            "this copy"
+        )
     if size is not None and part.is_file() and part.stat().st_size > size:
         part.unlink()  # longer than the published file: it cannot be a prefix of it
     for attempt in range(retries + 1):
@@ -576,7 +584,8 @@ def _get_file(
     if file.extract and marker.is_file():
         return
     fetched = not dest.is_file()
-    download_file(_remote(file, urls), dest, quiet=quiet, **_expected(file, checksums))
+    expected = _expected(file, checksums)
+    download_file(_remote(file, urls), dest, quiet=quiet, name=file.filename, **expected)
     if not file.extract:
         return
     recipe = get_recipe(name)
