@@ -238,6 +238,9 @@ def test_taco_from_the_zenodo_archive_loads(server, tmp_path, monkeypatch):
     n = len(_Handler.ranges)
     assert CliRunner().invoke(app, args).exit_code == 0
     assert len(_Handler.ranges) == n  # re-running fetches nothing
+    (root / "data" / "batch_2" / "4.png").unlink()  # lost: a re-run extracts it again
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert (root / "data" / "batch_2" / "4.png").is_file() and len(_Handler.ranges) == n
 
 
 def test_taco_images_missing_from_the_archive_are_counted(server, tmp_path, monkeypatch):

@@ -672,6 +672,7 @@ def download_dataset(
     files = list(recipe.files)
     if name == "taco" and route == "archive":
         files.append(TACO_ARCHIVE)  # merged file by file into data/, beside the annotations
+        _forget_extraction_if_incomplete(root)
     root.mkdir(parents=True, exist_ok=True)
     for file in files:
         _get_file(file, root, name, urls=urls, checksums=checksums, quiet=quiet,
@@ -684,6 +685,19 @@ def download_dataset(
         require_images(images / "annotations.json", images, command=command,
                        allow_missing=allow_missing)  # fmt: skip
     return root
+
+
+def _forget_extraction_if_incomplete(root: Path) -> None:
+    """Drop TACO.zip's extraction marker when images it provides are missing again.
+
+    The archive is merged file by file (nothing there is replaced), so extracting it once more
+    restores deleted images; without this a re-run would skip it and only report them.
+    """
+    marker = root / f".{TACO_ARCHIVE.filename}.extracted"
+    annotations = root / "data" / "annotations.json"
+    if marker.is_file() and annotations.is_file():
+        if missing_images(annotations, root / "data")[1]:
+            marker.unlink()
 
 
 # --------------------------------------------------------------------------- missing images
