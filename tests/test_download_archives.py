@@ -387,3 +387,22 @@ def test_a_file_that_is_not_the_published_one_is_reported_not_deleted(server, tm
     with pytest.raises(DataError, match=r"is not the published file: md5 .*--checksum f\.bin="):
         download_file(f"{base}/f.bin", dest, md5=md5, quiet=True)
     assert dest.read_bytes() == b"somebody's own copy" and _Handler.ranges == []
+
+
+@pytest.mark.parametrize(
+    "member, placed",
+    [
+        ("TACO/data/batch_1/000001.jpg", "data/batch_1/000001.jpg"),
+        ("TACO-master/data/batch_15/a.JPG", "data/batch_15/a.JPG"),
+        ("batch_3/b.jpg", "data/batch_3/b.jpg"),
+        ("TACO/data/annotations.json", None),
+        ("TACO/detector/model.py", None),
+        ("__MACOSX/TACO/data/batch_1/._000001.jpg", None),
+        ("TACO/data/batch_1/.DS_Store", None),
+        ("TACO/data/batch_1/", None),
+    ],
+)
+def test_taco_archive_members_map_onto_the_recipe_layout(member, placed):
+    from samtune.data.download import _taco_member
+
+    assert _taco_member(member) == placed

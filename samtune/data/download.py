@@ -554,18 +554,20 @@ def _expected(file: RemoteFile, checksums: Mapping[str, str] | None) -> dict:
 
 
 def _taco_member(name: str) -> str | None:
-    """Where a member of TACO.zip goes: ``<any>/data/batch_N/<image>`` -> ``data/batch_N/<image>``.
+    """Where a member of TACO.zip goes: ``<any>/batch_N/<image>`` -> ``data/batch_N/<image>``.
 
-    The archive is a snapshot of the TACO repository (``TACO/data/batch_1/000000.jpg``, ...);
-    only the image folders are taken (the annotation file comes pinned by its SHA-256), and
-    macOS metadata (``__MACOSX/``, ``._*``, ``.DS_Store``) is left out.
+    Zenodo's archive is a snapshot of the TACO repository (``TACO/data/batch_1/000000.jpg``,
+    ...); the image folders are found wherever they sit, so a repackaged copy without the
+    ``TACO/data/`` prefix loads too. Only the image folders are taken (the annotation file
+    comes pinned by its SHA-256), and macOS metadata (``__MACOSX/``, ``._*``, ``.DS_Store``)
+    is left out.
     """
     parts = name.replace("\\", "/").strip("/").split("/")
     if any(p.startswith(".") or p == "__MACOSX" for p in parts):
         return None
-    for i in range(len(parts) - 2):
-        if parts[i] == "data" and parts[i + 1].startswith("batch_"):
-            return "/".join(["data", *parts[i + 1 :]])
+    for i, part in enumerate(parts[:-1]):
+        if part.startswith("batch_"):
+            return "/".join(["data", *parts[i:]])
     return None
 
 
