@@ -254,3 +254,50 @@ def read_yaml_mapping(path: str | Path, what: str = "options") -> dict:
             f"config file {str(path)!r} must hold a mapping of {what}; found {type(data).__name__}"
         )
     return data
+
+
+def join_inside(root: str | Path, relative: object, *, what: str = "file name") -> Path:
+    """``root / relative`` for a name read from a data file, refusing one that leaves ``root``.
+
+    A name from a downloaded annotation file (a COCO ``file_name``, an archive member) is
+    untrusted input. Refused: a name that is not a non-empty string, holds a NUL byte, is
+    absolute (``/x``, ``\\\\host\\x``), starts with a drive letter (``C:``), has a ``..``
+    part (backslashes count as separators), or resolves outside ``root`` through a symlink
+    already on disk. ``.`` parts and repeated separators are dropped.
+
+    Returns:
+        The joined path (not resolved: ``root`` keeps the form the caller gave).
+
+    Raises:
+        DataError: naming the file name and what is wrong with it (also as ``.reason``).
+    """
+    from .errors import DataError
+
+    def refuse(why: str) -> DataError:
+        error = DataError(
+            f"{what} {relative!r} {why}; a name in a data file must be a relative path "
+            f"inside {str(root)!r}: fix the file or re-download it"
+        )
+        error.reason = why  # for callers that word their own message
+        return error
+
+    if not isinstance(relative, str) or not relative.strip():
+        raise refuse("is not a non-empty string")
+    if "\x00" in relative:
+        raise refuse("contains a NUL byte")
+    text = relative.replace("\\", "/")
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if text.startswith("/"):
+        raise refuse("is an absolute path")
+    if parts and len(parts[0]) >= 2 and parts[0][1] == ":" and parts[0][0].isalpha():
+        raise refuse("starts with a drive letter")
+    if ".." in parts:
+        raise refuse("has a '..' part")
+    if not parts:
+        raise refuse("names no file")
+    root = Path(root)
+    joined = root.joinpath(*parts)
+    base = root.resolve()
+    if not joined.resolve().is_relative_to(base):
+        raise refuse("leads outside the folder through a symbolic link")
+    return joined

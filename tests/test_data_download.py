@@ -203,11 +203,14 @@ def test_zerowaste_recipe_via_cli(server, tmp_path, monkeypatch):
         ).encode()
         for name, data in files.items():
             entries[f"zerowaste-f-final/splits_final_deblurred/{split}/data/{name}"] = data
-    _zip(served / "zerowaste-f-final.zip", entries)
+    data = _zip(served / "zerowaste-f-final.zip", entries)
     monkeypatch.setenv("SAMTUNE_ZEROWASTE_URL", f"{base}/zerowaste-f-final.zip")
     root = tmp_path / "zw"
     runner = CliRunner()
-    result = runner.invoke(app, ["data", "download", "zerowaste", "--root", str(root), "--quiet"])
+    # the fabricated archive is not the published one: its own checksum replaces Zenodo's
+    md5 = "zerowaste-f-final.zip=md5:" + hashlib.md5(data).hexdigest()
+    args = ["data", "download", "zerowaste", "--root", str(root), "--quiet", "--checksum", md5]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "zerowaste ready" in result.output
     result = runner.invoke(app, ["data", "info", "zerowaste", "--root", str(root), "--json"])
@@ -228,7 +231,10 @@ def test_taco_recipe_fetches_images_and_saves_split(server, tmp_path, monkeypatc
     (served / "annotations.json").write_text(json.dumps(coco))
     monkeypatch.setenv("SAMTUNE_TACO_URL", f"{base}/annotations.json")
     root = tmp_path / "taco"
-    download_dataset("taco", root, quiet=True)
+    # a fabricated annotation file: its own checksum replaces the published one
+    pin = {"data/annotations.json": "sha256:" + _sha((served / "annotations.json").read_bytes())}
+    download = functools.partial(download_dataset, quiet=True, route="per-image", checksums=pin)
+    download("taco", root)
     assert (root / "data" / "batch_1" / "3.png").is_file()
     splits = {s: load_dataset("taco", s, root) for s in ("train", "val", "test")}
     assert [len(d) for d in splits.values()] == [8, 1, 1]
@@ -238,7 +244,7 @@ def test_taco_recipe_fetches_images_and_saves_split(server, tmp_path, monkeypatc
     assert sorted(saved["train"]) == sorted(splits["train"].image_ids)
     # a missing image is fetched again on the next run
     (root / "data" / "batch_1" / "3.png").unlink()
-    download_dataset("taco", root, quiet=True)
+    download("taco", root)
     assert (root / "data" / "batch_1" / "3.png").is_file()
 
 

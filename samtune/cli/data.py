@@ -28,6 +28,23 @@ def list_cmd() -> None:
         typer.echo(f"{name:<18} {recipe.title}")
 
 
+def _checksums(values: list[str] | None) -> dict[str, str]:
+    """``FILE=md5:<hex>`` / ``FILE=sha256:<hex>`` options -> ``{FILE: "md5:<hex>"}``."""
+    from ..data.download import parse_checksum
+    from ..errors import ConfigError
+
+    out = {}
+    for value in values or []:
+        filename, sep, digest = value.partition("=")
+        if not sep or not filename:
+            raise ConfigError(
+                f"--checksum takes FILE=md5:<hex> or FILE=sha256:<hex>; found {value!r}"
+            )
+        parse_checksum(filename, digest)
+        out[filename] = digest
+    return out
+
+
 @data_app.command()
 def download(
     name: Annotated[
@@ -37,13 +54,46 @@ def download(
         Path | None,
         typer.Option("--root", help="Dataset folder (default $SAMTUNE_DATA/<name>)."),
     ] = None,
+    route: Annotated[
+        str,
+        typer.Option(
+            "--route",
+            help="TACO's images: 'archive' (TACO.zip from Zenodo, checksum-verified) or "
+            "'per-image' (each image from its Flickr/OpenLitterMap URL; many are dead).",
+        ),
+    ] = "archive",
+    password: Annotated[
+        str | None,
+        typer.Option(
+            "--password",
+            envvar="SAMTUNE_DATA_PASSWORD",
+            help="Password of an encrypted (ZipCrypto) archive, as its publisher gives it.",
+        ),
+    ] = None,
+    checksum: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--checksum",
+            help="FILE=md5:<hex> or FILE=sha256:<hex>: verify FILE against this instead of "
+            "the published checksum and size (another version of the file).",
+        ),
+    ] = None,
+    allow_missing: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing",
+            help="TACO: finish with a note counting the images that could not be had, "
+            "instead of an error.",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Download, verify and extract a dataset (resumable; re-running is safe).
 
     Archives put in the folder by hand (for publishers that require a form) are verified and
-    extracted without downloading. Set SAMTUNE_TRASHCAN_URL / SAMTUNE_ZEROWASTE_URL /
-    SAMTUNE_TACO_URL to use a mirror.
+    extracted without downloading. Published checksums and sizes are verified. Set
+    SAMTUNE_TRASHCAN_URL / SAMTUNE_ZEROWASTE_URL / SAMTUNE_TACO_URL /
+    SAMTUNE_TACO_ARCHIVE_URL to use a mirror.
 
     Examples:
 
@@ -51,15 +101,26 @@ def download(
 
         samtune data download trashcan --root ~/data/trashcan
 
+        samtune data download taco --route per-image --allow-missing
+
         samtune data download demo
     """
     from ..data.download import describe_recipe, download_dataset
     from ..data.recipes import get_recipe
 
     recipe = get_recipe(name)
+    checksums = _checksums(checksum)
     if not quiet:
         typer.echo(describe_recipe(recipe))
-    folder = download_dataset(name, root, quiet=quiet)
+    folder = download_dataset(
+        name,
+        root,
+        quiet=quiet,
+        route=route,
+        password=password,
+        checksums=checksums,
+        allow_missing=allow_missing,
+    )
     typer.echo(f"{name} ready in {folder}")
 
 
