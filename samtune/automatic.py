@@ -14,7 +14,12 @@ with the multimask output, and the candidates are filtered and de-duplicated:
    ``box_nms_thresh`` by predicted IoU, then across crops at ``crop_nms_thresh``, preferring
    masks from smaller crops (they see the object at a higher resolution);
 5. **small regions** (``min_mask_region_area > 0``): holes and islands smaller than that many
-   pixels are removed, and the changed masks go through NMS once more, unchanged ones first.
+   pixels are removed, and the masks go through NMS once more (at the larger of the two NMS
+   thresholds), masks that had no such region first.
+
+Each NMS pass hands its survivors on best score first, as SAM's generator does, so a later pass
+that scores candidates equally (by crop size, by "had no small region") keeps, among
+duplicates, the one with the best predicted IoU.
 
 The image is encoded once per crop (:func:`samtune.sam_ops.encode_images`) and the points are
 decoded ``points_per_batch`` at a time (:func:`samtune.sam_ops.decode`): memory is bounded by
@@ -203,7 +208,8 @@ def _generate(model: torch.nn.Module, image: np.ndarray, cfg: AutoMaskConfig) ->
             t[keep] for t in (masks, iou, stability, boxes, points, crop_of)
         )
     if cfg.min_mask_region_area > 0:
-        masks, keep = _clean_small_regions(masks, cfg.min_mask_region_area, cfg.box_nms_thresh)
+        thresh = max(cfg.box_nms_thresh, cfg.crop_nms_thresh)  # as SAM: the looser of the two
+        masks, keep = _clean_small_regions(masks, cfg.min_mask_region_area, thresh)
         iou, stability, points, crop_of = (t[keep] for t in (iou, stability, points, crop_of))
         boxes = _batched_mask_to_box(masks).float()
     order = _ranking(iou)
@@ -223,11 +229,15 @@ def _ranking(scores: torch.Tensor) -> torch.Tensor:
 
 
 def _nms(boxes: torch.Tensor, scores: torch.Tensor, thresh: float) -> torch.Tensor:
-    """The kept indices, in their original order (so later steps see a stable order)."""
+    """The kept indices, best score first (ties: input order), as ``batched_nms`` gives them.
+
+    The order matters: the later passes (across crops by crop size, after cleaning by
+    "unchanged") score many candidates equally, and among equals the earlier one wins. Meta's
+    generator feeds them in this order, so among duplicates the best predicted IoU survives.
+    """
     if len(boxes) == 0:
         return torch.zeros(0, dtype=torch.long)
-    keep = batched_nms(boxes.float(), scores.float(), torch.zeros(len(boxes)), thresh)
-    return keep.sort().values
+    return batched_nms(boxes.float(), scores.float(), torch.zeros(len(boxes)), thresh)
 
 
 def _generate_crop(
@@ -298,10 +308,10 @@ def _clean_small_regions(
 
     cleaned, unchanged = [], []
     for mask in masks.numpy():
-        new = _drop_small(mask, min_area, ndimage, holes=True)
-        new = _drop_small(new, min_area, ndimage, holes=False)
+        new, holes = _drop_small(mask, min_area, ndimage, holes=True)
+        new, islands = _drop_small(new, min_area, ndimage, holes=False)
         cleaned.append(torch.from_numpy(new))
-        unchanged.append(bool((new == mask).all()))
+        unchanged.append(not (holes or islands))
     if not cleaned:
         return masks, torch.zeros(0, dtype=torch.long)
     stacked = torch.stack(cleaned)
@@ -309,21 +319,27 @@ def _clean_small_regions(
     return stacked[keep], keep
 
 
-def _drop_small(mask: np.ndarray, min_area: int, ndimage, *, holes: bool) -> np.ndarray:
+def _drop_small(
+    mask: np.ndarray, min_area: int, ndimage, *, holes: bool
+) -> tuple[np.ndarray, bool]:
     """``mask`` without its islands (or, with ``holes``, with its holes filled) under
-    ``min_area`` pixels (8-connected regions)."""
+    ``min_area`` pixels (8-connected regions), and whether it had any such region.
+
+    "Had a small region" is SAM's notion of a changed mask, even where nothing moves (a mask
+    that is one small island keeps it): the NMS after cleaning prefers masks that had none.
+    """
     region = ~mask if holes else mask
     labels, n = ndimage.label(region, structure=np.ones((3, 3)))  # 8-connected, as SAM
     if n == 0:
-        return mask
+        return mask, False
     sizes = np.bincount(labels.ravel())[1:]
     small = np.flatnonzero(sizes < min_area) + 1
     if len(small) == 0:
-        return mask
+        return mask, False
     if not holes and len(small) == n:  # every island is small: keep the largest, as SAM does
         small = small[small != int(np.argmax(sizes)) + 1]
     hit = np.isin(labels, small)
-    return mask | hit if holes else mask & ~hit
+    return (mask | hit if holes else mask & ~hit), True
 
 
 # --------------------------------------------------------------------------- files
