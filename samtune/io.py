@@ -138,13 +138,15 @@ def clean_stale_temporaries(path: str | Path) -> list[Path]:
     returns them.
     """
     path = Path(path)
-    removed = []
-    try:
-        siblings = list(path.parent.iterdir())
+    removed: list[Path] = []
+    prefix = f".{path.name}."
+    try:  # scandir: a folder of many outputs is listed without building a Path per entry
+        with os.scandir(path.parent) as listing:
+            siblings = [path.parent / e.name for e in listing if e.name.startswith(prefix)]
     except OSError:
         return removed
     for entry in siblings:
-        if entry.name.startswith(f".{path.name}.") and _stale(entry, path.name):
+        if _stale(entry, path.name):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
@@ -552,8 +554,8 @@ def output_lock(folder: str | Path, *, beside: bool = False, command: str = "") 
         InputError: "folder in use": another live process holds the lock.
     """
     folder = Path(folder)
-    created: list[Path] = [] if beside else _make_parent(folder / LOCK)
     lock = _lock_path(folder, beside)
+    created = _make_parent(lock)
     key = Path(os.path.realpath(lock))
     try:
         if key not in _HELD:
