@@ -44,7 +44,7 @@ from .errors import (
 from .evaluate.report import METRIC_COLUMNS
 from .family import SAM, SAM_HQ, family_of
 from .hub import hub_fetch, looks_like_local_path
-from .io import atomic_dir, atomic_write
+from .io import atomic_dir, atomic_write, check_not_input, output_lock, write_safetensors
 from .models import (
     architecture,
     base_fingerprint,
@@ -132,14 +132,12 @@ def save_adapter(model: torch.nn.Module, directory: str | os.PathLike) -> Path:
     Raises:
         InputError: the model has no strategy applied.
     """
-    from safetensors.torch import save_file
-
     strategy = _require_strategy(model)
     metadata = adapter_metadata(model)
     tensors = strategy.trainable_state_dict(model)
     path = Path(directory) / ADAPTER_FILE
     with atomic_write(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        write_safetensors(tensors, tmp, metadata)  # the same model gives the same bytes
     return path
 
 
@@ -435,6 +433,17 @@ def export_adapter(
     output = Path(output)
     _check_export(model, format, quantize)
     protect = [*protect, *([model_source(model)] if Path(model_source(model)).exists() else [])]
+    if format in ("original", "segment-anything"):  # folders: atomic_dir protects them
+        # an input of the command (the adapter, its base model, the metrics) is never an output
+        check_not_input(output, protect, advice="choose another output path")
+    with output_lock(output, beside=True, command="export"):
+        _write_export(model, strategy, output, format, metrics, overwrite, protect, quantize)
+    return output
+
+
+def _write_export(model, strategy, output: Path, format: str, metrics, overwrite: bool,
+                  protect: list, quantize: str | None) -> None:  # fmt: skip
+    """The files of one export format (see :func:`export_adapter`)."""
     if format == "hf":
         merged = merge_adapter(model)
         with atomic_dir(output, overwrite=overwrite, protect=protect) as tmp:
@@ -459,7 +468,6 @@ def export_adapter(
             config = {**meta, "strategy_config": json.loads(meta["strategy_config"])}
             (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
             (tmp / "README.md").write_text(model_card(model, metrics))
-    return output
 
 
 def _check_export(model: torch.nn.Module, format: str, quantize: str | None) -> None:

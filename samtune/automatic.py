@@ -58,7 +58,7 @@ from .data.coco import encode_mask
 from .data.transforms import Geometry, preprocess_image
 from .evaluate.metrics import semantic_label_map
 from .evaluate.plots import overlay as blend
-from .io import atomic_dir
+from .io import atomic_dir, output_lock
 from .models import PreprocessConfig, preprocess_config
 from .predict import (
     _read_image,
@@ -400,10 +400,11 @@ def segment_files(
     for path in paths:
         load_image_file(path)  # decodes it all: a file that is not an image fails here
     sam = load_for_inference(model, adapter, device)
-    for path, target in zip(paths, targets, strict=True):
-        n = write_segmentation(sam, path, target, cfg, protect=paths)
-        if on_image is not None:
-            on_image(path, target, n)
+    with output_lock(output, command="segment"):  # one command writes a folder at a time
+        for path, target in zip(paths, targets, strict=True):
+            n = write_segmentation(sam, path, target, cfg, protect=paths)
+            if on_image is not None:
+                on_image(path, target, n)
     return targets
 
 

@@ -6,25 +6,45 @@ Three promises, kept here so that every writer keeps them:
   assembled beside their destination and renamed into place);
 * files get the permissions any other program would give them (``0666`` / ``0777`` less the
   umask), not ``mkstemp``'s private ``0600``;
-* ``overwrite`` never removes anything samtune did not write: a folder samtune writes carries a
-  manifest (:data:`MANIFEST`) of its entries, and only a folder whose entries are all listed
-  there may be replaced. The current folder, its parents and the caller's protected paths
-  (the source being exported, say) are never replaced.
+* ``overwrite`` never removes anything samtune did not write: a folder samtune writes as a whole
+  carries a manifest (:data:`MANIFEST`) of every file and folder in it, at any depth, and only a
+  folder holding nothing else may be replaced. The current folder, its parents and the caller's
+  protected paths (the source being exported, say) are never replaced.
+
+And one ownership rule for every command's output folder (:func:`claim_output`, see
+``docs/security.md``): samtune never replaces a file it did not write (a folder it writes into,
+such as a run folder, records in :data:`RUN_MARKER` which command wrote which entry), never an
+input of the same command, never writes outside the folder it was given; and a folder is
+written by one command at a time (:func:`output_lock`): a second is refused, "folder in use".
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from .errors import ConfigError, InputError, MissingFileError
+from .errors import ConfigError, InputError, MissingFileError, SamtuneWarning
 
 MANIFEST = ".samtune-manifest.json"
+RUN_MARKER = ".samtune-outputs.json"
+"""In a folder samtune writes into (a run folder, an evaluation's ``--output``, a suite folder):
+``{"written_by": "samtune", "entries": {name: command}}``, the entries samtune wrote there and
+the command that wrote each."""
+LOCK = ".samtune-lock"
+"""The lock of a folder being written (inside it), or ``.<name>.samtune-lock`` beside an output
+that is replaced as a whole: JSON ``{"pid", "host", "command", "started"}``, made with
+``O_EXCL`` and removed when the command ends."""
+STALE_AFTER_S = 24 * 3600  # temporaries of older samtune versions carry no owner: age decides
 
 
 def _umask() -> int:
@@ -62,28 +82,167 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
+# --------------------------------------------------------------------------- temporaries
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:24] or "host"
+
+
+def _owner_tag() -> str:
+    """``<host>-<pid>``: in a temporary's name, so a later write can tell whether it is stale."""
+    return f"{_host()}-{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _stale(entry: Path, name: str) -> bool:
+    """Whether ``entry`` is a temporary samtune made for ``name`` whose writer is gone.
+
+    Patterns: ``.<name>.<8 chars>.<host>-<pid>.tmp`` and ``.<name>.old-<host>-<pid>`` (stale when
+    the host is this one and the process is gone); ``.<name>.<8 chars>.tmp`` and
+    ``.<name>.old-<pid>`` of older samtune versions (stale after a day, or when the pid is gone).
+    """
+    escaped = re.escape(name)
+    owned = re.fullmatch(
+        rf"\.{escaped}\.(?:[a-z0-9_]{{8}}\.|old-)(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)(?:\.tmp)?",
+        entry.name,
+    )  # noqa: E501
+    if owned:
+        return owned["host"] == _host() and not _pid_alive(int(owned["pid"]))
+    legacy_old = re.fullmatch(rf"\.{escaped}\.old-(?P<pid>\d+)", entry.name)
+    if legacy_old:
+        return not _pid_alive(int(legacy_old["pid"]))
+    if re.fullmatch(rf"\.{escaped}\.[a-z0-9_]{{8}}\.tmp", entry.name):
+        try:
+            return time.time() - entry.lstat().st_mtime > STALE_AFTER_S
+        except OSError:
+            return False
+    return False
+
+
+def clean_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove samtune's own temporaries for ``path`` left beside it by a killed writer.
+
+    Only names of samtune's patterns (see :func:`_stale`) whose writer is gone are removed;
+    returns them.
+    """
+    path = Path(path)
+    removed: list[Path] = []
+    prefix = f".{path.name}."
+    try:  # scandir: a folder of many outputs is listed without building a Path per entry
+        with os.scandir(path.parent) as listing:
+            siblings = [path.parent / e.name for e in listing if e.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for entry in siblings:
+        if _stale(entry, path.name):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+# --------------------------------------------------------------------------- full disks
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    # torch's zip writer and safetensors report a failed write in their own words
+    return any(
+        marker in text
+        for marker in (
+            "No space left on device",
+            "os error 28",
+            "StorageFull",
+            "unexpected pos",
+            "PytorchStreamWriter failed writing",
+        )  # fmt: skip
+    )
+
+
+def _free_space(path: Path) -> str:
+    for folder in [path, *path.parents]:
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            continue
+        return f"{free / 2**20:.0f} MiB free"
+    return "free space unknown"
+
+
+def disk_full_error(path: str | Path, exc: BaseException) -> InputError | None:
+    """The one-line error for a write to ``path`` that failed because its disk is full (an
+    ``ENOSPC`` ``OSError``, or torch's / safetensors' report of the same); None otherwise."""
+    if not _disk_full(exc):
+        return None
+    path = Path(path)
+    return InputError(
+        f"cannot write {str(path)!r}: the disk holding it is full ({_free_space(path.parent)}); "
+        "nothing was left half-written. Free some space or choose a folder on another disk"
+    )
+
+
+@contextlib.contextmanager
+def translate_disk_full(path: str | Path) -> Iterator[None]:
+    """Turn a full disk while writing ``path`` into :func:`disk_full_error`'s ``InputError``."""
+    try:
+        yield
+    except (OSError, RuntimeError, ValueError) as exc:
+        error = disk_full_error(path, exc)
+        if error is None:
+            raise
+        raise error from None
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
 
+    The temporary is ``.<name>.<random>.<host>-<pid>.tmp``; stale ones of earlier killed writes
+    are removed first (:func:`clean_stale_temporaries`).
+
     Raises:
-        InputError: ``path`` is a folder, or its folder cannot be written (read-only, a file).
+        InputError: ``path`` is a folder, or its folder cannot be written (read-only, a file),
+            or the disk is full.
     """
     path = Path(path)
     if path.is_dir():
         raise InputError(f"cannot write {str(path)!r}: it is a folder; give a file name")
     created = _make_parent(path)
+    clean_stale_temporaries(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=f".{_owner_tag()}.tmp", dir=path.parent
+        )
     except OSError as exc:
         _remove_empty(created)
-        raise _not_writable(path, exc) from None
+        raise disk_full_error(path, exc) or _not_writable(path, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
+        with translate_disk_full(path):
+            yield tmp_path
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
         created = []
@@ -93,20 +252,70 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         _remove_empty(created)
 
 
+def _listing(folder: Path) -> list[str]:
+    """Every file and folder under ``folder`` (relative, POSIX), the manifest left out."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        for name in dirs + files:
+            entry = (rel / name).as_posix()
+            if entry != MANIFEST:
+                found.append(entry)
+    return sorted(found)
+
+
 def written_by_samtune(folder: str | Path) -> tuple[bool, list[str]]:
     """Whether ``folder`` was written by samtune, and the entries in it that samtune did not write.
 
-    A folder counts as samtune's when it holds a valid :data:`MANIFEST` and every entry in it
-    is listed there.
+    A folder counts as samtune's when it holds a valid :data:`MANIFEST` and every entry in it,
+    at any depth, is listed there (``files``). A manifest of older samtune versions lists the
+    top-level ``entries`` only: a sub-folder it names cannot be checked, so it is counted as
+    not samtune's. Foreign entries are named relative to ``folder`` (a foreign folder once,
+    not its content).
     """
     folder = Path(folder)
-    entries = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST)
+    top = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST)
     try:
-        listed = set(json.loads((folder / MANIFEST).read_text())["entries"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False, entries
-    foreign = [name for name in entries if name not in listed]
+        manifest = json.loads((folder / MANIFEST).read_text())
+        listed = set(manifest.get("files") or [])
+        entries = set(manifest["entries"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False, top
+    if "files" not in manifest:  # older manifest: top-level names only
+        foreign = [n for n in top if n not in entries or (folder / n).is_dir()]
+        return not foreign, foreign
+    foreign = []
+    for entry in _listing(folder):
+        if entry not in listed and not any(entry.startswith(f + "/") for f in foreign):
+            foreign.append(entry)
     return not foreign, foreign
+
+
+def _write_manifest(tmp: Path) -> None:
+    entries = sorted(p.name for p in tmp.iterdir() if p.name != MANIFEST)
+    manifest = {"written_by": "samtune", "entries": entries, "files": _listing(tmp)}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def check_not_input(
+    path: str | Path, inputs: Iterable[str | Path], *, context: str = "", advice: str = ""
+) -> None:
+    """Refuse ``path`` as an output when it is one of ``inputs`` or holds one.
+
+    Raises:
+        InputError: naming the input.
+    """
+    resolved = Path(path).resolve()
+    where = f"{str(path)!r}" + (f" ({context})" if context else "")
+    for item in inputs:
+        item_path = Path(item).resolve()
+        if item_path == resolved or resolved in item_path.parents:
+            raise InputError(
+                f"refusing to replace {where}: "
+                + ("it is" if item_path == resolved else f"it holds {str(item)!r},")
+                + " an input of this command; "
+                + (advice or "choose another output")
+            )
 
 
 def check_replaceable(
@@ -153,6 +362,39 @@ def check_replaceable(
         )
 
 
+def _not_a_mount_point(path: Path) -> None:
+    if path.is_dir() and os.path.ismount(path):
+        raise InputError(
+            f"cannot write {str(path)!r} as a whole: it is a mount point, and samtune writes an "
+            "output folder beside it and renames it into place; give a folder inside it "
+            f"(e.g. {str(path / 'out')!r})"
+        )
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Rename the finished ``tmp`` to ``path``, moving an earlier ``path`` away first."""
+    try:
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{_owner_tag()}")
+            os.replace(path, old)  # an empty folder, or one check_replaceable cleared
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            _not_a_mount_point(path)
+            raise InputError(
+                f"cannot replace {str(path)!r}: it is in use ({exc.strerror})"
+            ) from None
+        raise
+
+
+def _follow_link(path: Path) -> Path:
+    """A symlinked output folder is written at its target: the link stays as the user made it."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 @contextlib.contextmanager
 def atomic_dir(
     path: str | Path, *, overwrite: bool = False, protect: Iterable[str | Path] = ()
@@ -160,7 +402,9 @@ def atomic_dir(
     """Yield a temporary folder beside ``path``; rename it to ``path`` only on success.
 
     The finished folder carries a :data:`MANIFEST` of what was written, so that a later
-    ``overwrite`` can tell samtune's folders from the user's.
+    ``overwrite`` can tell samtune's folders from the user's. A symlink ``path`` is followed
+    (its target is written; the link stays). The folder is locked (:func:`output_lock`) while
+    it is written.
 
     Args:
         path: the folder to create. An empty existing folder is reused; a non-empty one is
@@ -171,50 +415,327 @@ def atomic_dir(
             is never replaced.
 
     Raises:
-        InputError: ``path`` is a file, cannot be written, or must not be replaced.
+        InputError: ``path`` is a file, a mount point, cannot be written, must not be
+            replaced, is being written by another command, or the disk is full.
     """
-    path = Path(path)
+    given = Path(path)
+    path = _follow_link(given)
     if path.exists() and not path.is_dir():
-        raise InputError(f"cannot write folder {str(path)!r}: a file of that name exists")
+        raise InputError(f"cannot write folder {str(given)!r}: a file of that name exists")
     replace = path.exists() and any(path.iterdir())
     if replace:
         if not overwrite:
             raise InputError(
-                f"{str(path)!r} exists and is not empty; choose another folder, or pass "
+                f"{str(given)!r} exists and is not empty; choose another folder, or pass "
                 "--overwrite (overwrite=True) to replace an earlier samtune output"
             )
         check_replaceable(path, protect)
     elif path.exists():
         check_replaceable(path)  # an empty folder, but never the current one
+    _not_a_mount_point(path)
     created = _make_parent(path)
+    with output_lock(path, beside=True):
+        clean_stale_temporaries(path)
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=f".{_owner_tag()}.tmp",
+                                        dir=path.parent))  # fmt: skip
+        except OSError as exc:
+            _remove_empty(created)
+            raise disk_full_error(path, exc) or _not_writable(path, exc) from None
+        try:
+            with translate_disk_full(path):
+                yield tmp
+                _write_manifest(tmp)
+            mode = _umask()
+            os.chmod(tmp, 0o777 & ~mode)
+            for sub in tmp.rglob("*"):
+                if not sub.is_symlink():
+                    os.chmod(sub, (0o777 if sub.is_dir() else 0o666) & ~mode)
+            _swap_in(tmp, path)
+            created = []
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+            _remove_empty(created)
+
+
+# --------------------------------------------------------------------------- locks
+
+_HELD: dict[Path, int] = {}  # locks this process holds, with how many claims share each
+
+
+def _lock_path(folder: Path, beside: bool) -> Path:
+    folder = Path(os.path.abspath(folder))
+    return folder.with_name(f".{folder.name}{LOCK}") if beside else folder / LOCK
+
+
+def _read_lock(lock: Path) -> dict:
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        data = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _holder(info: dict) -> str:
+    if not info:
+        return "another samtune command"
+    return (
+        f"samtune {info.get('command') or 'command'} (process {info.get('pid')} on "
+        f"{info.get('host')}, since {info.get('started')})"
+    )
+
+
+def _create_lock(lock: Path, command: str) -> bool:
+    """Make ``lock`` with ``O_EXCL``; False when it exists already."""
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_umask())
+    except FileExistsError:
+        return False
     except OSError as exc:
-        _remove_empty(created)
-        raise _not_writable(path, exc) from None
+        raise disk_full_error(lock, exc) or _not_writable(lock, exc) from None
+    info = {"pid": os.getpid(), "host": _host(), "command": command,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(info) + "\n")
+    return True
+
+
+def _take_over(lock: Path, stale: dict) -> bool:
+    """Move a stale lock away and check it was the one judged stale (not a newer one)."""
+    moved = lock.with_name(f"{lock.name}.stale-{_owner_tag()}")
     try:
-        yield tmp
-        entries = sorted(p.name for p in tmp.iterdir() if p.name != MANIFEST)
-        (tmp / MANIFEST).write_text(
-            json.dumps({"written_by": "samtune", "entries": entries}, indent=1) + "\n"
-        )
-        mode = _umask()
-        os.chmod(tmp, 0o777 & ~mode)
-        for sub in tmp.rglob("*"):
-            if not sub.is_symlink():
-                os.chmod(sub, (0o777 if sub.is_dir() else 0o666) & ~mode)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)  # an empty folder, or one check_replaceable cleared
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-        created = []
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        os.replace(lock, moved)
+    except FileNotFoundError:
+        return True  # its owner just released it
+    if _read_lock(moved) != stale:  # another process took it over first: give it back
+        with contextlib.suppress(OSError):
+            os.replace(moved, lock)
+        return False
+    moved.unlink()
+    return True
+
+
+def _acquire(lock: Path, folder: Path, command: str) -> None:
+    for _ in range(3):
+        if _create_lock(lock, command):
+            return
+        info = _read_lock(lock)
+        pid = info.get("pid")
+        if info.get("host") == _host() and isinstance(pid, int) and pid == os.getpid():
+            return  # held by this process already (a command inside another)
+        if info.get("host") == _host() and isinstance(pid, int) and not _pid_alive(pid):
+            if _take_over(lock, info):
+                warnings.warn(
+                    f"{str(folder)!r} was locked by {_holder(info)}, which is no longer "
+                    "running; samtune took the lock over",
+                    SamtuneWarning,
+                    stacklevel=4,
+                )
+            continue
+        break
+    raise InputError(
+        f"folder in use: {str(folder)!r} is being written by {_holder(_read_lock(lock))}; wait "
+        f"for it to finish or choose another output folder (if no such process runs, delete "
+        f"{str(lock)!r})"
+    )
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | Path, *, beside: bool = False, command: str = "") -> Iterator[Path]:
+    """Hold the lock of the output ``folder`` for the block: one command writes it at a time.
+
+    The lock (:data:`LOCK`) is inside ``folder`` (created if missing, and removed again if the
+    block left it empty), or with ``beside=True`` next to it as ``.<name>.samtune-lock`` (for
+    outputs replaced as a whole). A lock whose process is gone on this host is taken over with
+    a :class:`~samtune.errors.SamtuneWarning`. Claims in one process nest.
+
+    Raises:
+        InputError: "folder in use": another live process holds the lock.
+    """
+    folder = Path(folder)
+    lock = _lock_path(folder, beside)
+    created = _make_parent(lock)
+    key = Path(os.path.realpath(lock))
+    try:
+        if key not in _HELD:
+            _acquire(lock, folder, command)
+        _HELD[key] = _HELD.get(key, 0) + 1
+    except BaseException:
         _remove_empty(created)
+        raise
+    try:
+        yield lock
+    finally:
+        _HELD[key] -= 1
+        if not _HELD[key]:
+            del _HELD[key]
+            if _read_lock(lock).get("pid") == os.getpid():
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+        _remove_empty(created)
+
+
+# --------------------------------------------------------------------------- output folders
+
+
+def is_main_process() -> bool:
+    """Whether this is the process that writes (rank 0 of a ``torchrun`` / ``accelerate
+    launch`` group, or a single process), read from the environment so that no process group
+    is started just to ask."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _read_marker(folder: Path) -> dict[str, str]:
+    try:
+        data = json.loads((folder / RUN_MARKER).read_text())
+        entries = data["entries"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {str(k): str(v) for k, v in entries.items()} if isinstance(entries, dict) else {}
+
+
+def _write_marker(folder: Path, entries: dict[str, str]) -> None:
+    path = folder / RUN_MARKER
+    if not entries:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps({"written_by": "samtune", "entries": entries}, indent=1) + "\n")
+
+
+def _plain_name(name: str) -> str:
+    if not name or name in (".", "..") or "/" in name or os.sep in name:
+        raise ValueError(f"an output name is one entry of its folder, not {name!r}")
+    return name
+
+
+def check_output(
+    folder: str | Path,
+    *,
+    command: str,
+    names: Iterable[str],
+    inputs: Iterable[str | Path] = (),
+    option: str = "--output",
+) -> None:
+    """The ownership rule for a folder ``command`` writes ``names`` into; writes nothing.
+
+    An entry may be written when it does not exist, or when :data:`RUN_MARKER` records that
+    ``command`` wrote it (a rerun or ``--resume`` of the same command). An input of the command
+    is never written, unless it is that command's own record in that folder (a run's
+    ``config.yaml`` given back with ``-c``).
+
+    Raises:
+        InputError: ``folder`` is a file; an entry is an input of the command, or exists and
+            samtune did not write it there with this command (every such entry is named).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{option} {str(folder)!r} is a file; give a folder")
+    marker = _read_marker(folder) if folder.is_dir() else {}
+    resolved_inputs = [(item, Path(item).resolve()) for item in inputs]
+    foreign, others = [], {}
+    for name in map(_plain_name, names):
+        target = (folder / name).resolve()
+        own = marker.get(name) == command
+        for item, resolved in resolved_inputs:
+            if (resolved == target and not own) or target in resolved.parents:
+                raise InputError(
+                    f"refusing to write {str(folder / name)!r}: "
+                    + ("it is" if resolved == target else f"it holds {str(item)!r},")
+                    + f" an input of this command; choose another {option} folder"
+                )
+        if (folder / name).exists() or (folder / name).is_symlink():
+            if name not in marker:
+                foreign.append(name)
+            elif not own:
+                others.setdefault(marker[name], []).append(name)
+    if foreign or others:
+        parts = [f"samtune did not write {', '.join(foreign)} there"] if foreign else []
+        parts += [f"samtune {cmd} wrote {', '.join(n)} there" for cmd, n in others.items()]
+        them = "it" if len(foreign) + sum(map(len, others.values())) == 1 else "them"
+        raise InputError(
+            f"refusing to write into {str(folder)!r}: {'; '.join(parts)}, and samtune {command} "
+            f"would replace {them}; choose another {option} folder, or move {them} away"
+        )
+
+
+@contextlib.contextmanager
+def claim_output(
+    folder: str | Path,
+    *,
+    command: str,
+    names: Iterable[str],
+    inputs: Iterable[str | Path] = (),
+    option: str = "--output",
+    lock: bool = True,
+) -> Iterator[Path]:
+    """Check the ownership rule (:func:`check_output`), lock ``folder`` and record ``names``.
+
+    For the block, ``folder`` is locked (:func:`output_lock`; ``lock=False``: the caller only
+    records, e.g. a process other than the main one) and :data:`RUN_MARKER` lists ``names``
+    as written by ``command``; at the end, names that were not written are dropped from it,
+    and a folder the claim created is removed again if nothing was written.
+
+    Raises:
+        InputError: see :func:`check_output`; "folder in use" (another command writes there).
+    """
+    folder = Path(folder)
+    names = list(names)
+    check_output(folder, command=command, names=names, inputs=inputs, option=option)
+    if not lock:
+        yield folder
+        return
+    created = _make_parent(folder / LOCK)
+    try:
+        with output_lock(folder, command=command):
+            check_output(folder, command=command, names=names, inputs=inputs, option=option)
+            marker = _read_marker(folder)
+            _write_marker(folder, {**marker, **{n: command for n in names}})
+            try:
+                yield folder
+            finally:
+                marker = _read_marker(folder)
+                kept = {n: c for n, c in marker.items() if (folder / n).exists()}
+                if kept != marker:
+                    _write_marker(folder, kept)
+    finally:
+        _remove_empty(created)
+
+
+# --------------------------------------------------------------------------- safetensors
+
+
+def write_safetensors(tensors: Mapping, path: str | Path, metadata: dict | None = None) -> None:
+    """``safetensors.torch.save_file``, byte-deterministic: the header's metadata keys sorted.
+
+    safetensors keeps metadata in a hash map whose order changes from process to process, so
+    two saves of the same tensors would differ in bytes; samtune's files do not.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    with translate_disk_full(path):
+        save_file(dict(tensors), str(path), metadata=metadata)
+        _sort_header(path)
+
+
+def _sort_header(path: Path) -> None:
+    with open(path, "r+b") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(size))
+        if "__metadata__" in header:
+            header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        text += b" " * (-len(text) % 8)
+        if len(text) == size:
+            fh.seek(8)
+            fh.write(text)
+            return
+        data = fh.read()
+    with open(path, "wb") as fh:  # the escaping differed: write the file again
+        fh.write(len(text).to_bytes(8, "little") + text + data)
 
 
 def read_json_object(path: str | Path, error: type[Exception] = InputError) -> dict:

@@ -32,7 +32,7 @@ from .data.coco import encode_mask, load_image
 from .data.transforms import preprocess_image, to_rgb_uint8
 from .errors import DataError, InputError, MissingFileError
 from .evaluate.plots import overlay as blend
-from .io import atomic_dir, check_replaceable
+from .io import atomic_dir, check_replaceable, output_lock
 from .models import load_model, preprocess_config
 from .sam_ops import best_candidate, decode, encode_images, to_model
 
@@ -644,12 +644,13 @@ def predict_files(
                                   image=f"image {str(path)!r}")  # fmt: skip
         jobs.append((path, checked))
     sam = load_for_inference(model, adapter, device)
-    for (path, prompts), target in zip(jobs, targets, strict=True):
-        image = load_image_file(path)  # read again, so that a long list never sits in memory
-        n = write_prediction(sam, path, image, prompts, target, overlay=overlay,
-                             multimask=multimask, protect=protect)  # fmt: skip
-        if on_image is not None:
-            on_image(path, target, n)
+    with output_lock(output, command="predict"):  # one command writes a folder at a time
+        for (path, prompts), target in zip(jobs, targets, strict=True):
+            image = load_image_file(path)  # read again, so that a long list never sits in memory
+            n = write_prediction(sam, path, image, prompts, target, overlay=overlay,
+                                 multimask=multimask, protect=protect)  # fmt: skip
+            if on_image is not None:
+                on_image(path, target, n)
     return targets
 
 

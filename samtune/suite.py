@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, MissingFileError, SamtuneError
-from .io import atomic_write
+from .io import atomic_write, claim_output
 
 FORMAT = 1
 TOP_KEYS = (
@@ -849,8 +849,41 @@ def run_suite(
     spec = load_spec(spec_or_path)
     plan = plan_suite(spec, output_dir)
     out = Path(output_dir)
-    with atomic_write(out / "spec.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    inputs = [spec_or_path] if isinstance(spec_or_path, (str, Path)) else []
+    _adopt_earlier_suite(out)
+    with claim_output(out, command="suite", names=SUITE_ENTRIES, inputs=[*inputs, *_inputs(spec)]):
+        with atomic_write(out / "spec.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+        return _run(spec, plan, out, max_cells, on_event, quiet)
+
+
+SUITE_ENTRIES = ("spec.yaml", "zero-shot", "runs", "leaderboard.md", "leaderboard.json",
+                 "leaderboard.png")  # fmt: skip
+"""What a suite writes into its folder (see the module docstring)."""
+
+
+def _adopt_earlier_suite(out: Path) -> None:
+    """A suite folder of a samtune that kept no :data:`~samtune.io.RUN_MARKER`, recognised by
+    its zero-shot records, is recorded as the suite's so that a rerun continues it."""
+    from .io import RUN_MARKER
+
+    if (out / RUN_MARKER).exists() or not (out / "zero-shot").is_dir():
+        return
+    if not any(read_record(p) for p in (out / "zero-shot").rglob("zero-shot.json")):
+        return
+    entries = {name: "suite" for name in SUITE_ENTRIES if (out / name).exists()}
+    _write_json(out / RUN_MARKER, {"written_by": "samtune", "entries": entries})
+
+
+def _inputs(spec: SuiteSpec) -> list[Path]:
+    """The local model and dataset folders a suite reads: never written."""
+    given = [m.source for m in spec.models] + [d.root for d in spec.datasets]
+    return [Path(v) for v in given if v and Path(v).exists()]
+
+
+def _run(spec: SuiteSpec, plan: list, out: Path, max_cells: int | None,
+         on_event: Callable | None, quiet: bool) -> SuiteResult:  # fmt: skip
+    """The zero-shot evaluations, the cells and the leaderboard of :func:`run_suite`."""
     runner = _Runner(spec, out, on_event, quiet)
     runner.zero_shot()
     ran = skipped = 0

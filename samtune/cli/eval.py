@@ -78,7 +78,7 @@ def eval_command(
     options = given(ctx)
     options.pop("config", None)
     cfg = merge_options(EvalConfig, config, options)
-    reports = run_evaluation(cfg)
+    reports = run_evaluation(cfg, inputs=[config] if config is not None else [])
 
     from accelerate import PartialState
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import MANIFEST, atomic_dir
+from ..io import MANIFEST, atomic_dir, check_replaceable
 from .coco import encode_mask
 
 DEMO_VERSION = 1
@@ -182,16 +182,39 @@ def generate_scene(rng: np.random.Generator, size: int = 128, max_objects: int =
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), objects
 
 
-def _adopt_earlier_demo(root: Path) -> None:
-    """Give a demo folder written before samtune kept manifests one, so it can be regenerated.
+def _demo_files(root: Path) -> list[str] | None:
+    """The files of a demo folder as samtune writes them (``demo.json``, each split's
+    ``annotations.json`` and the images it names), or None if ``root`` holds anything else."""
+    files = ["demo.json"]
+    for split in (p for p in root.iterdir() if p.name not in ("demo.json", MANIFEST)):
+        try:
+            coco = json.loads((split / "annotations.json").read_text())
+            images = sorted(f"{split.name}/images/{im['file_name']}" for im in coco["images"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        found = sorted(p.relative_to(root).as_posix() for p in split.rglob("*") if not p.is_dir())
+        if found != sorted([f"{split.name}/annotations.json", *images]):
+            return None
+        files += [split.name, f"{split.name}/images", *found]
+    return files
 
-    Only a folder holding ``demo.json`` and nothing but split folders is adopted.
-    """
-    if not (root / "demo.json").is_file() or (root / MANIFEST).exists():
+
+def _adopt_earlier_demo(root: Path) -> None:
+    """Give a demo folder of an earlier samtune (no manifest, or one that listed top-level
+    names only) a full manifest, so it can be regenerated; only a folder holding exactly what
+    samtune writes there is adopted."""
+    if not (root / "demo.json").is_file():
         return
-    entries = sorted(p.name for p in root.iterdir())
-    if all(name == "demo.json" or (root / name / "annotations.json").is_file() for name in entries):
-        (root / MANIFEST).write_text(json.dumps({"written_by": "samtune", "entries": entries}))
+    try:
+        if "files" in json.loads((root / MANIFEST).read_text()):
+            return
+    except (OSError, ValueError, TypeError):
+        pass
+    files = _demo_files(root)
+    if files is not None:
+        entries = sorted(p.name for p in root.iterdir() if p.name != MANIFEST)
+        manifest = {"written_by": "samtune", "entries": entries, "files": sorted(files)}
+        (root / MANIFEST).write_text(json.dumps(manifest))
 
 
 def write_demo_dataset(
@@ -217,6 +240,12 @@ def write_demo_dataset(
         {"id": i + 1, "name": n, "supercategory": "waste"} for i, n in enumerate(CATEGORIES)
     ]
     _adopt_earlier_demo(root)
+    if root.is_dir() and any(root.iterdir()):
+        check_replaceable(
+            root,
+            advice="the demo dataset is regenerated when its options change; move those files "
+            "out of it, or give the demo another folder (dataset_root)",
+        )
     with atomic_dir(root, overwrite=True) as tmp:
         ann_id = 1
         for split, n in counts.items():

@@ -12,6 +12,7 @@ plots.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -23,7 +24,7 @@ from ..data import load_dataset
 from ..data.recipes import check_dataset
 from ..errors import ConfigError, MissingFileError
 from ..family import SAM, family_of
-from ..io import atomic_write
+from ..io import atomic_write, claim_output, is_main_process
 from ..models import load_model
 from . import plots as P
 from .config import EvalConfig
@@ -31,7 +32,9 @@ from .report import EvalReport, format_comparison, reports_to_json
 from .runner import evaluate, parse_protocol
 
 
-def run_evaluation(config: EvalConfig, *, accelerator: Any = None) -> dict[str, EvalReport]:
+def run_evaluation(
+    config: EvalConfig, *, accelerator: Any = None, inputs: list | tuple = ()
+) -> dict[str, EvalReport]:
     """Evaluate ``config.model`` and/or its adapters; write ``config.output`` if set.
 
     Without adapters the base model is evaluated; with adapters each tuned model is (the base
@@ -43,6 +46,7 @@ def run_evaluation(config: EvalConfig, *, accelerator: Any = None) -> dict[str, 
             options with ``merge_options(EvalConfig, file, given)``).
         accelerator: an ``accelerate.Accelerator`` to shard images over (default: a new one,
             on the CPU for ``device="cpu"``).
+        inputs: files read besides those ``config`` names (the ``-c`` file): never written.
 
     Returns:
         ``{label: EvalReport}`` in display order, on every process (the output folder is
@@ -51,6 +55,8 @@ def run_evaluation(config: EvalConfig, *, accelerator: Any = None) -> dict[str, 
 
     Raises:
         ConfigError, UnknownNameError, MissingFileError: a bad protocol, adapter or dataset.
+        InputError: ``config.output`` holds files samtune did not write there with ``eval``,
+            or one of the inputs; "folder in use" (see :func:`samtune.io.claim_output`).
     """
     protocol = parse_protocol(config.prompt)
     for name in AUTO_OPTIONS:
@@ -70,16 +76,33 @@ def run_evaluation(config: EvalConfig, *, accelerator: Any = None) -> dict[str, 
             )
         options = {"images": config.images, "annotations": config.annotations}
     check_dataset(config.dataset, [config.split], config.root, **options)
-    data = load_dataset(config.dataset, config.split, config.root, **options)
+    runs = list(_runs(config.model, adapters, config.compare))
+    with _claim(config, [label for label, _ in runs], inputs):
+        data = load_dataset(config.dataset, config.split, config.root, **options)
+        if accelerator is None:
+            from accelerate import Accelerator
 
-    if accelerator is None:
-        from accelerate import Accelerator
+            accelerator = Accelerator(cpu=config.device == "cpu")
+        reports = _evaluate_all(config, runs, data, protocol, accelerator)
+        if config.output is not None and accelerator.is_main_process:
+            write_outputs(reports, config.output, data, plots=config.plots)
+    return reports
 
-        accelerator = Accelerator(cpu=config.device == "cpu")
+
+def _claim(config: EvalConfig, labels: list[str], inputs) -> Any:
+    """``config.output`` under the ownership rule, locked by the main process (or nothing)."""
+    if config.output is None:
+        return contextlib.nullcontext()
+    return claim_output(config.output, command="eval", names=output_names(config, labels),
+                        inputs=[*inputs, *_input_paths(config)],
+                        lock=is_main_process())  # fmt: skip
+
+
+def _evaluate_all(config: EvalConfig, runs: list, data, protocol, accelerator) -> dict:
     target = config.device if config.device is not None else accelerator.device
     auto = _auto_config(config) if protocol.kind == "auto" else None
     reports = {}
-    for label, adapter in _runs(config.model, adapters, config.compare):
+    for label, adapter in runs:
         sam = _load(config.model, adapter).to(target)
         reports[label] = evaluate(
             sam,
@@ -97,9 +120,37 @@ def run_evaluation(config: EvalConfig, *, accelerator: Any = None) -> dict[str, 
         )
         reports[label].model["adapter"] = adapter
         del sam
-    if config.output is not None and accelerator.is_main_process:
-        write_outputs(reports, config.output, data, plots=config.plots)
     return reports
+
+
+_REPORT_FILES = ("metrics.json", "report.md", "records.jsonl")
+_PLOTS = ("per_class_iou.png", "iou_histogram.png")
+
+
+def _folder_name(index: int, label: str) -> str:
+    return f"{index}-{Path(label.split(' ')[0]).name}"
+
+
+def output_names(config: EvalConfig, labels: list[str]) -> list[str]:
+    """The entries :func:`write_outputs` may write into ``config.output`` for these runs."""
+    kind = parse_protocol(config.prompt).kind
+    files = list(_REPORT_FILES)
+    if kind == "auto":
+        files += ["coco_results.json", "coco_ground_truth.json"]
+    elif config.plots:
+        files += [*_PLOTS, *(["click_curve.png"] if kind == "clicks" else [])]
+        files += ["worst"] if config.worst else []
+    if len(labels) == 1:
+        return files
+    plots = list(_PLOTS) if config.plots and kind != "auto" else []
+    folders = [_folder_name(i, label) for i, label in enumerate(labels)]
+    return [*folders, "comparison.md", "comparison.json", *plots]
+
+
+def _input_paths(config: EvalConfig) -> list[Path]:
+    """The local files and folders the evaluation reads."""
+    given = [config.model, *(config.adapter or []), config.root, config.images, config.annotations]
+    return [Path(v) for v in given if v is not None and str(v) and Path(v).exists()]
 
 
 AUTO_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_score_thresh")
@@ -160,7 +211,7 @@ def write_outputs(
     output = Path(output)
     single = len(reports) == 1
     for i, (label, report) in enumerate(reports.items()):
-        folder = output if single else output / f"{i}-{Path(label.split(' ')[0]).name}"
+        folder = output if single else output / _folder_name(i, label)
         report.save(folder)
         if plots and report.records:  # auto has no per-instance IoU to plot
             P.plot_per_class(report, folder / "per_class_iou.png")

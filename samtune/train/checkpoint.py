@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..io import atomic_write, read_json_object
+from ..io import atomic_write, disk_full_error, read_json_object, write_safetensors
 
 STATE_FILE = "trainer_state.json"
 RESUME_FILE = "resume.json"
@@ -159,8 +159,6 @@ def save_checkpoint(
     All processes call it. Returns the final folder. Older step checkpoints beyond ``keep`` are
     removed afterwards.
     """
-    from safetensors.torch import save_file
-
     final = checkpoint_dir(run_dir, state.step)
     tmp = final.with_name(f".{final.name}.tmp")
     if accelerator.is_main_process:
@@ -168,24 +166,14 @@ def save_checkpoint(
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    torch.save(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
-    if accelerator.is_main_process:
-        tensors = {
-            n: p.detach().cpu().contiguous() for n, p in _trainable(accelerator, model).items()
-        }
-        save_file(tensors, str(tmp / MODEL_FILE))
-        if optimizer is not None:
-            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-        if accelerator.scaler is not None:
-            torch.save(accelerator.scaler.state_dict(), tmp / SCALER_FILE)
-        resume = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "num_processes": accelerator.num_processes,
-            "accelerator_step": accelerator.step,
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        }
-        (tmp / RESUME_FILE).write_text(json.dumps(resume, indent=2) + "\n")
+    try:
+        _write_files(accelerator, tmp, model, optimizer, scheduler)
+    except (OSError, RuntimeError, ValueError) as exc:
+        error = disk_full_error(final, exc)
+        if error is None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written is left
+        raise error from None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with atomic_write(tmp / STATE_FILE) as f:
@@ -197,6 +185,27 @@ def save_checkpoint(
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def _write_files(accelerator, tmp: Path, model, optimizer, scheduler) -> None:
+    """This process's files of a checkpoint (the main process writes all but its own RNGs)."""
+    torch.save(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+    if not accelerator.is_main_process:
+        return
+    tensors = {n: p.detach().cpu().contiguous() for n, p in _trainable(accelerator, model).items()}
+    write_safetensors(tensors, tmp / MODEL_FILE)
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    if accelerator.scaler is not None:
+        torch.save(accelerator.scaler.state_dict(), tmp / SCALER_FILE)
+    resume = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "num_processes": accelerator.num_processes,
+        "accelerator_step": accelerator.step,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+    }
+    (tmp / RESUME_FILE).write_text(json.dumps(resume, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- load

@@ -34,11 +34,13 @@ from ..data.transforms import AugmentConfig
 from ..errors import ConfigError, RunError
 from ..evaluate import evaluate, format_comparison
 from ..fast import compile_model, use_flex_attention
-from ..io import atomic_write
+from ..io import RUN_MARKER, atomic_write, claim_output, is_main_process
 from ..models import base_fingerprint, load_model, model_source, preprocess_config
 from .cache import EmbeddingCache
 from .callbacks import Callback, CallbackList
+from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import (
+    RESUME_FILE,
     TrainerState,
     latest_checkpoint,
     list_checkpoints,
@@ -114,7 +116,9 @@ def fit(
             objects[key] = value
             value = _describe_object(key, value)
         given[key] = str(value)
-    return train(build_config(config, **given).resolved(), callbacks=callbacks, **objects)
+    inputs = [config] if isinstance(config, (str, Path)) else []
+    cfg = build_config(config, **given).resolved()
+    return train(cfg, callbacks=callbacks, inputs=inputs, **objects)
 
 
 def _describe_object(kind: str, value: Any) -> str:
@@ -317,28 +321,79 @@ def train(
     strategy: Any = None,
     dataset: Any = None,
     callbacks: list[Callback] | None = None,
+    inputs: list[str | Path] | tuple = (),
 ) -> FitResult:
-    """Run training for a resolved :class:`FitConfig` (see :func:`fit`): setup, epochs, finish."""
-    run = _setup(cfg, model, strategy, dataset, CallbackList(callbacks or []))
-    run.callbacks.on_train_begin(run)
-    show = not cfg.quiet and sys.stderr.isatty() and run.accelerator.is_local_main_process
-    from tqdm.auto import tqdm
+    """Run training for a resolved :class:`FitConfig` (see :func:`fit`): setup, epochs, finish.
 
-    with tqdm(total=run.total_steps, initial=run.state.step, disable=not show, desc="fit",
-              unit="step") as bar:  # fmt: skip
-        run.stop = run.state.step >= run.total_steps
-        while not run.stop and run.state.epoch < cfg.epochs:
-            _guard_oom(run, _train_epoch, bar)
-    result = _finish(run)
-    run.callbacks.on_train_end(run, result)
+    ``inputs`` are files the run reads besides those ``cfg`` names (the ``-c`` config file):
+    they are never written (see :func:`samtune.io.check_output`).
+    """
+    strategy = _check(cfg, strategy, dataset)
+    with _claim_run_folder(cfg, [*inputs, *_input_paths(cfg)]):
+        run = _setup(cfg, model, strategy, dataset, CallbackList(callbacks or []))
+        run.callbacks.on_train_begin(run)
+        show = not cfg.quiet and sys.stderr.isatty() and run.accelerator.is_local_main_process
+        from tqdm.auto import tqdm
+
+        with tqdm(total=run.total_steps, initial=run.state.step, disable=not show, desc="fit",
+                  unit="step") as bar:  # fmt: skip
+            run.stop = run.state.step >= run.total_steps
+            while not run.stop and run.state.epoch < cfg.epochs:
+                _guard_oom(run, _train_epoch, bar)
+        result = _finish(run)
+        run.callbacks.on_train_end(run, result)
     return result
 
 
-def _setup(cfg: FitConfig, model, strategy, dataset, callbacks: CallbackList) -> Run:
-    """Everything before the first step; writes config.yaml only once all of it succeeded."""
+RUN_ENTRIES = ("config.yaml", "metrics.json", "results.md", "adapter", "best", "checkpoints")
+"""What ``fit`` writes into its run folder (plus ``logs`` with a tracker and ``cache``)."""
+
+
+def _run_entries(cfg: FitConfig) -> list[str]:
+    names = list(RUN_ENTRIES)
+    if _tracker(cfg):
+        names.append("logs")
+    if cfg.cache_dir is None and cfg.cache != "off":
+        names.append("cache")
+    return names
+
+
+def _input_paths(cfg: FitConfig) -> list[Path]:
+    """The local files and folders the run reads: the model, the dataset's files."""
+    given = [cfg.model, cfg.dataset_root, *cfg.dataset_options.values()]
+    return [Path(v) for v in given if isinstance(v, (str, Path)) and str(v) and Path(v).exists()]
+
+
+def _claim_run_folder(cfg: FitConfig, inputs: list):
+    """The run folder under samtune's ownership rule, locked by the main process."""
+    folder = Path(cfg.output_dir)
+    if cfg.resume:
+        _adopt_earlier_run(folder)
+    return claim_output(folder, command="fit", names=_run_entries(cfg), inputs=inputs,
+                        option="--output-dir", lock=is_main_process())  # fmt: skip
+
+
+def _adopt_earlier_run(folder: Path) -> None:
+    """A run folder of a samtune that kept no :data:`~samtune.io.RUN_MARKER`, recognised by its
+    checkpoints (samtune's format), is recorded as fit's so that ``--resume`` continues it."""
+    checkpoints = list_checkpoints(folder)
+    if not checkpoints or (folder / RUN_MARKER).exists():
+        return
+    for ckpt in checkpoints:
+        try:
+            if json.loads((ckpt / RESUME_FILE).read_text()).get("format") != CHECKPOINT_FORMAT:
+                return
+        except (OSError, ValueError, AttributeError):
+            return
+    entries = {name: "fit" for name in RUN_ENTRIES if (folder / name).exists()}
+    with atomic_write(folder / RUN_MARKER) as tmp:
+        tmp.write_text(json.dumps({"written_by": "samtune", "entries": entries}, indent=1))
+
+
+def _check(cfg: FitConfig, strategy, dataset):
+    """Names, splits, dataset files, strategy options and the run folder's checkpoints: wrong
+    ones fail here, before any model or data is loaded and before anything is written."""
     cfg.validate()  # a FitConfig changed after it was built is checked again
-    # Names, splits, dataset files, strategy options: wrong ones fail here, before any model or
-    # data is loaded and before anything is written.
     strategy = check_inputs(cfg, strategy=strategy, dataset=dataset)
     existing = list_checkpoints(cfg.output_dir)
     if existing and not cfg.resume:
@@ -346,6 +401,11 @@ def _setup(cfg: FitConfig, model, strategy, dataset, callbacks: CallbackList) ->
             f"{cfg.output_dir!r} already holds checkpoints (latest {existing[-1].name}); pass "
             "--resume to continue that run, or choose another --output-dir"
         )
+    return strategy
+
+
+def _setup(cfg: FitConfig, model, strategy, dataset, callbacks: CallbackList) -> Run:
+    """Everything before the first step; writes config.yaml only once all of it succeeded."""
     accelerator = _make_accelerator(cfg, Path(cfg.output_dir))
     _seed(cfg, accelerator)
     model, splits = _model_and_data(cfg, model, dataset, accelerator)
