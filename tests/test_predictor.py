@@ -1,8 +1,9 @@
 """samtune.Predictor: encode once, prompt many times, feed low-res logits back.
 
-The oracle for SAM is segment-anything's own ``SamPredictor`` on the same weights
-(``convert.build_meta_sam`` + ``hf_to_meta_state_dict``); for every family, a click loop on
-one embedding must give what :func:`samtune.predict.predict` gives for each prompt alone.
+The oracles are segment-anything's own ``SamPredictor`` on the same weights
+(``convert.build_meta_sam`` + ``hf_to_meta_state_dict``) and SAM 2's ``SAM2ImagePredictor`` on
+a reference model the sam2 package builds; for every family, a click loop on one embedding
+must give what :func:`samtune.predict.predict` gives for each prompt alone.
 """
 
 from __future__ import annotations
@@ -108,6 +109,44 @@ def test_click_loop_matches_segment_anythings_predictor(models):
     _assert_same_answer(second, m_masks[0], m_scores[0], m_logits[0])
     m_plain, *_ = meta.predict(points, labels, box, multimask_output=False)
     assert (m_plain[0] != m_masks[0]).sum() > 50  # the fed-back mask mattered to Meta's too
+
+
+@pytest.mark.slow  # builds a reference SAM 2 with the sam2 package (hydra): seconds
+def test_click_loop_matches_sam2s_image_predictor(tmp_path):
+    """SAM 2's own SAM2ImagePredictor on a reference model built by the sam2 package (as in
+    test_convert_family), converted by samtune. A 64x64 image at a 64-pixel model: no resize,
+    so both preprocess identically."""
+    build = pytest.importorskip("sam2.build_sam")
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+    from test_convert_family import S2_CONFIG, S2_OVERRIDES, S2_STATED, _perturb_
+
+    from samtune import convert_sam2
+
+    torch.manual_seed(0)
+    ref = build.build_sam2(S2_CONFIG, None, device="cpu", hydra_overrides_extra=S2_OVERRIDES)
+    ref = _perturb_(ref, seed=3).eval()
+    torch.save({"model": ref.state_dict()}, tmp_path / "sam2.pt")
+    ours = Predictor(convert_sam2.load_original(tmp_path / "sam2.pt", **S2_STATED))
+    theirs = SAM2ImagePredictor(ref)
+    theirs._bb_feat_sizes = [(16, 16), (8, 8), (4, 4)]  # it assumes 1024-pixel models
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    theirs.set_image(image)
+    ours.set_image(image)
+
+    point, label = np.array([[30.0, 20.0]]), np.array([1])
+    t_masks, t_scores, t_logits = theirs.predict(point, label, multimask_output=True)
+    first = ours.predict(points=[point], point_labels=[label], multimask=True)
+    best = int(np.argmax(t_scores))
+    _assert_same_answer(first, t_masks[best], t_scores[best], t_logits[best])
+
+    points, labels = np.array([[30.0, 20.0], [50.0, 40.0]]), np.array([1, 0])
+    t_masks, t_scores, t_logits = theirs.predict(
+        points, labels, mask_input=t_logits[best][None], multimask_output=False
+    )
+    second = ours.predict(points=[points], point_labels=[labels], mask_input=first.low_res_logits)
+    _assert_same_answer(second, t_masks[0], t_scores[0], t_logits[0])
+    t_plain, *_ = theirs.predict(points, labels, multimask_output=False)
+    assert (t_plain[0] != t_masks[0]).sum() > 50  # the fed-back mask mattered to SAM 2's too
 
 
 def _assert_same_answer(ours, masks, score, logits) -> None:
