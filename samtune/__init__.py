@@ -65,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     "format_comparison": "samtune.evaluate",
     "run_evaluation": "samtune.evaluate",
     "predict": "samtune.predict",
+    "Predictor": "samtune.predictor",
     "AutoMaskConfig": "samtune.automatic_config",
     "generate_masks": "samtune.automatic",
     "run_suite": "samtune.suite",

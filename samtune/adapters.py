@@ -57,6 +57,7 @@ from .models import (
 from .onnx_export import export_onnx
 from .strategies.base import Strategy, applied_strategy, merged_copy
 from .strategies.registry import list_strategies, strategy_class
+from .tables import format_change, format_number, markdown_table
 
 ADAPTER_FILE = "adapter.safetensors"
 FORMAT = "samtune.adapter"
@@ -520,12 +521,6 @@ def save_hf_folder(model: torch.nn.Module, folder: str | os.PathLike) -> Path:
     return folder
 
 
-def _number(value: Any, percent: bool) -> str:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return str(value)
-    return f"{100 * value:.2f}" if percent else f"{value:.4g}"
-
-
 def _metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(key, title, percent) of the scalar metrics in ``metrics``, headline ones first."""
     rows = [(k, title, pct) for k, (title, pct, _) in METRIC_COLUMNS.items() if k in metrics]
@@ -540,20 +535,16 @@ def _side_by_side(columns: dict[str, dict[str, Any]]) -> str:
     """A metric x model table; the first column is the baseline of the change column."""
     labels = list(columns)
     first = columns[labels[0]]
-    rows = _metric_rows(first)
-    head = "| metric | " + " | ".join(labels) + (" | change |" if len(labels) == 2 else " |")
-    lines = [head, "|---|" + "---:|" * (len(labels) + (len(labels) == 2))]
-    for key, title, pct in rows:
-        cells = [_number(columns[label].get(key, "-"), pct) for label in labels]
-        if len(labels) == 2:
-            a, b = first.get(key), columns[labels[1]].get(key)
-            if isinstance(a, int | float) and isinstance(b, int | float):
-                change = (b - a) * (100 if pct else 1)
-                cells.append(f"{change:+.2f}" if pct else f"{change:+.4g}")
-            else:
-                cells.append("-")
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    change = len(labels) == 2
+    rows = []
+    for key, title, pct in _metric_rows(first):
+        cells = [format_number(columns[label].get(key, "-"), pct) for label in labels]
+        if change:
+            cells.append(
+                format_change(columns[labels[1]].get(key), first.get(key), pct, missing="-")
+            )
+        rows.append([title, *cells])
+    return markdown_table(["metric", *labels, *(["change"] if change else [])], rows)
 
 
 def _metrics_section(metrics: str | os.PathLike | None) -> str:
@@ -597,7 +588,7 @@ def _metrics_section(metrics: str | os.PathLike | None) -> str:
         best = data.get("best") or {}
         if isinstance(best.get("miou"), int | float):
             training.append(
-                f"best validation mIoU {100 * best['miou']:.2f} at step {best.get('step')}"
+                f"best validation mIoU {format_number(best['miou'], True)} at step {best.get('step')}"
             )
         if training:
             parts.append("Training: " + ", ".join(training) + ".")
@@ -609,10 +600,8 @@ def _metrics_section(metrics: str | os.PathLike | None) -> str:
         flat = data["metrics"] if isinstance(data.get("metrics"), dict) else data
         rows = _metric_rows(flat)
         if rows:
-            parts.append(
-                "| metric | value |\n|---|---:|\n"
-                + "\n".join(f"| {title} | {_number(flat[k], pct)} |" for k, title, pct in rows)
-            )
+            table = [[title, format_number(flat[k], pct)] for k, title, pct in rows]
+            parts.append(markdown_table(["metric", "value"], table))
     if not parts:
         raise InputError(
             f"metrics file {str(path)!r} holds no metrics samtune recognises (a fit's "

@@ -29,12 +29,11 @@ from PIL import Image
 from ._lazy import make_callable
 from .adapters import load_adapter, read_adapter
 from .data.coco import encode_mask, load_image
-from .data.transforms import preprocess_image, to_rgb_uint8
+from .data.transforms import to_rgb_uint8
 from .errors import DataError, InputError, MissingFileError
 from .evaluate.plots import overlay as blend
 from .io import atomic_dir, check_replaceable, output_lock
-from .models import load_model, preprocess_config
-from .sam_ops import best_candidate, decode, encode_images, to_model
+from .models import load_model
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -236,18 +235,18 @@ def predict(
         MissingFileError: an image path that does not exist.
         DataError: an image file that cannot be read.
     """
+    from .predictor import Predictor  # it builds on this module's prompt checks
+
     image, name = _read_image(image)
-    prompts = prepare_prompts(boxes, points, point_labels, size=image.shape[:2], image=name)
+    prepare_prompts(boxes, points, point_labels, size=image.shape[:2], image=name)
     if not isinstance(prompt_batch, int) or prompt_batch < 1:
         raise InputError(f"prompt_batch must be a whole number >= 1, found {prompt_batch!r}")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            masks, scores = _segment(model, image, prompts, multimask, prompt_batch)
-    finally:
-        model.train(was_training)
-    return Prediction(masks, scores)
+    predictor = Predictor(model)
+    predictor.set_image(image, name=name)
+    result = predictor.predict(
+        boxes, points, point_labels, multimask=multimask, prompt_batch=prompt_batch
+    )
+    return Prediction(result.masks, result.scores)
 
 
 def _read_image(image: np.ndarray | PILImage | str | os.PathLike) -> tuple[np.ndarray, str]:
@@ -260,28 +259,6 @@ def _read_image(image: np.ndarray | PILImage | str | os.PathLike) -> tuple[np.nd
         return to_rgb_uint8(image), name
     except (ValueError, AttributeError) as exc:
         raise InputError(str(exc)) from None
-
-
-def _segment(
-    model: torch.nn.Module, image: np.ndarray, prompts: Prompts, multimask: bool, batch: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Masks (N, H, W) bool and scores (N,) float32: encode once, decode ``batch`` at a time."""
-    pixel_values, geom = preprocess_image(image, preprocess_config(model))
-    embeddings = encode_images(model, to_model(model, pixel_values[None]))
-    masks, scores = [], []
-    for s in range(0, prompts.n, batch):
-        chunk, kw = slice(s, s + batch), {}
-        if prompts.boxes is not None:
-            kw["boxes"] = geom.coords_to_model(torch.from_numpy(prompts.boxes[chunk]))
-        if prompts.points is not None:
-            kw["points"] = geom.coords_to_model(torch.from_numpy(prompts.points[chunk]))
-            kw["labels"] = torch.from_numpy(prompts.labels[chunk])
-        kw = {k: to_model(model, v) for k, v in kw.items()}
-        logits, iou = decode(model, embeddings, multimask=multimask, empty_absent=True, **kw)
-        best = best_candidate(logits.float(), iou.float())
-        masks.append((geom.logits_to_original(best.masks.cpu()) > 0).numpy())
-        scores.append(best.scores.cpu().numpy())
-    return np.concatenate(masks), np.concatenate(scores).astype(np.float32)
 
 
 def load_image_file(path: str | os.PathLike) -> np.ndarray:

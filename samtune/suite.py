@@ -35,6 +35,7 @@ from typing import Any
 
 from .errors import ConfigError, MissingFileError, SamtuneError
 from .io import atomic_write, claim_output
+from .tables import format_change, format_number, markdown_table
 
 FORMAT = 1
 TOP_KEYS = (
@@ -1030,11 +1031,11 @@ def build_leaderboard(spec: str | Path | Mapping | SuiteSpec, output_dir: str | 
 
 
 def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}"
+    return format_number(value, percent=True)
 
 
 def _gain(value: float | None, base: float | None) -> str:
-    return "n/a" if value is None or base is None else f"{100 * (value - base):+.2f}"
+    return format_change(value, base, percent=True)
 
 
 def _span(values: list[int], fmt: Callable[[int], str]) -> str:
@@ -1065,8 +1066,8 @@ def _cell_text(row: dict, n_seeds: int) -> str:
         return "pending"
     text = _pct(row["miou_mean"])
     if row["miou_std"] is not None:
-        text += f" ± {100 * row['miou_std']:.2f}"
-    text += f" ({row['gain_mean'] * 100:+.2f})"
+        text += f" ± {_pct(row['miou_std'])}"
+    text += f" ({format_number(row['gain_mean'], percent=True, signed=True)})"
     if len(row["seeds"]) < n_seeds:
         text += f" [{len(row['seeds'])}/{n_seeds} seeds]"
     return text
@@ -1084,7 +1085,7 @@ def _model_table(board: dict, model: str) -> list[str]:
     }
     header = ["strategy", *(f"{d} {p}" for d, p in columns)]
     header += ["trainable params", "adapter", "train time / run"]
-    table = [header, ["zero-shot", *(_pct(zero[c]) for c in columns), "", "", ""]]
+    table = [["zero-shot", *(_pct(zero[c]) for c in columns), "", "", ""]]
     for s in (s for s in board["strategies"] if s["model"] == model):
         cells = [_cell_text(rows[(s["strategy"], d, p)], len(board["seeds"])) for d, p in columns]
         table.append(
@@ -1096,8 +1097,7 @@ def _model_table(board: dict, model: str) -> list[str]:
                 _duration(s["train_seconds_mean"]) + (" *" if any(s["resumed"]) else ""),
             ]
         )
-    lines = ["| " + " | ".join(row) + " |" for row in table]
-    return [lines[0], "|---|" + "---:|" * (len(header) - 1), *lines[1:]]
+    return markdown_table(header, table).split("\n")
 
 
 def format_leaderboard(board: dict) -> str:

@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..io import atomic_write
+from ..tables import format_change, format_number, markdown_table
 
 # metric key -> (column title, shown as percent, higher is better)
 METRIC_COLUMNS: dict[str, tuple[str, bool, bool]] = {
@@ -92,25 +93,51 @@ class EvalReport:
     def to_markdown(self) -> str:
         """A markdown summary: headline metrics, then per-class instance mIoU."""
         m = self.metrics
-        lines = [
+        title = (
             f"## {self.model.get('name', 'model')}: `{self.protocol}` protocol on "
             f"{self.dataset.get('name', 'dataset')} ({m.get('num_images', 0)} images, "
-            f"{m.get('num_instances', 0)} instances)",
-            "",
-            "| metric | value |",
-            "|---|---:|",
+            f"{m.get('num_instances', 0)} instances)"
+        )
+        rows = [
+            [title_, format_number(m[key], pct)]
+            for key, (title_, pct, _) in METRIC_COLUMNS.items()
+            if key in m
         ]
-        for key, (title, pct, _) in METRIC_COLUMNS.items():
-            if key in m:
-                lines.append(f"| {title} | {_fmt(m[key], pct)} |")
         clicks = sorted((k for k in m if k.startswith("miou@")), key=lambda k: int(k[5:]))
-        for key in clicks:
-            lines.append(f"| mIoU after {key[5:]} click(s) | {_fmt(m[key], True)} |")
+        rows += [[f"mIoU after {k[5:]} click(s)", format_number(m[k], True)] for k in clicks]
+        parts = [title, markdown_table(["metric", "value"], rows)]
         if m.get("per_class"):
-            lines += ["", "| class | instances | mIoU |", "|---|---:|---:|"]
-            for name, c in m["per_class"].items():
-                lines.append(f"| {name} | {c['count']} | {_fmt(c['miou'], True)} |")
-        return "\n".join(lines) + "\n"
+            per_class = [
+                [name, c["count"], format_number(c["miou"], True)]
+                for name, c in m["per_class"].items()
+            ]
+            parts.append(markdown_table(["class", "instances", "mIoU"], per_class))
+        return "\n\n".join(parts) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> EvalReport:
+        """The report :meth:`to_dict` describes (what ``metrics.json``, ``comparison.json`` and
+        ``samtune eval --json`` hold): ``protocol``, ``metrics``, and ``model``, ``dataset``,
+        ``options``, ``timing`` when present. Records, images and worst cases are not in that
+        JSON and stay empty.
+
+        Raises:
+            InputError: ``data`` is not a mapping with a ``protocol`` string and a ``metrics``
+                mapping.
+        """
+        if not isinstance(data, Mapping):
+            raise InputError(
+                f"an evaluation report must be a JSON object, found {type(data).__name__}"
+            )
+        if not isinstance(data.get("protocol"), str) or not isinstance(
+            data.get("metrics"), Mapping
+        ):
+            raise InputError(
+                "an evaluation report needs 'protocol' (text) and 'metrics' (an object), as "
+                f"metrics.json holds; found keys {sorted(map(str, data))}"
+            )
+        extra = {k: dict(data.get(k) or {}) for k in ("model", "dataset", "options", "timing")}
+        return cls(protocol=data["protocol"], metrics=dict(data["metrics"]), **extra)
 
     def save(self, directory: str | Path) -> dict[str, Path]:
         """Write ``metrics.json``, ``report.md`` and ``records.jsonl`` into ``directory`` (and,
@@ -150,19 +177,6 @@ def _jsonable(x):
     if hasattr(x, "item"):
         return _jsonable(x.item())
     return x
-
-
-def _fmt(v, pct: bool) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{100 * v:.2f}" if pct else f"{v:.2f}"
-
-
-def _delta(v, base, pct: bool) -> str:
-    if v is None or base is None or any(isinstance(x, float) and math.isnan(x) for x in (v, base)):
-        return ""
-    d = (v - base) * (100 if pct else 1)
-    return f" ({d:+.2f})"
 
 
 # --------------------------------------------------------------------------- comparison
@@ -218,32 +232,40 @@ def format_comparison(
     lines = [
         f"Protocol `{'`, `'.join(protocols)}`, {base.metrics.get('num_images', 0)} images, "
         f"{base.metrics.get('num_instances', 0)} instances; deltas against **{base_label}**.",
-        "",
-        "| model | " + " | ".join(METRIC_COLUMNS.get(k, (k, True, True))[0] for k in keys) + " |",
-        "|---|" + "---:|" * len(keys),
     ]
-    for label in labels:
-        r = reports[label]
-        cells = []
-        for k in keys:
-            pct = METRIC_COLUMNS.get(k, (k, True, True))[1]
-            v, b = r.metrics.get(k), base.metrics.get(k)
-            cells.append(_fmt(v, pct) + ("" if label == base_label else _delta(v, b, pct)))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    if per_class:
-        classes = list(base.metrics.get("per_class", {}))
-        if classes:
-            lines += ["", "| class | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
-            for c in classes:
-                b = base.metrics["per_class"][c]["miou"]
-                cells = []
-                for label in labels:
-                    v = reports[label].metrics.get("per_class", {}).get(c, {}).get("miou")
-                    cells.append(
-                        _fmt(v, True) + ("" if label == base_label else _delta(v, b, True))
-                    )
-                lines.append(f"| {c} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    columns = [(k, METRIC_COLUMNS.get(k, (k, True, True))) for k in keys]
+    rows = [
+        [label]
+        + [
+            _cell(r.metrics.get(k), base.metrics.get(k), pct, label == base_label)
+            for k, (_, pct, _) in columns
+        ]
+        for label, r in reports.items()
+    ]
+    lines.append(markdown_table(["model", *(title for _, (title, _, _) in columns)], rows))
+    classes = list(base.metrics.get("per_class", {})) if per_class else []
+    if classes:
+        rows = [
+            [c]
+            + [
+                _cell(
+                    reports[label].metrics.get("per_class", {}).get(c, {}).get("miou"),
+                    base.metrics["per_class"][c]["miou"],
+                    True,
+                    label == base_label,
+                )
+                for label in labels
+            ]
+            for c in classes
+        ]
+        lines.append(markdown_table(["class", *labels], rows))
+    return "\n\n".join(lines) + "\n"
+
+
+def _cell(value, base, percent: bool, is_base: bool) -> str:
+    """``value (+change)``: the change against the baseline, left out where it has none."""
+    change = "" if is_base else format_change(value, base, percent, missing="")
+    return format_number(value, percent) + (f" ({change})" if change else "")
 
 
 __all__ = ["METRIC_COLUMNS", "EvalReport", "format_comparison", "format_reports", "reports_to_json"]

@@ -32,7 +32,7 @@ from ..adapters import save_adapter
 from ..data import PromptedDataset, collate_prompted, load_dataset
 from ..data.transforms import AugmentConfig
 from ..errors import ConfigError, RunError
-from ..evaluate import evaluate, format_comparison
+from ..evaluate import EvalReport, evaluate, format_comparison
 from ..fast import compile_model, use_flex_attention
 from ..io import RUN_MARKER, atomic_write, claim_output, is_main_process
 from ..models import base_fingerprint, load_model, model_source, preprocess_config
@@ -739,22 +739,25 @@ def _evaluate(model, dataset, protocols: list[str], accelerator, name: str) -> d
 
 
 def _comparison_table(comparison: dict, protocols: list[str]) -> str:
-    reports = all(hasattr(comparison[k][p], "metrics") for k in comparison for p in protocols)
-    if reports:
-        return "\n\n".join(
-            f"**{p} prompts**\n\n"
-            + format_comparison(
-                {"zero-shot": comparison["zero_shot"][p], "fine-tuned": comparison["fine_tuned"][p]}
-            )
-            for p in protocols
+    """One :func:`format_comparison` table per protocol. A resumed run reads the zero-shot
+    results back from ``metrics.json`` as metric dicts: rebuilt into reports, they give the
+    table an uninterrupted run gives."""
+
+    def report(result, protocol: str) -> EvalReport:
+        if isinstance(result, EvalReport):
+            return result
+        return EvalReport.from_dict({"protocol": protocol, "metrics": result})
+
+    return "\n\n".join(
+        f"**{p} prompts**\n\n"
+        + format_comparison(
+            {
+                "zero-shot": report(comparison["zero_shot"][p], p),
+                "fine-tuned": report(comparison["fine_tuned"][p], p),
+            }
         )
-    lines = ["| protocol | zero-shot mIoU | fine-tuned mIoU | change |", "|---|---|---|---|"]
-    plain = _plain(comparison)
-    for p in protocols:
-        a = float(plain["zero_shot"][p]["miou"])
-        b = float(plain["fine_tuned"][p]["miou"])
-        lines.append(f"| {p} | {a:.4f} | {b:.4f} | {b - a:+.4f} |")
-    return "\n".join(lines)
+        for p in protocols
+    )
 
 
 def _write_metrics(run_dir: Path, state: TrainerState, comparison: dict, table: str = "") -> None:
