@@ -52,7 +52,7 @@ MODEL_KEYS = ("source", "label")
 STRATEGY_KEYS = ("name", "label", "options", "train")
 DATASET_KEYS = ("name", "label", "root", "options", "splits", "train")
 SPLIT_KEYS = ("train", "val", "test")
-EVAL_KEYS = ("prompt_batch", "max_images")
+EVAL_KEYS = ("prompt_batch", "max_images", "box_source")
 # FitConfig fields the suite sets itself, and the spec key that sets them.
 RESERVED = {
     "model": "models",
@@ -348,6 +348,14 @@ def _parse_eval(value: Any) -> dict:
     check_range("eval.prompt_batch", out["prompt_batch"], minimum=1)
     check_type("eval.max_images", out["max_images"], int | None)
     check_range("eval.max_images", out["max_images"], minimum=1)
+    from .prompting import BOX_SOURCES
+
+    if out.get("box_source", "mask") not in BOX_SOURCES:
+        raise ConfigError(
+            f"eval.box_source must be one of {', '.join(BOX_SOURCES)}; found {out['box_source']!r}"
+        )
+    if out.get("box_source") == "mask":  # the default: a spec without it has the same settings
+        del out["box_source"]
     return out
 
 
@@ -676,6 +684,7 @@ class _Runner:
             protocol,
             prompt_batch=self.spec.eval["prompt_batch"],
             max_images=self.spec.eval["max_images"],
+            box_source=self.spec.eval.get("box_source", "mask"),
             progress=False if self.quiet else None,
             name=str(folder.relative_to(self.out)),
         )
