@@ -529,11 +529,16 @@ def _recorded_fit(folder: Path) -> dict | None:
 
 
 def _check_same(folder: Path, recorded: dict, wanted: dict) -> None:
-    diff = [k for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k)]
+    from .train.config import FitConfig
+
+    def was(key: str) -> Any:  # a field newer than the record had its default when it trained
+        fields = FitConfig.__dataclass_fields__
+        default = _plain(FitConfig.field_default(key)) if key in fields else None
+        return recorded.get(key, default)
+
+    diff = [k for k in sorted(set(recorded) | set(wanted)) if was(k) != wanted.get(k)]
     if diff:
-        shown = "; ".join(
-            f"{k}: {recorded.get(k)!r} there, {wanted.get(k)!r} in the spec" for k in diff[:4]
-        )
+        shown = "; ".join(f"{k}: {was(k)!r} there, {wanted.get(k)!r} in the spec" for k in diff[:4])
         raise ConfigError(
             f"run folder {str(folder)!r} was trained with other settings ({shown}); delete that "
             "folder to train it again with the spec's, or choose another output folder"

@@ -302,3 +302,14 @@ def test_suite_eval_box_source_is_checked_and_mask_keeps_old_settings():
     assert _parse_eval({"box_source": "annotation"})["box_source"] == "annotation"
     with pytest.raises(ConfigError, match="eval.box_source must be one of mask, annotation"):
         _parse_eval({"box_source": "bbox"})
+
+
+def test_a_suite_folder_trained_before_box_source_existed_is_not_refused(tmp_path):
+    from samtune.suite import _check_same
+
+    recorded = {"epochs": 2, "lr": 1e-4}  # written by a samtune without the option
+    _check_same(tmp_path, recorded, {"epochs": 2, "lr": 1e-4, "box_source": "mask"})
+    with pytest.raises(ConfigError, match="box_source: 'mask' there, 'annotation' in the spec"):
+        _check_same(tmp_path, recorded, {"epochs": 2, "lr": 1e-4, "box_source": "annotation"})
+    with pytest.raises(ConfigError, match="epochs: 2 there, 3 in the spec"):
+        _check_same(tmp_path, recorded, {"epochs": 3, "lr": 1e-4, "box_source": "mask"})
