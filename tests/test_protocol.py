@@ -171,18 +171,20 @@ def test_fit_uses_box_source_for_training_validation_and_the_comparison(tmp_path
     real = loop.evaluate
 
     def spy(*args, **kwargs):
-        seen.append((kwargs.get("name"), kwargs.get("box_source")))
+        seen.append((kwargs.get("name"), kwargs.get("prompt"), kwargs.get("box_source")))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(loop, "evaluate", spy)
     one = _coco(tmp_path, image_ids=[1])  # one image per split keeps it fast
     splits = {"train": one, "val": one, "test": one}
     fit("tiny", DecoderStrategy(), splits, tmp_path / "run", max_steps=1, batch_size=1,
-        box_source="annotation", quiet=True, log_with=None)  # fmt: skip
+        box_source="annotation", compare_point=True, quiet=True, log_with=None)  # fmt: skip
     assert sorted(seen) == [
-        ("fine-tuned", "annotation"),
-        ("validation", "annotation"),
-        ("zero-shot", "annotation"),
+        ("fine-tuned", "box", "annotation"),
+        ("fine-tuned", "point", "mask"),  # a point prompt has no box to take from anywhere
+        ("validation", "box", "annotation"),
+        ("zero-shot", "box", "annotation"),
+        ("zero-shot", "point", "mask"),
     ]
     # training itself reads the file's boxes: without them it stops and says so
     plain = tmp_path / "plain"

@@ -671,7 +671,7 @@ def _last_ckpt_text(run_dir: Path) -> str:
 def _evaluate_one(model, dataset, prompt: str, accelerator, name: str, box_source: str):
     return evaluate(
         model, dataset, prompt=prompt, accelerator=accelerator, progress=False, name=name,
-        box_source=box_source,
+        box_source=box_source if prompt == "box" else "mask",  # the other protocols take no box
     )  # fmt: skip
 
 
