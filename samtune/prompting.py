@@ -38,6 +38,8 @@ VALIDATION_PROMPTS = ("box", "point", "clicks:N")
 """What training's validation (``eval_prompt``) runs: the protocols that score each instance."""
 DATA_PROMPTS = ("box", "point", "points:P,N")
 """What :class:`samtune.data.PromptedDataset` derives from masks."""
+BOX_SOURCES = ("mask", "annotation")
+"""Where a box prompt comes from: the mask's tight box, or the annotation's own COCO ``bbox``."""
 
 
 class _Numbered(NamedTuple):
@@ -247,6 +249,7 @@ def sample_clicks(
 
 
 __all__ = [
+    "BOX_SOURCES",
     "DATA_PROMPTS",
     "EVAL_PROMPTS",
     "PAD_LABEL",

@@ -53,7 +53,7 @@ MODEL_KEYS = ("source", "label")
 STRATEGY_KEYS = ("name", "label", "options", "train")
 DATASET_KEYS = ("name", "label", "root", "options", "splits", "train")
 SPLIT_KEYS = ("train", "val", "test")
-EVAL_KEYS = ("prompt_batch", "max_images")
+EVAL_KEYS = ("prompt_batch", "max_images", "box_source")
 # FitConfig fields the suite sets itself, and the spec key that sets them.
 RESERVED = {
     "model": "models",
@@ -349,6 +349,14 @@ def _parse_eval(value: Any) -> dict:
     check_range("eval.prompt_batch", out["prompt_batch"], minimum=1)
     check_type("eval.max_images", out["max_images"], int | None)
     check_range("eval.max_images", out["max_images"], minimum=1)
+    from .prompting import BOX_SOURCES
+
+    if out.get("box_source", "mask") not in BOX_SOURCES:
+        raise ConfigError(
+            f"eval.box_source must be one of {', '.join(BOX_SOURCES)}; found {out['box_source']!r}"
+        )
+    if out.get("box_source") == "mask":  # the default: a spec without it has the same settings
+        del out["box_source"]
     return out
 
 
@@ -522,11 +530,16 @@ def _recorded_fit(folder: Path) -> dict | None:
 
 
 def _check_same(folder: Path, recorded: dict, wanted: dict) -> None:
-    diff = [k for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k)]
+    from .train.config import FitConfig
+
+    def was(key: str) -> Any:  # a field newer than the record had its default when it trained
+        fields = FitConfig.__dataclass_fields__
+        default = _plain(FitConfig.field_default(key)) if key in fields else None
+        return recorded.get(key, default)
+
+    diff = [k for k in sorted(set(recorded) | set(wanted)) if was(k) != wanted.get(k)]
     if diff:
-        shown = "; ".join(
-            f"{k}: {recorded.get(k)!r} there, {wanted.get(k)!r} in the spec" for k in diff[:4]
-        )
+        shown = "; ".join(f"{k}: {was(k)!r} there, {wanted.get(k)!r} in the spec" for k in diff[:4])
         raise ConfigError(
             f"run folder {str(folder)!r} was trained with other settings ({shown}); delete that "
             "folder to train it again with the spec's, or choose another output folder"
@@ -677,6 +690,7 @@ class _Runner:
             protocol,
             prompt_batch=self.spec.eval["prompt_batch"],
             max_images=self.spec.eval["max_images"],
+            box_source=self.spec.eval.get("box_source", "mask"),
             progress=False if self.quiet else None,
             name=str(folder.relative_to(self.out)),
         )

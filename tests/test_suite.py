@@ -363,7 +363,10 @@ def test_shipped_specs_are_valid():
 
     paper = load_spec(SPECS / "dont-waste-sam.yaml")
     assert [m.source for m in paper.models] == ["facebook/sam-vit-huge"]
-    assert [s.name for s in paper.strategies] == ["full"]
+    assert [(s.name, s.label) for s in paper.strategies] == [
+        ("full", "full"),
+        ("decoder", "lightning-sam"),
+    ]
     assert {d.name for d in paper.datasets} == {"trashcan", "zerowaste", "taco"}
     assert paper.protocols == ("box",)
 

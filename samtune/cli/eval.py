@@ -28,6 +28,7 @@ def eval_command(
     annotations: Annotated[Path | None, EVAL.option("annotations", "--annotations")] = None,
     prompt: Annotated[str | None, EVAL.option("prompt", "--prompt", "-p")] = None,
     jitter: Annotated[float | None, EVAL.option("jitter", "--jitter")] = None,
+    box_source: Annotated[str | None, EVAL.option("box_source", "--box-source")] = None,
     seed: Annotated[int | None, EVAL.option("seed", "--seed")] = None,
     prompt_batch: Annotated[int | None, EVAL.option("prompt_batch", "--prompt-batch")] = None,
     points_per_side: Annotated[

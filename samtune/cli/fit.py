@@ -32,6 +32,7 @@ def fit(
     lr: Annotated[float | None, FIT.option("lr")] = None,
     prompt: Annotated[str | None, FIT.option("prompt")] = None,
     point_sampling: Annotated[str | None, FIT.option("point_sampling")] = None,
+    box_source: Annotated[str | None, FIT.option("box_source")] = None,
     mixed_precision: Annotated[
         str | None, FIT.option("mixed_precision", "--mixed-precision")
     ] = None,

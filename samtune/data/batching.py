@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import ConfigError
 from ..models import PreprocessConfig
 from ..prompting import DATA_PROMPTS, PAD_LABEL, parse_prompt
-from .prompts import boxes_from_masks, jitter_boxes, points_from_masks
+from .prompts import BOX_SOURCES, jitter_boxes, points_from_masks, prompt_boxes
 from .sample import Sample
 from .transforms import AugmentConfig, augment_sample, preprocess_image
 
@@ -49,7 +50,8 @@ class PromptedDataset(Dataset):
 
     - ``pixel_values``: (3, S, S) float32;
     - ``geometry``: :class:`~samtune.data.transforms.Geometry` of the (augmented) image;
-    - ``boxes``: (N, 4) float32 XYXY in model pixels (always given, whatever the prompt);
+    - ``boxes``: (N, 4) float32 XYXY in model pixels (always given, whatever the prompt), from
+      ``box_source``;
     - ``points``: (N, k, 2) float32 (x, y) in model pixels and ``point_labels`` (N, k) int64
       (1 positive, 0 negative, -10 padding); k = 0 for ``prompt="box"``;
     - ``masks``: (N, H, W) bool at the original (augmented) resolution;
@@ -59,7 +61,9 @@ class PromptedDataset(Dataset):
     N may be 0 (an image without instances).
 
     Raises:
-        ConfigError: a ``prompt`` other than these three forms.
+        ConfigError: a ``prompt`` other than these three forms, an unknown ``box_source``.
+        DataError: (when an item is read) ``box_source="annotation"`` on an instance without
+            an annotation ``bbox``.
     """
 
     def __init__(
@@ -73,6 +77,7 @@ class PromptedDataset(Dataset):
         seed: int = 0,
         include_crowd: bool = False,
         point_mode: str = "center",
+        box_source: str = "mask",
     ) -> None:
         if max_instances is not None and max_instances < 1:
             raise ValueError(f"max_instances must be None or >= 1, found {max_instances}")
@@ -90,6 +95,11 @@ class PromptedDataset(Dataset):
         if point_mode not in ("center", "random"):
             raise ValueError(f"point_mode must be 'center' or 'random', found {point_mode!r}")
         self.point_mode = point_mode
+        if box_source not in BOX_SOURCES:
+            raise ConfigError(
+                f"box_source must be one of {', '.join(BOX_SOURCES)}; found {box_source!r}"
+            )
+        self.box_source = box_source
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -112,7 +122,7 @@ class PromptedDataset(Dataset):
             keep = np.sort(rng.choice(n, size=self.max_instances, replace=False))
             sample = sample.subset(keep)
         pixel_values, geometry = preprocess_image(sample.image, self.cfg)
-        boxes = boxes_from_masks(sample.masks)
+        boxes = prompt_boxes(sample, self.box_source)
         if self.jitter > 0:
             boxes = jitter_boxes(boxes, self.jitter, 20.0, rng, sample.size)
         n = sample.num_instances

@@ -137,6 +137,14 @@ def decode_segmentation(seg, height: int, width: int) -> np.ndarray:
     return mask_utils.decode(rle).astype(bool)
 
 
+def _xyxy(bbox) -> list[float]:
+    """A COCO ``bbox`` ``[x, y, w, h]`` as ``[x, y, x + w, y + h]``; NaNs when it is absent."""
+    if bbox is None:
+        return [float("nan")] * 4
+    x, y, w, h = (float(v) for v in bbox)
+    return [x, y, x + w, y + h]
+
+
 def encode_mask(mask: np.ndarray) -> dict:
     """Compressed COCO RLE of an HxW bool mask, JSON-ready (``counts`` as str)."""
     from pycocotools import mask as mask_utils
@@ -395,7 +403,7 @@ class InstanceDataset(Dataset):
                 f"image {str(path)!r} is {w}x{h} (WxH) but {self._where!r} declares "
                 f"{declared[1]}x{declared[0]}; the image does not belong to these annotations"
             )
-        masks, cats, crowd, ids = [], [], [], []
+        masks, cats, crowd, ids, bboxes = [], [], [], [], []
         for ann in self._anns[rec["id"]]:
             try:
                 m = decode_segmentation(ann["segmentation"], h, w)
@@ -409,6 +417,7 @@ class InstanceDataset(Dataset):
             cats.append(self._cat_remap[ann["category_id"]])
             crowd.append(bool(ann.get("iscrowd", 0)))
             ids.append(int(ann["id"]))
+            bboxes.append(_xyxy(ann.get("bbox")))
         masks_np = np.stack(masks) if masks else np.zeros((0, h, w), dtype=bool)
         return Sample(
             image=image,
@@ -420,6 +429,7 @@ class InstanceDataset(Dataset):
             image_id=int(rec["id"]),
             file_name=str(rec["file_name"]),
             meta={"dataset": self.name},
+            annotation_boxes=np.asarray(bboxes, np.float32).reshape(-1, 4),
         )
 
     def _unreadable_sample(self, rec: dict, path: Path, exc: Exception) -> Sample:
@@ -445,6 +455,7 @@ class InstanceDataset(Dataset):
             image_id=int(rec["id"]),
             file_name=str(rec["file_name"]),
             meta={"dataset": self.name, "skipped": "unreadable image"},
+            annotation_boxes=np.zeros((0, 4), np.float32),
         )
 
     def stats(self) -> dict:

@@ -1,5 +1,8 @@
 """Prompts derived from ground-truth masks: boxes (with SAM's jitter) and points.
 
+Box prompts come from the masks (tight boxes, the default) or, with ``box_source="annotation"``,
+from each annotation's own COCO ``bbox`` (:func:`prompt_boxes`).
+
 The prompt protocols, the centre point and the corrective clicks live in
 :mod:`samtune.prompting` (``next_click`` is importable from here too).
 
@@ -13,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..prompting import PAD_LABEL, center_point, next_click
+from ..errors import ConfigError, DataError
+from ..prompting import BOX_SOURCES, PAD_LABEL, center_point, next_click
 from .sample import masks_to_boxes
 
 
@@ -24,6 +28,41 @@ def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
 def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
     """Tight XYXY boxes (N, 4) float32 of NxHxW bool masks (x2 = last column + 1)."""
     return masks_to_boxes(np.asarray(masks, dtype=bool))
+
+
+def prompt_boxes(sample, source: str = "mask") -> np.ndarray:
+    """The (N, 4) float32 XYXY box prompts of a :class:`~samtune.data.sample.Sample`.
+
+    ``source="mask"``: the tight box of each instance mask (:func:`boxes_from_masks`, equal to
+    ``sample.boxes``; samtune's default). ``source="annotation"``: each annotation's own COCO ``bbox``
+    (``sample.annotation_boxes``, ``[x, y, w, h]`` -> ``[x, y, x + w, y + h]``) as written in
+    the file, as lightning-sam takes it; it can be wider or narrower than the mask.
+
+    Raises:
+        ConfigError: an unknown ``source``.
+        DataError: ``source="annotation"`` and the sample has no annotation boxes, or an
+            annotation without ``bbox``.
+    """
+    if source == "mask":
+        return boxes_from_masks(sample.masks)
+    if source != "annotation":
+        raise ConfigError(f"box_source must be one of {', '.join(BOX_SOURCES)}; found {source!r}")
+    boxes = getattr(sample, "annotation_boxes", None)
+    where = f"image {sample.file_name!r} (id {sample.image_id})"
+    if boxes is None:
+        raise DataError(
+            f"box_source 'annotation' needs each annotation's 'bbox', but {where} comes without "
+            "annotation boxes; use box_source 'mask'"
+        )
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    missing = np.isnan(boxes).any(axis=1)
+    if missing.any():
+        ids = np.asarray(sample.instance_ids)[missing][:5].tolist()
+        raise DataError(
+            f"box_source 'annotation' needs each annotation's 'bbox'; in {where}, annotation(s) "
+            f"{ids} have none; add them, or use box_source 'mask'"
+        )
+    return boxes
 
 
 def jitter_boxes(
@@ -143,9 +182,11 @@ def _negative_region(mask: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 
 __all__ = [
+    "BOX_SOURCES",
     "PAD_LABEL",
     "boxes_from_masks",
     "jitter_boxes",
     "next_click",
     "points_from_masks",
+    "prompt_boxes",
 ]

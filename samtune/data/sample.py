@@ -22,6 +22,10 @@ class Sample:
         instance_ids: N int64 annotation ids, unique within a dataset.
         image_id: the image's id in its annotation file.
         file_name: the image path relative to the dataset's image folder.
+        annotation_boxes: Nx4 float32 XYXY in original image pixels from each annotation's
+            own COCO ``bbox`` (``[x, y, w, h]`` -> ``[x, y, x + w, y + h]``), as written in the
+            file: it may differ from ``boxes`` (the mask's extent). A row is NaN where the
+            annotation has no ``bbox``; None when the source has no annotation boxes at all.
     """
 
     image: np.ndarray
@@ -33,6 +37,7 @@ class Sample:
     image_id: int
     file_name: str
     meta: dict = field(default_factory=dict)
+    annotation_boxes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         h, w = self.image.shape[:2]
@@ -44,6 +49,10 @@ class Sample:
             )
         if self.boxes.shape != (n, 4):
             raise ValueError(f"boxes must be ({n}, 4), found {self.boxes.shape}")
+        if self.annotation_boxes is not None and self.annotation_boxes.shape != (n, 4):
+            raise ValueError(
+                f"annotation_boxes must be ({n}, 4), found {self.annotation_boxes.shape}"
+            )
 
     @property
     def num_instances(self) -> int:
@@ -66,6 +75,7 @@ class Sample:
             image_id=self.image_id,
             file_name=self.file_name,
             meta=dict(self.meta),
+            annotation_boxes=None if self.annotation_boxes is None else self.annotation_boxes[keep],
         )
 
 

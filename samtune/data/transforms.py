@@ -248,16 +248,23 @@ def augment_sample(sample, cfg: AugmentConfig, generator: torch.Generator):
     def rand() -> float:
         return float(torch.rand((), generator=generator))
 
+    ann = sample.annotation_boxes  # the file's own boxes move with the image too
+    ann = None if ann is None else tv_tensors.BoundingBoxes(
+        torch.from_numpy(np.asarray(ann, np.float32)), format="XYXY", canvas_size=(h, w)
+    )  # fmt: skip
     if rand() < cfg.hflip:
         img, masks = tvF.horizontal_flip(img), tvF.horizontal_flip(masks)
+        ann = None if ann is None else tvF.horizontal_flip(ann)
     if rand() < cfg.vflip:
         img, masks = tvF.vertical_flip(img), tvF.vertical_flip(masks)
+        ann = None if ann is None else tvF.vertical_flip(ann)
     lo, hi = cfg.scale
     if hi > lo or lo != 1.0:
         factor = lo + (hi - lo) * rand()
         new = [max(1, round(h * factor)), max(1, round(w * factor))]
         img = tvF.resize(img, new, antialias=True)
         masks = tvF.resize(masks, new)  # nearest for tv_tensors.Mask
+        ann = None if ann is None else tvF.resize(ann, new)
     if cfg.color > 0:
         c = cfg.color
         img = tvF.adjust_brightness(img, 1 + c * (2 * rand() - 1))
@@ -278,5 +285,6 @@ def augment_sample(sample, cfg: AugmentConfig, generator: torch.Generator):
         image_id=sample.image_id,
         file_name=sample.file_name,
         meta=dict(sample.meta),
+        annotation_boxes=None if ann is None else ann.as_subclass(torch.Tensor).numpy(),
     )
     return out if keep.all() else out.subset(keep)

@@ -60,6 +60,13 @@ class EvalConfig(Options):
         default=0.0, metadata={"help": "Box noise (fraction of box side), box only."}
     )
     seed: int = field(default=0, metadata={"help": "Seed for box jitter."})
+    box_source: str = field(
+        default="mask",
+        metadata={
+            "help": "box: prompt with the mask's extent (mask) or the annotation's COCO bbox "
+            "(annotation, as lightning-sam)."
+        },
+    )
     prompt_batch: int = field(default=32, metadata={"help": "Prompts per decoder call."})
     points_per_side: int = field(
         default=32, metadata={"help": "auto: grid points along each side of the image."}
@@ -99,6 +106,12 @@ class EvalConfig(Options):
         check_range("points_per_side", self.points_per_side, minimum=1)
         check_range("max_images", self.max_images, minimum=1)
         check_range("worst", self.worst, minimum=0)
+        from ..prompting import BOX_SOURCES
+
+        if self.box_source not in BOX_SOURCES:
+            raise ConfigError(
+                f"box_source must be one of {', '.join(BOX_SOURCES)}; found {self.box_source!r}"
+            )
 
     @classmethod
     def read_file(cls, path: str | os.PathLike) -> dict[str, Any]:

@@ -62,6 +62,10 @@ def run_evaluation(
     for name in AUTO_OPTIONS:
         if protocol.kind != "auto" and getattr(config, name) != config.field_default(name):
             raise ConfigError(f"{name} applies to the auto protocol only, not {protocol.name!r}")
+    if config.box_source != "mask" and protocol.kind != "box":
+        raise ConfigError(
+            f"box_source applies to the box protocol only, not {protocol.name!r}; leave it 'mask'"
+        )
     adapters = list(config.adapter or [])
     for a in adapters:
         if (a.startswith((".", "/", "~")) or Path(a).suffix) and not Path(a).expanduser().exists():
@@ -117,6 +121,7 @@ def _evaluate_all(config: EvalConfig, runs: list, data, protocol, accelerator) -
             progress=False if config.quiet else None,
             name=label,
             auto=auto,
+            box_source=config.box_source,
         )
         reports[label].model["adapter"] = adapter
         del sam

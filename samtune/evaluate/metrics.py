@@ -107,7 +107,12 @@ def summarize_instances(
     ``pred_area``, ``target_area``. Definitions (N instances, C classes, I images):
 
     - ``miou``: mean over instances of the instance IoU (the headline);
-    - ``image_miou``: mean over images of the mean IoU of that image's instances;
+    - ``image_miou``: mean over images of the mean IoU of that image's instances (what
+      lightning-sam's validation prints: smp's ``micro-imagewise`` over one image's (N, H, W)
+      instance stack pools each instance's rows, so each instance gets its own IoU);
+    - ``image_pooled_iou``: mean over images of ``sum(intersection) / sum(union)`` over that
+      image's instances (1.0 for an image whose unions are all 0), i.e. smp's
+      ``micro-imagewise`` with an image's instances as the classes of one (1, N, H, W) item;
     - ``class_miou``: mean over classes (with at least one instance) of the class's mean IoU;
       ``per_class`` holds ``{name: {"miou", "count"}}``;
     - ``pooled_iou``: ``sum(intersection) / sum(union)`` over all instances;
@@ -128,9 +133,13 @@ def summarize_instances(
 
     by_image: dict[int, list[float]] = defaultdict(list)
     by_class: dict[int, list[float]] = defaultdict(list)
-    for r, v in zip(records, ious, strict=True):
+    pooled_by_image: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for r, v, i, u in zip(records, ious, inter.tolist(), union.tolist(), strict=True):
         by_image[int(r["image_index"])].append(float(v))
         by_class[int(r["category_id"])].append(float(v))
+        pooled = pooled_by_image[int(r["image_index"])]
+        pooled[0] += i
+        pooled[1] += u
     categories = categories or {}
     per_class = {
         categories.get(cid, str(cid)): {"miou": _mean(v), "count": len(v)}
@@ -141,6 +150,9 @@ def summarize_instances(
     return {
         "miou": _mean(ious.tolist()),
         "image_miou": _mean(_mean(v) for _, v in sorted(by_image.items())),
+        "image_pooled_iou": _mean(
+            float(iou_from_counts(i, u)) for _, (i, u) in sorted(pooled_by_image.items())
+        ),
         "class_miou": _mean(c["miou"] for c in per_class.values()),
         "pooled_iou": float(inter.sum() / usum) if usum else EMPTY_IOU,
         "dice": _mean(dices.tolist()),

@@ -9,6 +9,8 @@ averaging, so 1 process and N processes give exactly the same numbers.
 Protocols (``prompt=``, parsed by :func:`samtune.prompting.parse_prompt`):
 
 - ``box``: one box per instance, the ground-truth box (optionally jittered); single-mask output.
+  The box is the mask's tight box, or with ``box_source="annotation"`` the annotation's own
+  COCO ``bbox``.
 - ``point``: one positive point per instance at the object's centre (maximum of the distance
   transform); multimask output, scored on the IoU head's choice (headline) and on the best
   of the candidates (``oracle``).
@@ -34,7 +36,7 @@ import torch
 from .. import prompting
 from ..automatic_config import AutoMaskConfig
 from ..data.coco import encode_mask
-from ..data.prompts import jitter_boxes, points_from_masks
+from ..data.prompts import BOX_SOURCES, jitter_boxes, points_from_masks, prompt_boxes
 from ..data.transforms import Geometry, preprocess_image
 from ..errors import ConfigError, UnknownNameError
 from ..models import PreprocessConfig, base_fingerprint, model_source, preprocess_config
@@ -83,6 +85,7 @@ class _Options:
     max_images: int | None
     worst: int
     categories: dict[int, str]
+    box_source: str = "mask"
 
 
 @dataclass
@@ -303,6 +306,7 @@ def evaluate(
     progress: bool | None = None,
     name: str | None = None,
     auto: AutoMaskConfig | None = None,
+    box_source: str = "mask",
 ) -> EvalReport:
     """Evaluate ``model`` on every non-crowd instance of ``dataset`` with one prompt protocol.
 
@@ -319,6 +323,9 @@ def evaluate(
         jitter: box protocol only, relative box noise passed to ``prompts.jitter_boxes``
             (0 = exact ground-truth boxes). Seeded per image from ``seed``.
         seed: seed for the jitter.
+        box_source: box protocol only, where the boxes come from: ``"mask"`` (each mask's
+            tight box, the default) or ``"annotation"`` (each annotation's COCO ``bbox``, as
+            lightning-sam prompts; the dataset's samples need ``annotation_boxes``).
         max_images: evaluate only the first ``max_images`` images (None: all; else >= 1).
         worst: keep the ``worst`` lowest-IoU predictions (RLE masks) for overlays.
         progress: show a progress bar (default: when stderr is a terminal, main process only).
@@ -334,14 +341,13 @@ def evaluate(
     Raises:
         UnknownNameError / ConfigError: a bad ``prompt`` or option value.
     """
-    protocol = _check_options(prompt, prompt_batch, jitter, seed, max_images, worst)
+    protocol = _check_options(prompt, prompt_batch, jitter, seed, max_images, worst, box_source)
     sam = _unwrap(model, accelerator)
     was_training = sam.training
     sam.eval()
     categories = dict(getattr(dataset, "categories", {}) or {})
-    opts = _Options(
-        protocol, preprocess_config(sam), prompt_batch, jitter, seed, max_images, worst, categories
-    )
+    opts = _Options(protocol, preprocess_config(sam), prompt_batch, jitter, seed, max_images,
+                    worst, categories, box_source)  # fmt: skip
     n_images = len(dataset) if max_images is None else min(len(dataset), max_images)
     indices, rank, world = _shard(list(range(n_images)), accelerator)
     show = progress and rank == 0 if progress is not None else rank == 0
@@ -399,6 +405,7 @@ def _check_options(
     seed: int,
     max_images: int | None,
     worst: int,
+    box_source: str = "mask",
 ) -> Protocol:
     """The parsed protocol, once every option is checked (ConfigError naming the option)."""
     protocol = parse_protocol(prompt)
@@ -413,6 +420,14 @@ def _check_options(
     check_range("worst", worst, minimum=0)
     if jitter > 0 and protocol.kind != "box":
         raise ConfigError(f"jitter applies to the box protocol only, not {protocol.name!r}")
+    if box_source not in BOX_SOURCES:
+        raise ConfigError(
+            f"box_source must be one of {', '.join(BOX_SOURCES)}; found {box_source!r}"
+        )
+    if box_source != "mask" and protocol.kind != "box":
+        raise ConfigError(
+            f"box_source applies to the box protocol only, not {protocol.name!r}; leave it 'mask'"
+        )
     return protocol
 
 
@@ -516,6 +531,7 @@ def _report(
             "jitter": opts.jitter,
             "seed": opts.seed,
             "max_images": opts.max_images,
+            "box_source": opts.box_source,
         },
     )
 
@@ -607,8 +623,12 @@ def _score(
     img = _encode(model, sample, opts.cfg, index)
     gt = truth.masks_t[torch.from_numpy(keep).to(truth.masks_t.device)]  # counted on the device
     if opts.protocol.kind == "box":
-        boxes = np.asarray(sample.boxes, dtype=np.float32)[keep]
-        return _run_box(model, img, gt, boxes, opts)
+        boxes = (
+            np.asarray(sample.boxes, dtype=np.float32)
+            if opts.box_source == "mask"
+            else prompt_boxes(sample, opts.box_source)
+        )
+        return _run_box(model, img, gt, boxes[keep], opts)
     gt_np = truth.masks[keep]  # centre points and clicks need numpy
     if opts.protocol.kind == "point":
         return _run_point(model, img, gt, gt_np, opts.prompt_batch)

@@ -207,6 +207,13 @@ class FitConfig(Options):
     )
     interactive_rounds: int = field(default=3, metadata={"help": "Corrective-click rounds."})
     box_jitter: float = field(default=0.1, metadata={"help": "Box noise (fraction of box size)."})
+    box_source: str = field(
+        default="mask",
+        metadata={
+            "help": "Box prompts from the mask's extent (mask) or the annotation's COCO bbox "
+            "(annotation, as lightning-sam); training, validation and test alike."
+        },
+    )
     max_instances: int | None = field(
         default=16, metadata={"help": "At most this many instances per image per step."}
     )
@@ -265,6 +272,9 @@ class FitConfig(Options):
             )
         )
         choose("point_sampling", POINT_SAMPLING)
+        from ..prompting import BOX_SOURCES
+
+        choose("box_source", BOX_SOURCES)
         choose("mixed_precision", MIXED_PRECISION)
         choose("schedule", SCHEDULES)
         choose("cache", CACHE_MODES)

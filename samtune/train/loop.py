@@ -413,7 +413,8 @@ def _setup(cfg: FitConfig, model, strategy, dataset, callbacks: CallbackList) ->
     test_ds = splits.get(cfg.test_split) if cfg.test_split else None
     if cfg.compare and test_ds is not None and not cfg.resume:  # before the model changes
         protocols = ["box"] + (["point"] if cfg.compare_point else [])
-        comparison["zero_shot"] = _evaluate(model, test_ds, protocols, accelerator, "zero-shot")
+        comparison["zero_shot"] = _evaluate(model, test_ds, protocols, accelerator, "zero-shot",
+                                            cfg.box_source)  # fmt: skip
     model = _apply_strategy(cfg, model, strategy, accelerator)
     run = _prepare(cfg, model, splits, accelerator, callbacks)
     run.comparison = comparison
@@ -501,7 +502,8 @@ def _prepare(cfg: FitConfig, model, splits: dict, accelerator, callbacks: Callba
                                max_instances=cfg.max_instances,
                                augment=AugmentConfig() if cfg.augment else None,
                                jitter=cfg.box_jitter if cfg.prompt == "box" else 0.0,
-                               seed=cfg.seed, point_mode=cfg.point_sampling)  # fmt: skip
+                               seed=cfg.seed, point_mode=cfg.point_sampling,
+                               box_source=cfg.box_source)  # fmt: skip
     sampler = EpochSampler(len(prompted), cfg.seed)
     loader = torch.utils.data.DataLoader(prompted, batch_size=cfg.batch_size, sampler=sampler,
                                          collate_fn=collate_prompted, num_workers=cfg.num_workers,
@@ -654,7 +656,8 @@ def _validate(run: Run) -> None:
     val_ds, state, cfg = run.split(run.cfg.val_split), run.state, run.cfg
     if val_ds is None:
         return
-    report = _evaluate_one(run.model, val_ds, cfg.eval_prompt, run.accelerator, "validation")
+    report = _evaluate_one(run.model, val_ds, cfg.eval_prompt, run.accelerator, "validation",
+                           cfg.box_source)  # fmt: skip
     miou = float(report.metrics["miou"])
     state.history.append(
         {"step": state.step, "epoch": state.epoch, "metrics": dict(report.metrics)}
@@ -693,7 +696,7 @@ def _finish(run: Run) -> FitResult:
     test_ds = run.split(cfg.test_split)
     if cfg.compare and test_ds is not None:
         run.comparison["fine_tuned"] = _evaluate(run.model, test_ds, run.protocols, acc,
-                                                 "fine-tuned")  # fmt: skip
+                                                 "fine-tuned", cfg.box_source)  # fmt: skip
         if "zero_shot" in run.comparison:
             table = _comparison_table(run.comparison, run.protocols)
             run.say(table)
@@ -725,15 +728,20 @@ def _last_ckpt_text(run_dir: Path) -> str:
     return str(last) if last else "none yet"
 
 
-def _evaluate_one(model, dataset, prompt: str, accelerator, name: str):
+def _evaluate_one(model, dataset, prompt: str, accelerator, name: str, box_source: str):
     return evaluate(
-        model, dataset, prompt=prompt, accelerator=accelerator, progress=False, name=name
-    )
+        model, dataset, prompt=prompt, accelerator=accelerator, progress=False, name=name,
+        box_source=box_source if prompt == "box" else "mask",  # the other protocols take no box
+    )  # fmt: skip
 
 
-def _evaluate(model, dataset, protocols: list[str], accelerator, name: str) -> dict:
+def _evaluate(
+    model, dataset, protocols: list[str], accelerator, name: str, box_source: str
+) -> dict:
     was_training = model.training
-    reports = {p: _evaluate_one(model, dataset, p, accelerator, name) for p in protocols}
+    reports = {
+        p: _evaluate_one(model, dataset, p, accelerator, name, box_source) for p in protocols
+    }
     model.train(was_training)
     return reports
 
