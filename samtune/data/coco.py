@@ -1,11 +1,15 @@
 """COCO-format instance datasets: images, polygon/RLE masks, crowd flags, validation.
 
 :class:`InstanceDataset` is a ``torch.utils.data.Dataset`` of :class:`~samtune.data.sample.Sample`.
-It validates the annotation file when it is built (unknown images or categories, zero-area
-boxes, malformed segmentations, missing image files) and either raises one clear error naming
-the file or, with ``on_error="skip"``, drops what is broken with one warning that counts it
-(unreadable images included: those found when the dataset is built are left out; an image that
-only fails when it is decoded becomes an image without instances, with a warning).
+It validates the annotation file when it is built (every record against the schema of
+:mod:`~samtune.data.coco_schema`, unknown images or categories, zero-area boxes, missing image
+files) and either raises one clear error naming the file, the record and the field or, with
+``on_error="skip"``, drops what is broken with one warning that counts it (unreadable images
+included: those found when the dataset is built are left out; an image that only fails when it
+is decoded becomes an image without instances, with a warning). An annotation id reused on
+another image gets a fresh id, with one warning. When an image is read, the frame its
+annotations were drawn in is chosen from the declared size, the EXIF orientation and the
+polygons' extent (:func:`choose_frame`).
 """
 
 from __future__ import annotations
