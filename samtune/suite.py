@@ -572,6 +572,22 @@ def _check_files(spec: SuiteSpec) -> None:
             check_dataset(d.name, _needed_splits(d), d.root, **d.options)
 
 
+def read_datasets(spec: SuiteSpec) -> None:
+    """Read every split the suite's runs use (its annotations, checked, and that each image
+    file is there), so that a bad dataset stops the suite before its first run, not hours in.
+
+    Raises:
+        DataError, MissingFileError: as :func:`samtune.data.load_dataset`, the message
+            prefixed with the dataset and split.
+    """
+    from .data import load_dataset
+
+    for i, d in enumerate(spec.datasets):
+        for split in _needed_splits(d):
+            with _at(f"{spec.source}: datasets[{i}] ({d.label}, split {split!r})"):
+                load_dataset(d.name, split, d.root, **d.options)
+
+
 def plan_suite(spec: str | Path | Mapping | SuiteSpec, output_dir: str | Path) -> list[PlannedCell]:
     """Check a suite against the files (datasets, model paths, earlier runs); writes nothing.
 
@@ -835,9 +851,9 @@ def run_suite(
 ) -> SuiteResult:
     """Run a suite: zero-shot evaluations, then one fit + evaluation per unfinished cell.
 
-    Everything is checked first (:func:`load_spec`, :func:`plan_suite`): a bad spec, a
-    missing dataset or a run folder trained with other settings stops the run before
-    anything is written. Finished cells are skipped, interrupted ones resumed.
+    Everything is checked first (:func:`load_spec`, :func:`plan_suite`,
+    :func:`read_datasets`): a bad spec, a missing or malformed dataset or a run folder trained
+    with other settings stops the run before anything is written. Finished cells are skipped, interrupted ones resumed.
 
     Args:
         spec_or_path: a YAML file, a mapping or a :class:`SuiteSpec`.
@@ -851,9 +867,9 @@ def run_suite(
         :class:`SuiteResult`; the leaderboard is also written to ``output_dir``.
 
     Raises:
-        ConfigError, UnknownNameError, MissingFileError: see :func:`load_spec` and
-            :func:`plan_suite` (nothing is written then); RunError: a fit failed (a rerun
-            resumes it).
+        ConfigError, UnknownNameError, MissingFileError, DataError: see :func:`load_spec`,
+            :func:`plan_suite` and :func:`read_datasets` (nothing is written then); RunError:
+            a fit failed (a rerun resumes it).
     """
     import yaml
 
@@ -863,6 +879,7 @@ def run_suite(
     check_range("max_cells", max_cells, minimum=1)
     spec = load_spec(spec_or_path)
     plan = plan_suite(spec, output_dir)
+    read_datasets(spec)
     out = Path(output_dir)
     inputs = [spec_or_path] if isinstance(spec_or_path, (str, Path)) else []
     _adopt_earlier_suite(out)

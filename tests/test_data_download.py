@@ -184,8 +184,9 @@ def test_trashcan_recipe_end_to_end(server, tmp_path, monkeypatch):
         "trashcan", root, quiet=True, checksums={"dataset.zip": "sha256:" + _sha(data)}
     )
     train = load_dataset("trashcan", "train", root)
+    val = load_dataset("trashcan", "val", root)  # held out of the official train
     test = load_dataset("trashcan-material", "test", root)  # TrashCan's val serves as test
-    assert len(train) == 3 and len(test) == 2 and test.name == "trashcan-material/test"
+    assert len(train) + len(val) == 3 and len(test) == 2 and test.name == "trashcan-material/test"
     assert train[0].masks.shape == (1, 24, 32) and train[0].masks[0].sum() == 64
     # re-running is instant: the extraction marker skips the archive
     n_requests = len(_Handler.ranges)

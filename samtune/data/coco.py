@@ -1,11 +1,15 @@
 """COCO-format instance datasets: images, polygon/RLE masks, crowd flags, validation.
 
 :class:`InstanceDataset` is a ``torch.utils.data.Dataset`` of :class:`~samtune.data.sample.Sample`.
-It validates the annotation file when it is built (unknown images or categories, zero-area
-boxes, malformed segmentations, missing image files) and either raises one clear error naming
-the file or, with ``on_error="skip"``, drops what is broken with one warning that counts it
-(unreadable images included: those found when the dataset is built are left out; an image that
-only fails when it is decoded becomes an image without instances, with a warning).
+It validates the annotation file when it is built (every record against the schema of
+:mod:`~samtune.data.coco_schema`, unknown images or categories, zero-area boxes, missing image
+files) and either raises one clear error naming the file, the record and the field or, with
+``on_error="skip"``, drops what is broken with one warning that counts it (unreadable images
+included: those found when the dataset is built are left out; an image that only fails when it
+is decoded becomes an image without instances, with a warning). An annotation id reused on
+another image gets a fresh id, with one warning. When an image is read, the frame its
+annotations were drawn in is chosen from the declared size, the EXIF orientation and the
+polygons' extent (:func:`choose_frame`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError, MissingFileError, SamtuneWarning
+from .coco_schema import (
+    annotation_problem,
+    category_problem,
+    image_problem,
+    is_int,
+    record_name,
+    segmentation_problem,
+)
 from .sample import Sample, masks_to_boxes
 
 ON_ERROR = ("raise", "skip")
@@ -39,6 +51,16 @@ def load_image(path: str | Path) -> np.ndarray:
         MissingFileError: the file does not exist.
         DataError: the file is not a readable image (corrupt or truncated).
     """
+    return read_oriented(path)[0]
+
+
+def read_oriented(path: str | Path) -> tuple[np.ndarray, tuple[int, int], int | None]:
+    """:func:`load_image`, plus the stored (H, W) before the EXIF orientation was applied and
+    the ``PIL.Image.Transpose`` method that applied it (None when the file has no orientation).
+
+    Raises:
+        MissingFileError, DataError: as :func:`load_image`.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
@@ -50,13 +72,33 @@ def load_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
+            stored = (img.height, img.width)
+            method = _exif_transpose_method(img.getexif().get(_ORIENTATION, 1))
             img = ImageOps.exif_transpose(img)
-            return _to_rgb_uint8(img)
+            return _to_rgb_uint8(img), stored, method
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
             f"image {str(path)!r} cannot be read ({exc}); the file is corrupt or not an image: "
             "replace it"
         ) from exc  # the cause is the reader's own words (InstanceDataset's warning uses them)
+
+
+_ORIENTATION = 0x0112  # the EXIF tag
+
+
+def _exif_transpose_method(orientation: int):
+    """The ``PIL.Image.Transpose`` that ``ImageOps.exif_transpose`` applies for ``orientation``."""
+    from PIL.Image import Transpose
+
+    return {
+        2: Transpose.FLIP_LEFT_RIGHT,
+        3: Transpose.ROTATE_180,
+        4: Transpose.FLIP_TOP_BOTTOM,
+        5: Transpose.TRANSPOSE,
+        6: Transpose.ROTATE_270,
+        7: Transpose.TRANSVERSE,
+        8: Transpose.ROTATE_90,
+    }.get(orientation)
 
 
 def _unreadable(path: Path) -> str | None:
@@ -98,42 +140,33 @@ def _to_rgb_uint8(img) -> np.ndarray:
 # --------------------------------------------------------------------------- masks
 
 
-def _check_segmentation(seg) -> str | None:
-    """Why ``seg`` is not a valid COCO segmentation, or None when it is."""
-    if isinstance(seg, list):
-        if not seg:
-            return "empty polygon list"
-        for poly in seg:
-            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
-                return "a polygon must be a flat list of at least 3 x,y pairs"
-        return None
-    if isinstance(seg, dict):
-        if "counts" not in seg or "size" not in seg:
-            return "an RLE needs 'counts' and 'size'"
-        return None
-    return f"expected a polygon list or an RLE dict, found {type(seg).__name__}"
-
-
 def decode_segmentation(seg, height: int, width: int) -> np.ndarray:
     """Decode a COCO segmentation (polygons, uncompressed or compressed RLE) to an HxW bool mask.
 
-    Same result as ``pycocotools.coco.COCO.annToMask``.
+    Same result as ``pycocotools.coco.COCO.annToMask``. The segmentation is checked first
+    (:func:`samtune.data.coco_schema.segmentation_problem`), so nothing malformed reaches
+    pycocotools' C code.
+
+    Raises:
+        DataError: a malformed segmentation, or an RLE whose size is not (height, width).
     """
     from pycocotools import mask as mask_utils
 
+    bad = segmentation_problem(seg)
+    if bad:
+        raise DataError(f"malformed segmentation: {bad}")
+    if isinstance(seg, dict) and tuple(seg["size"]) != (height, width):
+        raise DataError(
+            f"RLE mask size {tuple(seg['size'])} does not match the image size {(height, width)}"
+        )
     if isinstance(seg, list):
-        rles = mask_utils.frPyObjects(seg, height, width)
-        rle = mask_utils.merge(rles)
-    elif isinstance(seg.get("counts"), list):
-        rle = mask_utils.frPyObjects(seg, height, width)
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    elif isinstance(seg["counts"], list):
+        rle = mask_utils.frPyObjects(dict(seg), height, width)
     else:
         rle = dict(seg)
         if isinstance(rle["counts"], str):
             rle["counts"] = rle["counts"].encode("ascii")
-    if tuple(rle["size"]) != (height, width):
-        raise DataError(
-            f"RLE mask size {tuple(rle['size'])} does not match the image size {(height, width)}"
-        )
     return mask_utils.decode(rle).astype(bool)
 
 
@@ -157,18 +190,25 @@ def encode_mask(mask: np.ndarray) -> dict:
 # --------------------------------------------------------------------------- dataset
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path, what: str = "annotation file") -> object:
+    """The parsed JSON of ``path``; MissingFileError or DataError (naming ``what``) otherwise."""
     if not path.is_file():
-        raise MissingFileError(f"annotation file {str(path)!r} does not exist")
+        raise MissingFileError(f"{what} {str(path)!r} does not exist")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(
-            f"annotation file {str(path)!r} is not valid JSON (line {exc.lineno}, column "
+            f"{what} {str(path)!r} is not valid JSON (line {exc.lineno}, column "
             f"{exc.colno}: {exc.msg}); the file is truncated or corrupt: download it again"
         ) from None
     except UnicodeDecodeError as exc:
-        raise DataError(f"annotation file {str(path)!r} is not UTF-8 text: {exc}") from None
+        raise DataError(f"{what} {str(path)!r} is not UTF-8 text: {exc}") from None
+
+
+def read_coco_json(path: Path) -> dict:
+    """A COCO annotation file: an object with an ``images`` list (and ``annotations`` and
+    ``categories`` lists when present); DataError naming the file otherwise."""
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(
             f"annotation file {str(path)!r} is not COCO format: expected an object with "
@@ -232,8 +272,9 @@ class InstanceDataset(Dataset):
             data = annotations
         else:
             self.annotation_file = Path(annotations)
-            data = _read_json(self.annotation_file)
+            data = read_coco_json(self.annotation_file)
         self._where = str(self.annotation_file) if self.annotation_file else name
+        self._warned_stored_frame = False
         self.skipped: Counter = Counter()
         if not self.image_root.is_dir():
             raise MissingFileError(
@@ -263,9 +304,15 @@ class InstanceDataset(Dataset):
         """Well-formed image records (only ``wanted`` ids, if given), and every id seen."""
         images: list[dict] = []
         seen: set[int] = set()
-        for rec in records:
+        for pos, rec in enumerate(records):
             if not isinstance(rec, dict) or "id" not in rec or "file_name" not in rec:
-                self._problem("image record without 'id' or 'file_name'", "malformed image record")
+                self._problem(
+                    f"image record #{pos} has no 'id' or 'file_name'", "malformed image record"
+                )
+                continue
+            bad = image_problem(rec)
+            if bad:
+                self._problem(f"{record_name('image', rec, pos)}: {bad}", "malformed image record")
                 continue
             if rec["id"] in seen:
                 self._problem(f"image id {rec['id']} appears twice", "duplicate image id")
@@ -276,21 +323,49 @@ class InstanceDataset(Dataset):
         return images, seen
 
     def _annotations_by_image(self, anns: list, seen: set, source_cats) -> dict[int, list[dict]]:
-        """Valid annotations of selected categories, grouped by (kept) image id."""
+        """Valid annotations of selected categories, grouped by (kept) image id.
+
+        An annotation id used again on another image (TACO's file has two) is given a fresh
+        id above every id in the file, the first use keeping its own: every instance loads,
+        ids stay unique, and one warning names them. Used twice on the same image, it is a
+        duplicate (an error).
+        """
         by_image: dict[int, list[dict]] = {rec["id"]: [] for rec in self._images}
-        ann_ids: set[int] = set()
-        for ann in anns:
-            why = self._check_annotation(ann, seen, source_cats, ann_ids)
+        first_image: dict[int, int] = {}  # annotation id -> the image that used it first
+        fresh = 1 + max((a["id"] for a in anns if _has_int_id(a)), default=0)
+        renumbered: list[tuple[int, int, int, int]] = []  # (id, first image, image, new id)
+        for pos, ann in enumerate(anns):
+            why = self._check_annotation(ann, pos, seen, source_cats)
+            if why is None and first_image.get(ann["id"]) == ann["image_id"]:
+                why = (
+                    "duplicate annotation id",
+                    f"annotation id {ann['id']} appears twice on image {ann['image_id']}",
+                )
             if why:
-                reason, detail = why
-                self._problem(detail, reason)
+                self._problem(why[1], why[0])
                 continue
-            ann_ids.add(ann["id"])
-            if ann["category_id"] not in self._cat_remap:
-                continue
-            if ann["image_id"] in by_image:
+            if ann["id"] in first_image:
+                renumbered.append((ann["id"], first_image[ann["id"]], ann["image_id"], fresh))
+                ann, fresh = {**ann, "id": fresh}, fresh + 1
+            first_image.setdefault(ann["id"], ann["image_id"])
+            if ann["category_id"] in self._cat_remap and ann["image_id"] in by_image:
                 by_image[ann["image_id"]].append(ann)
+        self._warn_renumbered([r for r in renumbered if r[2] in by_image])
         return by_image
+
+    def _warn_renumbered(self, renumbered: list[tuple[int, int, int, int]]) -> None:
+        if not renumbered:
+            return
+        each = "; ".join(
+            f"id {old} on image {image} (first used on image {first}) is now {new}"
+            for old, first, image, new in renumbered
+        )
+        warnings.warn(
+            f"{self._where}: {len(renumbered)} annotation id(s) are used on more than one "
+            f"image; each later use was given a fresh id and loads: {each}",
+            SamtuneWarning,
+            stacklevel=4,
+        )
 
     def _images_on_disk(self) -> list[dict]:
         """The image records whose files exist (and, with ``on_error='skip'``, decode)."""
@@ -324,18 +399,27 @@ class InstanceDataset(Dataset):
     def _parse_categories(self, cats: list) -> dict[int, str]:
         out: dict[int, str] = {}
         for c in cats:
-            if not isinstance(c, dict) or "id" not in c or "name" not in c:
-                raise DataError(f"{self._where}: every category needs 'id' and 'name', found {c!r}")
-            out[int(c["id"])] = str(c["name"])
+            bad = category_problem(c)
+            if bad:
+                raise DataError(f"{self._where}: {bad}")
+            if c["id"] in out:
+                raise DataError(f"{self._where}: category id {c['id']} appears twice")
+            out[int(c["id"])] = c["name"]
         return out
 
     @staticmethod
-    def _check_annotation(ann, image_ids, cats, ann_ids) -> tuple[str, str] | None:
+    def _check_annotation(ann, pos: int, image_ids, cats) -> tuple[str, str] | None:
+        """(reason, detail) when ``ann`` cannot be used, else None."""
+        name = record_name("annotation", ann, pos)
         if not isinstance(ann, dict) or not {"id", "image_id", "category_id"} <= set(ann):
-            return "malformed annotation", "annotation without 'id', 'image_id' or 'category_id'"
+            return "malformed annotation", f"{name} has no 'id', 'image_id' or 'category_id'"
+        bad = annotation_problem(ann)
+        if bad:
+            image = ann["image_id"]
+            return bad[0], f"{name}" + (
+                f" of image {image}" if is_int(image) else ""
+            ) + f": {bad[1]}"
         aid = ann["id"]
-        if aid in ann_ids:
-            return "duplicate annotation id", f"annotation id {aid} appears twice"
         if ann["image_id"] not in image_ids:
             return (
                 "annotation of unknown image",
@@ -346,13 +430,8 @@ class InstanceDataset(Dataset):
                 "annotation of unknown category",
                 f"annotation {aid} has category id {ann['category_id']}, which is not in 'categories'",
             )
-        if "segmentation" not in ann:
-            return "annotation without segmentation", f"annotation {aid} has no 'segmentation'"
-        bad = _check_segmentation(ann["segmentation"])
-        if bad:
-            return "malformed segmentation", f"annotation {aid}: {bad}"
         bbox = ann.get("bbox")
-        if bbox is not None and (len(bbox) != 4 or bbox[2] <= 0 or bbox[3] <= 0):
+        if bbox is not None and (bbox[2] <= 0 or bbox[3] <= 0):
             return "zero-area box", f"annotation {aid} has a zero-area box {bbox}"
         if ann.get("area", 1) == 0:
             return "zero-area box", f"annotation {aid} has area 0"
@@ -385,7 +464,7 @@ class InstanceDataset(Dataset):
         rec = self._images[i]
         path = self.image_path(i)
         try:
-            image = load_image(path)
+            image, stored, method = read_oriented(path)
         except DataError as exc:
             if self.on_error == "skip":
                 return self._unreadable_sample(rec, path, exc)
@@ -394,23 +473,18 @@ class InstanceDataset(Dataset):
                 "dataset_options: {on_error: skip} in the --config file) to leave unreadable "
                 "images out"
             ) from None
-        h, w = image.shape[:2]
-        declared = (rec.get("height"), rec.get("width"))
-        # Annotations live in the displayed (EXIF-applied) frame; some files record the
-        # stored (unrotated) size, so a swapped declared size is accepted.
-        if None not in declared and declared not in ((h, w), (w, h)):
-            raise DataError(
-                f"image {str(path)!r} is {w}x{h} (WxH) but {self._where!r} declares "
-                f"{declared[1]}x{declared[0]}; the image does not belong to these annotations"
-            )
+        frame = self._frame(rec, path, image.shape[:2], stored)
+        size = image.shape[:2] if frame == "shown" else stored
         masks, cats, crowd, ids, bboxes = [], [], [], [], []
         for ann in self._anns[rec["id"]]:
             try:
-                m = decode_segmentation(ann["segmentation"], h, w)
+                m = decode_segmentation(ann["segmentation"], *size)
             except DataError as exc:
                 raise DataError(
                     f"{self._where}: annotation {ann['id']} of {str(path)!r}: {exc}"
                 ) from None
+            if frame == "stored":  # drawn on the file's pixels: turn it as EXIF turns them
+                m = _turn(m, method)
             if m.sum() < self.min_area:
                 continue
             masks.append(m)
@@ -418,6 +492,7 @@ class InstanceDataset(Dataset):
             crowd.append(bool(ann.get("iscrowd", 0)))
             ids.append(int(ann["id"]))
             bboxes.append(_xyxy(ann.get("bbox")))
+        h, w = image.shape[:2]
         masks_np = np.stack(masks) if masks else np.zeros((0, h, w), dtype=bool)
         return Sample(
             image=image,
@@ -431,6 +506,32 @@ class InstanceDataset(Dataset):
             meta={"dataset": self.name},
             annotation_boxes=np.asarray(bboxes, np.float32).reshape(-1, 4),
         )
+
+    def _frame(self, rec: dict, path: Path, shown: tuple, stored: tuple) -> str:
+        """``"shown"`` or ``"stored"``: the frame image ``rec``'s annotations were drawn in
+        (see :func:`choose_frame`); warns once per dataset for ``"stored"``.
+
+        Raises:
+            DataError: the declared size fits neither frame, or the polygons contradict it.
+        """
+        declared = (rec.get("height"), rec.get("width"))
+        extent = polygon_extent(self._anns[rec["id"]])
+        frame, problem = choose_frame(
+            None if None in declared else declared, tuple(shown), tuple(stored), extent
+        )
+        if problem:
+            raise DataError(f"image {str(path)!r} (id {rec['id']}) in {self._where!r}: {problem}")
+        if frame == "stored" and not self._warned_stored_frame:
+            self._warned_stored_frame = True
+            warnings.warn(
+                f"{self._where}: image {str(path)!r} (id {rec['id']}) has an EXIF rotation and "
+                f"its annotations declare the stored, unrotated size {stored[1]}x{stored[0]} "
+                "(WxH): its masks are drawn on the stored pixels and rotated with the image "
+                "(said once; other such images in this dataset are read the same way)",
+                SamtuneWarning,
+                stacklevel=3,
+            )
+        return frame
 
     def _unreadable_sample(self, rec: dict, path: Path, exc: Exception) -> Sample:
         """on_error='skip': an image that fails to decode becomes an image without instances."""
@@ -479,6 +580,90 @@ class InstanceDataset(Dataset):
         return (
             f"InstanceDataset({self.name!r}, images={len(self)}, categories={len(self.categories)})"
         )
+
+
+# A polygon may reach this far past the image's edge (annotation tools round outwards).
+FRAME_TOLERANCE = 1.0
+
+
+def polygon_extent(anns: list[dict]) -> tuple[float, float] | None:
+    """(largest x, largest y) over the polygons of ``anns``; None when they have none."""
+    xs = [
+        max(p[0::2]) for a in anns if isinstance(a["segmentation"], list) for p in a["segmentation"]
+    ]
+    ys = [
+        max(p[1::2]) for a in anns if isinstance(a["segmentation"], list) for p in a["segmentation"]
+    ]
+    return (max(xs), max(ys)) if xs else None
+
+
+def choose_frame(
+    declared: tuple[int, int] | None,
+    shown: tuple[int, int],
+    stored: tuple[int, int],
+    extent: tuple[float, float] | None,
+) -> tuple[str, str | None]:
+    """Which frame an image's annotations were drawn in: ``(frame, problem)``.
+
+    Sizes are (H, W): ``declared`` by the annotation file, ``shown`` after the EXIF
+    orientation, ``stored`` the file's pixels before it; ``extent`` the polygons' largest
+    (x, y). COCO annotations are drawn on the displayed image (``"shown"``). When EXIF turns
+    the image by 90 degrees and the file declares the stored size instead, the annotations
+    were drawn on the stored pixels (``"stored"``): the masks are rasterised there and turned
+    with the image. ``problem`` (the frame is then meaningless) says why neither fits: the
+    declared size is neither frame's, or the polygons reach beyond the declared frame while
+    fitting the other one.
+    """
+
+    def fits(size: tuple[int, int]) -> bool:
+        return extent is None or (
+            extent[0] <= size[1] + FRAME_TOLERANCE and extent[1] <= size[0] + FRAME_TOLERANCE
+        )
+
+    def wh(size: tuple) -> str:
+        return f"{size[1]}x{size[0]}"
+
+    turned = shown != stored
+    reach = "" if extent is None else f"its polygons reach x={extent[0]:g}, y={extent[1]:g}, "
+    if declared is None:
+        return "shown", None
+    if declared == shown and (not turned or fits(shown) or not fits(stored)):
+        return "shown", None
+    if turned and declared == stored and (fits(stored) or not fits(shown)):
+        return "stored", None
+    if declared in (shown, stored):
+        other = "stored (before its EXIF rotation)" if declared == shown else "displayed"
+        return "shown", (
+            f"the annotation file declares {wh(declared)} (WxH) but {reach}which only the "
+            f"{other} frame {wh(stored if declared == shown else shown)} holds; the annotations "
+            "contradict themselves about the frame they were drawn in: correct the image's "
+            "width/height or its polygons"
+        )
+    exif = f" ({wh(stored)} as stored, before its EXIF rotation)" if turned else ""
+    return "shown", (
+        f"the image is {wh(shown)} (WxH){exif} but the annotation file declares "
+        f"{wh(declared)}; the image does not belong to these annotations"
+    )
+
+
+def _turn(mask: np.ndarray, method) -> np.ndarray:
+    """``mask`` (H x W) turned as ``PIL.Image.transpose(method)`` turns its image."""
+    from PIL.Image import Transpose
+
+    turns = {
+        Transpose.FLIP_LEFT_RIGHT: lambda m: m[:, ::-1],
+        Transpose.FLIP_TOP_BOTTOM: lambda m: m[::-1],
+        Transpose.ROTATE_90: lambda m: np.rot90(m, 1),
+        Transpose.ROTATE_180: lambda m: np.rot90(m, 2),
+        Transpose.ROTATE_270: lambda m: np.rot90(m, 3),
+        Transpose.TRANSPOSE: lambda m: m.T,
+        Transpose.TRANSVERSE: lambda m: np.rot90(m, 2).T,
+    }
+    return np.ascontiguousarray(turns[method](mask))
+
+
+def _has_int_id(record: object) -> bool:
+    return isinstance(record, dict) and is_int(record.get("id"))
 
 
 def _select_categories(

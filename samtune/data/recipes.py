@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, MissingFileError, UnknownNameError
+from ..errors import ConfigError, DataError, MissingFileError, UnknownNameError
 from ..io import atomic_write
-from .coco import ON_ERROR, InstanceDataset
+from .coco import ON_ERROR, InstanceDataset, read_coco_json, read_json
+from .coco_schema import is_int
 from .synthetic import ensure_demo_dataset
 
 
@@ -74,7 +76,9 @@ _TRASHCAN_FILE = RemoteFile(
 _TRASHCAN_COMMON = dict(
     folder="trashcan",
     splits=("train", "val", "test"),
-    split_alias={"test": "val"},
+    # val and train both come from the official train file (val: whole videos held out of
+    # it, see trashcan_split_ids); test is the official val
+    split_alias={"val": "train", "test": "val"},
     source="https://conservancy.umn.edu/handle/11299/214865 (DOI 10.13020/g1gx-y834)",
     licence="CC BY-NC 4.0 (non-commercial use; attribute the authors)",
     citation="Hong, Fulton, Sattar. TrashCan: A Semantically-Segmented Dataset towards Visual "
@@ -89,7 +93,8 @@ _TRASHCAN_COMMON = dict(
 RECIPES: dict[str, Recipe] = {
     "trashcan": Recipe(
         name="trashcan",
-        title="TrashCan 1.0, instance version (22 classes; val is used as test)",
+        title="TrashCan 1.0, instance version (22 classes; test: the official val; val: "
+        "videos held out of train)",
         layout="{root}/[dataset/]instance_version/{instances_train_trashcan.json, "
         "instances_val_trashcan.json, train/, val/}",
         num_classes=22,
@@ -97,7 +102,8 @@ RECIPES: dict[str, Recipe] = {
     ),
     "trashcan-material": Recipe(
         name="trashcan-material",
-        title="TrashCan 1.0, material version (16 classes; val is used as test)",
+        title="TrashCan 1.0, material version (16 classes; test: the official val; val: "
+        "videos held out of train)",
         layout="{root}/[dataset/]material_version/{instances_train_trashcan.json, "
         "instances_val_trashcan.json, train/, val/}",
         num_classes=16,
@@ -307,10 +313,15 @@ def taco_split_ids(root: Path, split: str, seed: int = 0, fractions=(0.8, 0.1, 0
 
     split_file = root / f"splits-seed{seed}.json"
     if split_file.is_file():
-        splits = json.loads(split_file.read_text())
+        splits = read_json(split_file, "TACO split file")
+        if not isinstance(splits, dict) or not isinstance(splits.get(split), list):
+            raise DataError(
+                f"TACO split file {str(split_file)!r} has no list {split!r}; it is not one "
+                "samtune wrote: move it away and a new one is written"
+            )
     else:
-        data = json.loads((root / "data" / "annotations.json").read_text())
-        ids = sorted(int(img["id"]) for img in data["images"])
+        data = read_coco_json(root / "data" / "annotations.json")
+        ids = sorted(_image_ids(data))
         order = np.random.default_rng(seed).permutation(len(ids))
         n_train = int(round(fractions[0] * len(ids)))
         n_val = int(round(fractions[1] * len(ids)))
@@ -326,18 +337,68 @@ def taco_split_ids(root: Path, split: str, seed: int = 0, fractions=(0.8, 0.1, 0
     return splits[split]
 
 
+# --------------------------------------------------------------------------- TrashCan split
+
+# TrashCan's frames are named vid_<video>_frame<frame>.jpg; the official val holds frames of the
+# same videos as train, so samtune's val holds out whole videos of the official train.
+_TRASHCAN_VIDEO = re.compile(r"^(vid_\d+)_frame\d+")
+TRASHCAN_VAL_FRACTION = 0.1
+
+
+def trashcan_split_ids(annotation_file: Path, split: str, seed: int = 0) -> list[int]:
+    """Image ids of TrashCan's ``train`` or ``val``, both carved from the official train file.
+
+    Frames are grouped by video (the ``vid_<n>`` of ``vid_<n>_frame<m>.jpg``; a file named
+    otherwise is a group of its own); the videos are shuffled with ``seed`` and taken in that
+    order into val until it holds at least :data:`TRASHCAN_VAL_FRACTION` of the images (at
+    least one video). No video has frames on both sides, so a model is selected on videos it
+    never trained on; the official val, scored as ``test``, is never used for selection.
+    """
+    import numpy as np
+
+    data = read_coco_json(annotation_file)
+    groups: dict[str, list[int]] = {}
+    for rec in data["images"]:
+        if (
+            isinstance(rec, dict)
+            and is_int(rec.get("id"))
+            and isinstance(rec.get("file_name"), str)
+        ):
+            stem = Path(rec["file_name"]).name
+            match = _TRASHCAN_VIDEO.match(stem)
+            groups.setdefault(match.group(1) if match else stem, []).append(int(rec["id"]))
+    names = sorted(groups)
+    order = np.random.default_rng(seed).permutation(len(names))
+    held: set[str] = set()
+    target = TRASHCAN_VAL_FRACTION * sum(len(v) for v in groups.values())
+    for i in order:
+        if held and sum(len(groups[n]) for n in held) >= target:
+            break
+        held.add(names[i])
+    chosen = held if split == "val" else set(names) - held
+    return sorted(i for n in chosen for i in groups[n])
+
+
+def _image_ids(data: dict) -> list[int]:
+    """The integer ids of the image records (malformed records are the dataset's to report)."""
+    return [int(r["id"]) for r in data["images"] if isinstance(r, dict) and is_int(r.get("id"))]
+
+
 # --------------------------------------------------------------------------- checks
 
 # load_dataset's options: InstanceDataset's, and those of one recipe.
 DATASET_OPTIONS = ("categories", "category_map", "min_area", "skip_empty", "on_error",
                    "check_files")  # fmt: skip
 RECIPE_OPTIONS = {"demo": ("seed", "size", "counts"), "taco": ("split_seed",),
+                  "trashcan": ("split_seed",), "trashcan-material": ("split_seed",),
                   "coco": ("images", "annotations")}  # fmt: skip
+# recipes that choose the image ids of their splits themselves
+SEEDED_SPLITS = ("taco", "trashcan", "trashcan-material")
 
 
 def _check_options(name: str, options: dict) -> None:
     known = DATASET_OPTIONS + RECIPE_OPTIONS.get(name, ())
-    if name != "taco":  # taco chooses the image ids of its splits itself
+    if name not in SEEDED_SPLITS:
         known += ("image_ids",)
     unknown = sorted(str(k) for k in options if k not in known)
     if unknown:
@@ -401,12 +462,14 @@ def load_dataset(
     Args:
         name: ``trashcan``, ``trashcan-material``, ``zerowaste``, ``taco``, ``demo`` or
             ``coco`` (any COCO-format folder given as ``root``, or ``images=``/``annotations=``).
-        split: ``train``, ``val`` or ``test`` (TrashCan has no test split: ``test`` reads val).
+        split: ``train``, ``val`` or ``test`` (TrashCan: ``test`` is the official val, ``val``
+            whole videos held out of the official train, see :func:`trashcan_split_ids`).
         root: the dataset's folder (default ``$SAMTUNE_DATA/<name>``; for ``demo`` the cache
             ``~/.cache/samtune/demo-<version>-<seed>``).
         **options: passed to :class:`InstanceDataset` (``categories``, ``category_map``,
             ``min_area``, ``skip_empty``, ``on_error``, ``check_files``); ``demo`` also takes
-            ``seed``, ``size`` and ``counts``; ``taco`` takes ``split_seed``; ``coco`` takes
+            ``seed``, ``size`` and ``counts``; ``taco``, ``trashcan`` and ``trashcan-material``
+            take ``split_seed``; ``coco`` takes
             ``images`` and ``annotations``.
 
     Raises:
@@ -445,4 +508,8 @@ def load_dataset(
         ids = taco_split_ids(taco_root, resolve_split(recipe, split), split_seed)
         return InstanceDataset(ann, images, name=label, image_ids=ids, **options)
     ann, images = dataset_paths(name, split, root)
+    if name in ("trashcan", "trashcan-material"):
+        split_seed = int(options.pop("split_seed", 0))
+        if split in ("train", "val"):
+            options["image_ids"] = trashcan_split_ids(ann, split, split_seed)
     return InstanceDataset(ann, images, name=label, **options)
