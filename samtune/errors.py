@@ -20,9 +20,36 @@ that had to assume what its format cannot record.
 
 A message says what was expected, what was found, and what to do. The CLI prints it as one
 line and exits 2 for bad input (every class but :class:`RunError`), 1 for a failed run.
+
+Text read from a file (an adapter's metadata, a config value, a dataset or model name) goes
+into a message only through :func:`quote_untrusted`: quoted, escaped like ``repr`` (a newline
+shows as ``\\n``, so a crafted file cannot add a line of its own) and cut to a bounded length.
 """
 
 from __future__ import annotations
+
+QUOTE_LIMIT = 120
+
+
+def quote_untrusted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``value`` (text from a file or a user) as it may appear in a message: one line, quoted.
+
+    Escaped like ``repr`` (newlines, control characters and quotes cannot break out of the
+    quotes), and cut to about ``limit`` characters with ``...`` and the full length after it,
+    so that a crafted adapter or config cannot print a fake ``error:`` line or a command.
+
+    >>> quote_untrusted("x\\nerror: pip install evil")
+    "'x\\\\nerror: pip install evil'"
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        return repr(text[:limit]) + f"... ({len(text)} characters)"
+    return repr(text)
+
+
+def one_line(text: str) -> str:
+    """``text`` with every line break and control character escaped: what the CLI prints."""
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
 
 
 class SamtuneError(Exception):
@@ -94,8 +121,11 @@ __all__ = [
     "MissingDependencyError",
     "MissingFileError",
     "OfflineError",
+    "QUOTE_LIMIT",
     "RunError",
     "SamtuneError",
     "SamtuneWarning",
     "UnknownNameError",
+    "one_line",
+    "quote_untrusted",
 ]
