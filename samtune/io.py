@@ -322,8 +322,11 @@ def json_depth(text: str) -> int:
     return deepest
 
 
-def parse_json(text: str, where: str, error: type[Exception] = InputError) -> object:
-    """JSON ``text`` (from ``where``, named in messages), no deeper than :data:`MAX_DEPTH`."""
+def parse_json(
+    text: str, where: str, error: type[Exception] = InputError, *, advice: str = ""
+) -> object:
+    """JSON ``text`` (from ``where``, named in messages), no deeper than :data:`MAX_DEPTH`;
+    ``advice`` ends the message about text that is not JSON."""
     brackets = text.count("[") + text.count("{")
     if brackets > MAX_DEPTH and json_depth(text) > MAX_DEPTH:
         raise error(f"{where} nests arrays/objects deeper than {MAX_DEPTH} levels, the limit")
@@ -334,7 +337,7 @@ def parse_json(text: str, where: str, error: type[Exception] = InputError) -> ob
             f"{where} nests arrays/objects deeper than {MAX_DEPTH} levels, the limit"
         ) from None
     except ValueError as exc:
-        raise error(f"{where} is not valid JSON ({exc})") from None
+        raise error(f"{where} is not valid JSON ({exc}){advice}") from None
 
 
 def read_json(

@@ -13,7 +13,6 @@ Prompts are checked before the model runs (:func:`prepare_prompts`): boxes must 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from .data.coco import encode_mask, load_image
 from .data.transforms import preprocess_image, to_rgb_uint8
 from .errors import DataError, InputError, MissingFileError
 from .evaluate.plots import overlay as blend
-from .io import atomic_dir, check_replaceable
+from .io import atomic_dir, check_replaceable, dump_json, read_json
 from .models import load_model, preprocess_config
 from .sam_ops import best_candidate, decode, encode_images, to_model
 
@@ -372,10 +371,7 @@ def read_prompts_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"prompts file {str(path)!r} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"prompts file {str(path)!r} is not valid JSON: {exc}") from None
+    data = read_json(path, what="prompts file")
     if not isinstance(data, dict):
         raise InputError(
             f"prompts file {str(path)!r} must hold a JSON object with 'boxes'/'points' or "
@@ -592,7 +588,7 @@ def write_prediction(
     with atomic_dir(target, overwrite=True, protect=protect) as tmp:
         for i, mask in enumerate(pred.masks):
             Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / f"{stem}_mask{i}.png")
-        (tmp / f"{stem}.json").write_text(json.dumps(doc))
+        (tmp / f"{stem}.json").write_text(dump_json(doc))
         if overlay:
             out = image
             for i, m in enumerate(pred.masks):

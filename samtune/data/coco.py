@@ -10,7 +10,6 @@ only fails when it is decoded becomes an image without instances, with a warning
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -20,6 +19,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError, MissingFileError, SamtuneWarning
+from ..io import DATA_FILE_LIMIT, parse_json, read_text
 from .sample import Sample, masks_to_boxes
 
 ON_ERROR = ("raise", "skip")
@@ -149,18 +149,20 @@ def encode_mask(mask: np.ndarray) -> dict:
 # --------------------------------------------------------------------------- dataset
 
 
+def read_annotations(path: str | Path) -> object:
+    """The JSON of an annotation file, within the limits of :mod:`samtune.io` for data files
+    (:data:`~samtune.io.DATA_FILE_LIMIT` bytes, :data:`~samtune.io.MAX_DEPTH` levels)."""
+    text = read_text(path, what="annotation file", limit=DATA_FILE_LIMIT, error=DataError)
+    return parse_json(
+        text,
+        f"annotation file {str(path)!r}",
+        DataError,
+        advice="; the file is truncated or corrupt: download it again",
+    )
+
+
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise MissingFileError(f"annotation file {str(path)!r} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"annotation file {str(path)!r} is not valid JSON (line {exc.lineno}, column "
-            f"{exc.colno}: {exc.msg}); the file is truncated or corrupt: download it again"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"annotation file {str(path)!r} is not UTF-8 text: {exc}") from None
+    data = read_annotations(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(
             f"annotation file {str(path)!r} is not COCO format: expected an object with "

@@ -16,7 +16,6 @@ variable (``SAMTUNE_TRASHCAN_URL``, ``SAMTUNE_ZEROWASTE_URL``, ``SAMTUNE_TACO_UR
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -28,9 +27,9 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
-from ..errors import ConfigError, DataError, MissingFileError, OfflineError
-from ..io import atomic_write
-from .coco import load_image
+from ..errors import ConfigError, DataError, InputError, MissingFileError, OfflineError
+from ..io import atomic_write, dump_json, read_json
+from .coco import load_image, read_annotations
 from .recipes import Recipe, RemoteFile, _fill, get_recipe
 from .synthetic import ensure_demo_dataset
 
@@ -230,8 +229,8 @@ def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
         ours: set[str] = set()
         if record.is_file():
             try:
-                ours = set(json.loads(record.read_text()))
-            except (ValueError, TypeError):
+                ours = set(read_json(record, what="extraction record"))
+            except (InputError, TypeError):
                 ours = set()
         names = sorted(item.name for item in tmp.iterdir())
         clash = [n for n in names if (target / n).exists() and n not in ours]
@@ -241,7 +240,7 @@ def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
                 f"extract from {archive.name}; move it away or choose another dataset root"
             )
         with atomic_write(record) as rec:
-            rec.write_text(json.dumps(sorted(ours | set(names))))
+            rec.write_text(dump_json(sorted(ours | set(names))))
         created = []
         for name in names:
             dest = target / name
@@ -324,7 +323,7 @@ def download_dataset(
         if file.extract:
             safe_extract(dest, root)
             with atomic_write(marker) as tmp:
-                tmp.write_text(json.dumps({"archive": file.filename, "sha256": file_digest(dest)}))
+                tmp.write_text(dump_json({"archive": file.filename, "sha256": file_digest(dest)}))
             if not keep_archives:
                 dest.unlink()
     if name == "taco":
@@ -348,7 +347,7 @@ def download_taco_images(root: str | Path, *, quiet: bool = False) -> dict[str, 
     from tqdm.auto import tqdm
 
     root = Path(root)
-    data = json.loads((root / "data" / "annotations.json").read_text())
+    data = read_annotations(root / "data" / "annotations.json")
     counts = {"downloaded": 0, "present": 0, "failed": 0}
     failures: list[str] = []
     offline: OfflineError | None = None

@@ -7,14 +7,13 @@ folder that holds (or will hold) the dataset; by default ``$SAMTUNE_DATA/<folder
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, MissingFileError, UnknownNameError
-from ..io import atomic_write
-from .coco import ON_ERROR, InstanceDataset
+from ..errors import ConfigError, DataError, MissingFileError, UnknownNameError
+from ..io import atomic_write, dump_json, read_json_object
+from .coco import ON_ERROR, InstanceDataset, read_annotations
 from .synthetic import ensure_demo_dataset
 
 
@@ -307,9 +306,9 @@ def taco_split_ids(root: Path, split: str, seed: int = 0, fractions=(0.8, 0.1, 0
 
     split_file = root / f"splits-seed{seed}.json"
     if split_file.is_file():
-        splits = json.loads(split_file.read_text())
+        splits = read_json_object(split_file, DataError, what="split file")
     else:
-        data = json.loads((root / "data" / "annotations.json").read_text())
+        data = read_annotations(root / "data" / "annotations.json")
         ids = sorted(int(img["id"]) for img in data["images"])
         order = np.random.default_rng(seed).permutation(len(ids))
         n_train = int(round(fractions[0] * len(ids)))
@@ -322,7 +321,7 @@ def taco_split_ids(root: Path, split: str, seed: int = 0, fractions=(0.8, 0.1, 0
             "test": sorted(shuffled[n_train + n_val :]),
         }
         with atomic_write(split_file) as tmp:
-            tmp.write_text(json.dumps(splits))
+            tmp.write_text(dump_json(splits))
     return splits[split]
 
 

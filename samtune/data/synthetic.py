@@ -17,14 +17,14 @@ the default 300 images of 128 px.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from ..io import MANIFEST, atomic_dir
+from ..errors import InputError
+from ..io import MANIFEST, atomic_dir, dump_json, read_json
 from .coco import encode_mask
 
 DEMO_VERSION = 1
@@ -191,7 +191,7 @@ def _adopt_earlier_demo(root: Path) -> None:
         return
     entries = sorted(p.name for p in root.iterdir())
     if all(name == "demo.json" or (root / name / "annotations.json").is_file() for name in entries):
-        (root / MANIFEST).write_text(json.dumps({"written_by": "samtune", "entries": entries}))
+        (root / MANIFEST).write_text(dump_json({"written_by": "samtune", "entries": entries}))
 
 
 def write_demo_dataset(
@@ -257,9 +257,9 @@ def write_demo_dataset(
                 "annotations": anns,
                 "categories": categories,
             }
-            (tmp / split / "annotations.json").write_text(json.dumps(coco))
+            (tmp / split / "annotations.json").write_text(dump_json(coco))
         meta = {"version": DEMO_VERSION, "seed": seed, "size": size, "counts": counts}
-        (tmp / "demo.json").write_text(json.dumps(meta, indent=2))
+        (tmp / "demo.json").write_text(dump_json(meta, indent=2))
     return root
 
 
@@ -281,8 +281,8 @@ def ensure_demo_dataset(
     want = {"version": DEMO_VERSION, "seed": seed, "size": size, "counts": counts}
     if meta_file.is_file():
         try:
-            if json.loads(meta_file.read_text()) == want:
+            if read_json(meta_file, what="demo dataset record") == want:
                 return root
-        except json.JSONDecodeError:
+        except InputError:  # unreadable: the dataset is written again
             pass
     return write_demo_dataset(root, seed=seed, size=size, counts=counts)

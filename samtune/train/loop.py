@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
 import sys
@@ -31,10 +30,10 @@ from torch import nn
 from ..adapters import save_adapter
 from ..data import PromptedDataset, collate_prompted, load_dataset
 from ..data.transforms import AugmentConfig
-from ..errors import ConfigError, RunError
+from ..errors import ConfigError, InputError, RunError
 from ..evaluate import evaluate, format_comparison
 from ..fast import compile_model, use_flex_attention
-from ..io import atomic_write
+from ..io import atomic_write, dump_json, read_json_object
 from ..models import base_fingerprint, load_model, model_source, preprocess_config
 from .cache import EmbeddingCache
 from .callbacks import Callback, CallbackList
@@ -253,7 +252,7 @@ def _schedule(cfg: FitConfig, total_steps: int):
 
 def _write_json(path: Path, data: Any) -> None:
     with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=float))
+        tmp.write_text(dump_json(data, indent=2, default=float))
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -340,6 +339,7 @@ def _setup(cfg: FitConfig, model, strategy, dataset, callbacks: CallbackList) ->
     # Names, splits, dataset files, strategy options: wrong ones fail here, before any model or
     # data is loaded and before anything is written.
     strategy = check_inputs(cfg, strategy=strategy, dataset=dataset)
+    previous = _previous_comparison(Path(cfg.output_dir)) if cfg.resume else {}
     existing = list_checkpoints(cfg.output_dir)
     if existing and not cfg.resume:
         raise ConfigError(
@@ -349,7 +349,7 @@ def _setup(cfg: FitConfig, model, strategy, dataset, callbacks: CallbackList) ->
     accelerator = _make_accelerator(cfg, Path(cfg.output_dir))
     _seed(cfg, accelerator)
     model, splits = _model_and_data(cfg, model, dataset, accelerator)
-    comparison: dict[str, Any] = {}
+    comparison: dict[str, Any] = previous
     test_ds = splits.get(cfg.test_split) if cfg.test_split else None
     if cfg.compare and test_ds is not None and not cfg.resume:  # before the model changes
         protocols = ["box"] + (["point"] if cfg.compare_point else [])
@@ -477,9 +477,27 @@ def _resume(run: Run) -> None:
     else:
         run.state = load_checkpoint(run.accelerator, ckpt, **_checkpointed(run))
         run.say(f"resumed from {ckpt.name} (epoch {run.state.epoch}, step {run.state.step})")
-    prev = run.run_dir / "metrics.json"
-    if prev.is_file():
-        run.comparison = json.loads(prev.read_text()).get("comparison", {}) or run.comparison
+
+
+def _previous_comparison(run_dir: Path) -> dict[str, Any]:
+    """The zero-shot/fine-tuned comparison in a resumed run's ``metrics.json`` ({} if none).
+
+    Read before any model loads, so a damaged file stops ``--resume`` at once.
+
+    Raises:
+        InputError: the file is not JSON, or its ``comparison`` is not an object.
+    """
+    prev = run_dir / "metrics.json"
+    if not prev.exists():
+        return {}
+    data = read_json_object(prev, what="the run folder's metrics file")
+    comparison = data.get("comparison") or {}
+    if not isinstance(comparison, dict):
+        raise InputError(
+            f"{str(prev)!r}: 'comparison' must be a JSON object; found "
+            f"{type(comparison).__name__}. Move the file away to resume without it"
+        )
+    return comparison
 
 
 # --------------------------------------------------------------------------- epochs, steps
