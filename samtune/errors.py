@@ -28,23 +28,31 @@ shows as ``\\n``, so a crafted file cannot add a line of its own) and cut to a b
 
 from __future__ import annotations
 
+import reprlib
+
 QUOTE_LIMIT = 120
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 8, 8, 60, 60
 
 
 def quote_untrusted(value: object, limit: int = QUOTE_LIMIT) -> str:
     """``value`` (text from a file or a user) as it may appear in a message: one line, quoted.
 
-    Escaped like ``repr`` (newlines, control characters and quotes cannot break out of the
-    quotes), and cut to about ``limit`` characters with ``...`` and the full length after it,
-    so that a crafted adapter or config cannot print a fake ``error:`` line or a command.
+    A string is escaped like ``repr`` (newlines, control characters and quotes cannot break
+    out of the quotes) and cut to ``limit`` characters, with ``...`` and its full length after
+    it; any other value is shown by :mod:`reprlib` (bounded however large or nested it is). So
+    a crafted adapter or config cannot print a fake ``error:`` line or a command.
 
     >>> quote_untrusted("x\\nerror: pip install evil")
     "'x\\\\nerror: pip install evil'"
     """
-    text = value if isinstance(value, str) else str(value)
-    if len(text) > limit:
-        return repr(text[:limit]) + f"... ({len(text)} characters)"
-    return repr(text)
+    if isinstance(value, str):
+        if len(value) > limit:
+            return repr(value[:limit]) + f"... ({len(value)} characters)"
+        return repr(value)
+    shown = one_line(_REPR.repr(value))
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 def one_line(text: str) -> str:

@@ -485,29 +485,15 @@ def check_outputs(images: list[Path], targets: list[Path], output: Path, protect
 
 
 def check_device(device: str) -> torch.device:
-    """``device`` as a ``torch.device`` that exists on this machine.
+    """``device`` as a ``torch.device`` that can run a model on this machine.
 
     Raises:
-        InputError: not a device name, or a GPU this machine does not have.
+        InputError: not a device name, ``meta``, or a GPU this machine does not have
+            (:func:`samtune.train.config.check_device`, the one device check).
     """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise InputError(
-            f"--device {device!r} is not a device; use cpu, cuda, cuda:1 ..."
-        ) from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise InputError(f"--device {device!r}: no CUDA GPU is available; use --device cpu")
-        if dev.index is not None and dev.index >= count:
-            raise InputError(
-                f"--device {device!r}: there are only {count} CUDA GPU(s) (cuda:0 .. "
-                f"cuda:{count - 1})"
-            )
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(f"--device {device!r}: MPS is not available; use --device cpu")
-    return dev
+    from .train.config import check_device as check
+
+    return check("--device", device)
 
 
 def load_for_inference(

@@ -10,9 +10,10 @@ only fails when it is decoded becomes an image without instances, with a warning
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,14 @@ def load_image(path: str | Path) -> np.ndarray:
     16-bit images are scaled to 8 bits (value / 257); float images are clipped to 0-255
     (or scaled by 255 when they lie in 0-1).
 
+    Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is kept: an image over
+    it is read with one :class:`~samtune.errors.SamtuneWarning` naming it, one over twice it is
+    refused (``DataError``).
+
     Raises:
         MissingFileError: the file does not exist.
-        DataError: the file is not a readable image (corrupt or truncated).
+        DataError: the file is not a readable image (corrupt or truncated), or has more pixels
+            than Pillow reads.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -48,15 +54,47 @@ def load_image(path: str | Path) -> np.ndarray:
             f"({str(path.parent)!r}) or re-run the download"
         )
     try:
-        with Image.open(path) as img:
+        with _no_bomb_warning(), Image.open(path) as img:
+            _note_if_huge(path, img.size)
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_rgb_uint8(img)
+    except Image.DecompressionBombError:
+        raise DataError(
+            f"image {str(path)!r} has more than {2 * Image.MAX_IMAGE_PIXELS} pixels, twice "
+            "Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS); refusing it. Shrink "
+            "the image, or raise that limit in Python if you trust the file"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
             f"image {str(path)!r} cannot be read ({exc}); the file is corrupt or not an image: "
             "replace it"
         ) from exc  # the cause is the reader's own words (InstanceDataset's warning uses them)
+
+
+@contextlib.contextmanager
+def _no_bomb_warning() -> Iterator[None]:
+    """Silence Pillow's multi-line DecompressionBombWarning (:func:`_note_if_huge` says it)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def _note_if_huge(path: Path, size: tuple[int, int]) -> None:
+    """One SamtuneWarning for an image over Pillow's decompression-bomb limit (read anyway)."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and size[0] * size[1] > limit:
+        warnings.warn(
+            f"image {str(path)!r} is {size[0]}x{size[1]} ({size[0] * size[1]} pixels), more "
+            f"than Pillow's decompression-bomb limit of {limit}; reading it anyway (it needs "
+            "much memory; refused past twice the limit)",
+            SamtuneWarning,
+            stacklevel=3,
+        )
 
 
 def _unreadable(path: Path) -> str | None:
@@ -67,7 +105,7 @@ def _unreadable(path: Path) -> str | None:
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
+        with _no_bomb_warning(), Image.open(path) as img:
             img.verify()
     except Exception as exc:  # PIL raises many types for a bad file
         return f"{type(exc).__name__}: {exc}"
