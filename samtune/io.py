@@ -401,6 +401,9 @@ def _yaml_error(path: Path, exc: Exception) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     context = getattr(exc, "context", None)
+    begun = getattr(exc, "context_mark", None)
+    if context and begun is not None and (mark is None or begun.line != mark.line):
+        context += f" that starts at line {begun.line + 1}, column {begun.column + 1}"
     at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     return f"config file {str(path)!r} is not valid YAML{at}: {problem}" + (
         f" ({context})" if context else ""

@@ -300,13 +300,13 @@ def load_image_file(path: str | os.PathLike) -> np.ndarray:
         return load_image(path)
     except DataError as exc:
         cause = exc.__context__  # load_image raises "from None": the reader's own error
+        if isinstance(cause, Image.DecompressionBombError):
+            raise  # load_image's message names Pillow's limit and what to do
         reason = f" ({cause})" if cause is not None and str(cause) else ""
         raise DataError(
             f"image {str(path)!r} cannot be read{reason}; the file is corrupt, truncated or not "
             "an image: replace it or leave it out"
         ) from None
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"image {str(path)!r} is too large to read safely: {exc}") from None
 
 
 # --------------------------------------------------------------------------- prompt parsing
