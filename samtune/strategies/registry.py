@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from ..errors import MissingDependencyError, UnknownNameError, quote_untrusted
+from ..errors import MissingDependencyError, UnknownNameError, one_line
 from .base import Strategy
 
 GROUP = "samtune.strategies"
@@ -103,7 +103,9 @@ def _load(entry: _Entry) -> None:
         raise
     except BaseException as exc:  # any failure of third-party code, sys.exit() at import too:
         # report it, keep the others
-        entry.error = f"{type(exc).__name__}: {quote_untrusted(str(exc))}"
+        reason = one_line(str(exc))  # third-party text: one line, bounded
+        reason = reason if len(reason) <= 300 else reason[:300] + "..."
+        entry.error = f"{type(exc).__name__}: {reason}"
         who = f" from package {entry.distribution!r}" if entry.distribution else ""
         warnings.warn(
             f"samtune strategy {entry.name!r}{who} could not be loaded ({entry.error}); "
