@@ -345,3 +345,13 @@ def test_cuda_without_cuda_is_refused():
 
     with pytest.raises(ConfigError, match="no CUDA GPU is available; use one of: cpu"):
         EvalConfig(device="cuda")
+
+
+def test_strategy_options_from_the_command_line_have_the_same_limits():
+    from samtune.train.config import parse_key_values
+
+    levels = ["&a0 [l, l, l, l, l, l, l, l, l]"]
+    levels += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    with pytest.raises(ConfigError, match="the value of 'blocks' expands to more than"):
+        parse_key_values(["blocks=[" + ", ".join(levels) + "]"])
+    assert parse_key_values(["blocks=[9, 10]", "r=8"]) == {"blocks": [9, 10], "r": 8}

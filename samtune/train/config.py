@@ -613,13 +613,15 @@ def parse_key_values(items: list[str] | None) -> dict[str, Any]:
     """``["r=8", "alpha=16.0", "targets=[qkv]"]`` -> ``{"r": 8, "alpha": 16.0, ...}`` (YAML values)."""
     import yaml
 
+    from ..io import parse_yaml
+
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"expected key=value (e.g. r=8); found {quote_untrusted(item)}")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            out[key.strip()] = parse_yaml(value, f"the value of {key.strip()!r}")
         except yaml.YAMLError:
             out[key.strip()] = value
     return out
