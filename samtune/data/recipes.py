@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, DataError, MissingFileError, UnknownNameError
+from ..errors import ConfigError, DataError, MissingFileError, UnknownNameError, quote_untrusted
 from ..io import atomic_write, dump_json, read_json_object
 from .coco import ON_ERROR, InstanceDataset, read_annotations
 from .synthetic import ensure_demo_dataset
@@ -183,7 +183,7 @@ def get_recipe(name: str) -> Recipe:
         return RECIPES[name]
     except KeyError:
         raise UnknownNameError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(RECIPES)} "
+            f"unknown dataset {quote_untrusted(name)}; known datasets: {', '.join(RECIPES)} "
             "(use 'coco' with root= for your own COCO-format folder)"
         ) from None
 

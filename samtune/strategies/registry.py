@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from ..errors import MissingDependencyError, UnknownNameError, one_line
+from ..errors import MissingDependencyError, UnknownNameError, one_line, quote_untrusted
 from .base import Strategy
 
 GROUP = "samtune.strategies"
@@ -151,7 +151,7 @@ def strategy_class(name: str) -> type[Strategy]:
     if entry is None:
         installed = ", ".join(list_strategies()) or "(none)"
         raise UnknownNameError(
-            f"strategy {name!r} is not installed; installed strategies: {installed}. "
+            f"strategy {quote_untrusted(name)} is not installed; installed strategies: {installed}. "
             "Third-party strategies come from packages that declare a "
             f"'{GROUP}' entry point (pip install the package that provides it)"
         )
