@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,20 @@ from .errors import (
     InputError,
     MissingFileError,
     UnknownNameError,
+    quote_untrusted,
 )
 from .evaluate.report import METRIC_COLUMNS
 from .family import SAM, SAM_HQ, family_of
 from .hub import hub_fetch, looks_like_local_path
-from .io import atomic_dir, atomic_write, check_not_input, output_lock, write_safetensors
+from .io import (
+    atomic_dir,
+    atomic_write,
+    check_not_input,
+    output_lock,
+    parse_json,
+    read_text,
+    write_safetensors,
+)
 from .models import (
     architecture,
     base_fingerprint,
@@ -208,7 +218,7 @@ def read_adapter(dir_or_hub_id: str | os.PathLike) -> AdapterFile:
     if metadata.get("format") != FORMAT:
         raise CheckpointError(
             f"{str(path)!r} is a safetensors file but not a samtune adapter (metadata format "
-            f"{metadata.get('format')!r}, expected {FORMAT!r}); to use a Hugging Face or Meta "
+            f"{quote_untrusted(metadata.get('format'))}, expected {FORMAT!r}); to use a Hugging Face or Meta "
             "checkpoint, pass it to samtune.load_model instead"
         )
     missing = [k for k in ("strategy", "strategy_config", "base_fingerprint") if k not in metadata]
@@ -244,16 +254,26 @@ def read_adapter(dir_or_hub_id: str | os.PathLike) -> AdapterFile:
     return AdapterFile(path, tensors, metadata)
 
 
+# A distribution name (PEP 508): the only package text from an adapter that samtune shows
+# as a command to run.
+_PACKAGE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?")
+
+
 def _strategy_from(adapter: AdapterFile) -> Strategy:
     name = adapter.strategy
     try:
         cls = strategy_class(name)
     except UnknownNameError:
-        package = adapter.metadata.get("strategy_package") or "the package that provides it"
+        package = adapter.metadata.get("strategy_package") or ""
+        hint = (
+            f"install it: pip install {package}"
+            if _PACKAGE_NAME.fullmatch(package)
+            else "install the package that provides it"
+        )
         raise UnknownNameError(
-            f"adapter {str(adapter.path)!r} was trained with strategy {name!r} from package "
-            f"{package!r}, which is not installed (installed strategies: "
-            f"{', '.join(list_strategies())}); install it: pip install {package}"
+            f"adapter {str(adapter.path)!r} was trained with strategy {quote_untrusted(name)} "
+            f"from package {quote_untrusted(package or 'unknown')}, which is not installed "
+            f"(installed strategies: {', '.join(list_strategies())}); {hint}"
         ) from None
     return cls(json.loads(adapter.metadata["strategy_config"]))
 
@@ -293,7 +313,7 @@ def load_adapter(
     if found != expected:
         raise AdapterMismatchError(
             f"adapter {str(adapter.path)!r} was trained on base {expected} "
-            f"({adapter.metadata.get('base_model', 'unknown')!r}), but the model given has "
+            f"({quote_untrusted(adapter.metadata.get('base_model', 'unknown'))}), but the model given has "
             f"fingerprint {found} ({model_source(base_model)!r})"
             + _architecture_difference(adapter, base_model)
             + "; load the adapter onto the base model it was trained on"
@@ -321,7 +341,7 @@ def _check_family(adapter: AdapterFile, base_model: torch.nn.Module) -> None:
     if recorded != family.name:
         raise AdapterMismatchError(
             f"adapter {str(adapter.path)!r} was trained on a {recorded} model "
-            f"({adapter.metadata.get('base_model', 'unknown')!r}), but the base given is "
+            f"({quote_untrusted(adapter.metadata.get('base_model', 'unknown'))}), but the base given is "
             f"{family.name} ({type(base_model).__name__}, {model_source(base_model)!r}); load "
             "the adapter onto the base model it was trained on"
         )
@@ -553,32 +573,23 @@ def _metrics_section(metrics: str | os.PathLike | None) -> str:
     if metrics is None:
         return ""
     path = Path(metrics)
-    if not path.is_file():
-        raise MissingFileError(f"metrics file {str(path)!r} does not exist")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read metrics file {str(path)!r}: {exc}") from None
+    text = read_text(path, what="metrics file")
     if path.suffix.lower() in (".md", ".markdown"):
         return "## Evaluation\n\n" + text.strip() + "\n"
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"metrics file {str(path)!r} is neither Markdown (.md) nor valid JSON ({exc})"
-        ) from None
+    data = parse_json(
+        text, f"metrics file {str(path)!r}", advice="; it is neither Markdown (.md) nor JSON"
+    )
     if not isinstance(data, dict):
         raise InputError(
             f"metrics JSON {str(path)!r} must be an object; found {type(data).__name__}"
         )
+    _check_metrics_schema(data, path)
     parts: list[str] = []
     comparison = data.get("comparison")
     if isinstance(comparison, dict) and "steps" in data:  # a fit's metrics.json
         tuned = comparison.get("fine_tuned") or {}
         base = comparison.get("zero_shot") or {}
         for protocol, values in tuned.items():
-            if not isinstance(values, dict):
-                continue
             columns = {"zero-shot": base[protocol]} if isinstance(base.get(protocol), dict) else {}
             columns["fine-tuned"] = values
             parts.append(f"**{protocol} prompts** (test split)\n\n" + _side_by_side(columns))
@@ -610,6 +621,56 @@ def _metrics_section(metrics: str | os.PathLike | None) -> str:
     return "## Evaluation\n\n" + "\n\n".join(parts) + "\n"
 
 
+def _check_metrics_schema(data: dict[str, Any], path: Path) -> None:
+    """Refuse a metrics file whose parts have the wrong shape (a list where an object or a
+    number belongs), naming the part: what the card reads is
+
+    * a fit's ``metrics.json``: ``{"steps": int, "best": {...}, "comparison": {"zero_shot" |
+      "fine_tuned": {protocol: {metric: number}}}}``;
+    * an eval's JSON: ``{label: {"metrics": {metric: number}}}``;
+    * flat: ``{metric: number}`` or ``{"metrics": {metric: number}}``.
+
+    Raises:
+        InputError: naming the file, the part (``comparison.fine_tuned.box``) and its type.
+    """
+
+    def refuse(where: str, value: Any, want: str) -> None:
+        raise InputError(
+            f"metrics file {str(path)!r}: {quote_untrusted(where)} must be {want}; found "
+            f"{type(value).__name__}. Give a fit's metrics.json, an eval's JSON or "
+            "{name: number}"
+        )
+
+    def numbers(metrics: Any, where: str) -> None:
+        if not isinstance(metrics, dict):
+            refuse(where, metrics, "a JSON object of metrics")
+        for key, value in metrics.items():
+            if key in METRIC_COLUMNS and not (
+                value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+            ):
+                refuse(f"{where}.{key}" if where else key, value, "a number")
+
+    if "steps" in data and "comparison" in data:  # a fit's metrics.json
+        comparison = data["comparison"]
+        if not isinstance(comparison, dict):
+            refuse("comparison", comparison, "a JSON object")
+        for part in ("zero_shot", "fine_tuned"):
+            protocols = comparison.get(part) or {}
+            if not isinstance(protocols, dict):
+                refuse(f"comparison.{part}", protocols, "a JSON object of {protocol: metrics}")
+            for protocol, values in protocols.items():
+                numbers(values, f"comparison.{part}.{protocol}")
+        if not isinstance(data.get("best") or {}, dict):
+            refuse("best", data["best"], "a JSON object")
+    elif isinstance(data.get("metrics"), dict):
+        numbers(data["metrics"], "metrics")
+    elif not (data and all(isinstance(v, dict) and "metrics" in v for v in data.values())):
+        numbers(data, "")
+    else:
+        for label, value in data.items():
+            numbers(value["metrics"], f"{label}.metrics")
+
+
 def model_card(model: torch.nn.Module, metrics: str | os.PathLike | None = None) -> str:
     """A Hugging Face model card (README.md with YAML metadata) for a tuned model."""
     meta = adapter_metadata(model)
@@ -629,10 +690,11 @@ def model_card(model: torch.nn.Module, metrics: str | os.PathLike | None = None)
         else:
             yaml_lines.append(f"{key}: {json.dumps(value)}")
     yaml_lines.append("---")
+    package = meta["strategy_package"]
     install = (
-        "samtune"
-        if meta["strategy_package"] == "samtune"
-        else (f"samtune {meta['strategy_package']}")
+        f"samtune {package}"
+        if package != "samtune" and _PACKAGE_NAME.fullmatch(package or "")
+        else "samtune"
     )
     body = f"""
 # SAM adapter ({strategy})

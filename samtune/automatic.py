@@ -34,7 +34,6 @@ stability score, mask boxes, crop-edge test and padding are the helpers of trans
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,7 +57,7 @@ from .data.coco import encode_mask
 from .data.transforms import Geometry, preprocess_image
 from .evaluate.metrics import semantic_label_map
 from .evaluate.plots import overlay as blend
-from .io import atomic_dir, output_lock
+from .io import atomic_dir, dump_json, output_lock
 from .models import PreprocessConfig, preprocess_config
 from .predict import (
     _read_image,
@@ -362,7 +361,7 @@ def write_segmentation(
     }
     labels = found.label_map()
     with atomic_dir(target, overwrite=True, protect=protect) as tmp:
-        (tmp / f"{path.stem}.json").write_text(json.dumps(doc))
+        (tmp / f"{path.stem}.json").write_text(dump_json(doc))
         dtype = np.uint8 if len(found) < 256 else np.uint16
         Image.fromarray(labels.astype(dtype)).save(tmp / f"{path.stem}_labels.png")
         out = image

@@ -25,7 +25,7 @@ from transformers import SamConfig
 from . import __version__
 from .errors import CheckpointError, InputError, MissingDependencyError, MissingFileError
 from .identity import fingerprint, model_source, preprocess_config
-from .io import atomic_write, read_json_object
+from .io import atomic_write, dump_json, read_json_object
 
 # Prefixes that training wrappers (Lightning, DDP) put in front of Meta's keys.
 _WRAPPER_PREFIXES = ("module.", "model.", "sam.")
@@ -565,7 +565,6 @@ def write_original_checkpoint(
     Raises:
         InputError: ``path`` exists and ``overwrite`` is off, or it is not samtune's to replace.
     """
-    import json
 
     path = Path(path)
     _check_replaceable_file(path, overwrite)
@@ -588,5 +587,5 @@ def write_original_checkpoint(
             "config": config,
         }
         with atomic_write(sidecar_path(path)) as side_tmp:
-            side_tmp.write_text(json.dumps(side, indent=2) + "\n")
+            side_tmp.write_text(dump_json(side, indent=2) + "\n")
     return path

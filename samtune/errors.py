@@ -20,9 +20,44 @@ that had to assume what its format cannot record.
 
 A message says what was expected, what was found, and what to do. The CLI prints it as one
 line and exits 2 for bad input (every class but :class:`RunError`), 1 for a failed run.
+
+Text read from a file (an adapter's metadata, a config value, a dataset or model name) goes
+into a message only through :func:`quote_untrusted`: quoted, escaped like ``repr`` (a newline
+shows as ``\\n``, so a crafted file cannot add a line of its own) and cut to a bounded length.
 """
 
 from __future__ import annotations
+
+import reprlib
+
+QUOTE_LIMIT = 120
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 8, 8, 60, 60
+
+
+def quote_untrusted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``value`` (text from a file or a user) as it may appear in a message: one line, quoted.
+
+    A string is escaped like ``repr`` (newlines, control characters and quotes cannot break
+    out of the quotes) and cut to ``limit`` characters, with ``...`` and its full length after
+    it; any other value is shown by :mod:`reprlib` (bounded however large or nested it is). So
+    a crafted adapter or config cannot print a fake ``error:`` line or a command.
+
+    >>> quote_untrusted("x\\nerror: pip install evil")
+    "'x\\\\nerror: pip install evil'"
+    """
+    if isinstance(value, str):
+        if len(value) > limit:
+            return repr(value[:limit]) + f"... ({len(value)} characters)"
+        return repr(value)
+    shown = one_line(_REPR.repr(value))
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
+
+def one_line(text: str) -> str:
+    """``text`` with every line break and control character escaped: what the CLI prints."""
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
 
 
 class SamtuneError(Exception):
@@ -94,8 +129,11 @@ __all__ = [
     "MissingDependencyError",
     "MissingFileError",
     "OfflineError",
+    "QUOTE_LIMIT",
     "RunError",
     "SamtuneError",
     "SamtuneWarning",
     "UnknownNameError",
+    "one_line",
+    "quote_untrusted",
 ]

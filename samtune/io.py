@@ -22,18 +22,21 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
+import math
 import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from .errors import ConfigError, InputError, MissingFileError, SamtuneWarning
+from .errors import ConfigError, InputError, MissingFileError, RunError, SamtuneWarning
 
 MANIFEST = ".samtune-manifest.json"
 RUN_MARKER = ".samtune-outputs.json"
@@ -276,7 +279,7 @@ def written_by_samtune(folder: str | Path) -> tuple[bool, list[str]]:
     folder = Path(folder)
     top = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST)
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
+        manifest = read_json(folder / MANIFEST)
         listed = set(manifest.get("files") or [])
         entries = set(manifest["entries"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -294,7 +297,7 @@ def written_by_samtune(folder: str | Path) -> tuple[bool, list[str]]:
 def _write_manifest(tmp: Path) -> None:
     entries = sorted(p.name for p in tmp.iterdir() if p.name != MANIFEST)
     manifest = {"written_by": "samtune", "entries": entries, "files": _listing(tmp)}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    (tmp / MANIFEST).write_text(dump_json(manifest, indent=1) + "\n")
 
 
 def check_not_input(
@@ -471,7 +474,7 @@ def _lock_path(folder: Path, beside: bool) -> Path:
 
 def _read_lock(lock: Path) -> dict:
     try:
-        data = json.loads(lock.read_text())
+        data = read_json(lock)
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -497,7 +500,7 @@ def _create_lock(lock: Path, command: str) -> bool:
     info = {"pid": os.getpid(), "host": _host(), "command": command,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
     with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(info) + "\n")
+        fh.write(dump_json(info) + "\n")
     return True
 
 
@@ -588,7 +591,7 @@ def is_main_process() -> bool:
 
 def _read_marker(folder: Path) -> dict[str, str]:
     try:
-        data = json.loads((folder / RUN_MARKER).read_text())
+        data = read_json(folder / RUN_MARKER)
         entries = data["entries"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
@@ -602,7 +605,7 @@ def _write_marker(folder: Path, entries: dict[str, str]) -> None:
             path.unlink()
         return
     with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps({"written_by": "samtune", "entries": entries}, indent=1) + "\n")
+        tmp.write_text(dump_json({"written_by": "samtune", "entries": entries}, indent=1) + "\n")
 
 
 def _plain_name(name: str) -> str:
@@ -738,38 +741,294 @@ def _sort_header(path: Path) -> None:
         fh.write(len(text).to_bytes(8, "little") + text + data)
 
 
-def read_json_object(path: str | Path, error: type[Exception] = InputError) -> dict:
-    """A JSON file that must hold an object; ``error`` (naming the file) otherwise."""
+# ---------------------------------------------------------------------------- reading
+#
+# Every JSON and YAML file samtune reads goes through the readers below, so that one set of
+# limits holds everywhere (docs/security.md, "Limits on what samtune reads"): a crafted file
+# is refused with one line naming the file and the limit, never read forever, never expanded
+# until memory runs out, never parsed until Python's recursion limit breaks.
+
+SMALL_FILE_LIMIT = 16 * 2**20
+"""Bytes samtune reads from a config, metrics, sidecar or prompts file (16 MiB)."""
+DATA_FILE_LIMIT = 4 * 2**30
+"""Bytes samtune reads from a dataset's annotation file (4 GiB; COCO's largest are ~0.5 GB)."""
+MAX_DEPTH = 100
+"""How deep JSON arrays/objects and YAML collections may nest."""
+MAX_YAML_NODES = 100_000
+"""How many values a YAML document may hold once its aliases (``*name``) are expanded."""
+
+
+def _size(n: int) -> str:
+    return f"{n // 2**30} GiB" if n >= 2**30 else f"{n // 2**20} MiB"
+
+
+def read_text(
+    path: str | Path,
+    *,
+    what: str = "file",
+    limit: int = SMALL_FILE_LIMIT,
+    error: type[Exception] = InputError,
+) -> str:
+    """The UTF-8 text of ``path`` (a byte-order mark is dropped), read only if it is safe to.
+
+    Refused, with ``error`` naming ``what`` and the file: a path that is not a regular file (a
+    device such as ``/dev/zero``, a FIFO, a socket; the null device reads as empty), a file of
+    more than ``limit`` bytes (at most ``limit + 1`` are read), text that is not UTF-8.
+
+    Raises:
+        MissingFileError: ``path`` does not exist.
+    """
     path = Path(path)
+    where = f"{what} {str(path)!r}"
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise error(f"{str(path)!r} is not valid JSON ({exc})") from None
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise MissingFileError(f"{where} does not exist") from None
+    except OSError as exc:
+        raise error(f"cannot read {where}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise error(f"{where} is a folder; give a file")
+    if not stat.S_ISREG(info.st_mode):
+        if os.path.exists(os.devnull) and os.path.samefile(path, os.devnull):
+            return ""
+        raise error(f"{where} is not a regular file (a device, FIFO or socket); give a file")
+    if info.st_size > limit:
+        raise error(f"{where} is {info.st_size} bytes, more than the {_size(limit)} samtune reads")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise error(f"cannot read {where}: {exc.strerror or exc}") from None
+    if len(data) > limit:  # it grew while we looked
+        raise error(f"{where} is more than the {_size(limit)} samtune reads")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{where} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+
+
+_JSON_KEEP = b'[]{}"'
+_JSON_DROP = bytes(i for i in range(256) if i not in _JSON_KEEP)
+_JSON_ESCAPE = re.compile(rb"\\.", re.S)
+_JSON_CHUNK = 2**24  # bytes of brackets and quotes scanned at a time
+
+
+def json_depth(text: str) -> int:
+    """How deep the arrays and objects of JSON ``text`` nest (brackets inside strings skipped).
+
+    Linear time at C speed, so that a dataset's large annotation file costs a fraction of its
+    parse: escapes are cut out, then everything but brackets and quotes, then the running depth
+    outside strings is a cumulative sum, in chunks of bounded memory.
+    """
+    import numpy as np
+
+    data = text.encode("utf-8", "surrogatepass")
+    if b"\\" in data:
+        data = _JSON_ESCAPE.sub(b"", data)
+    data = data.translate(None, _JSON_DROP)
+    deepest = level = quotes = 0
+    chunk = _JSON_CHUNK
+    for start in range(0, len(data), chunk):
+        codes = np.frombuffer(
+            data, dtype=np.uint8, count=min(chunk, len(data) - start), offset=start
+        )
+        inside = (np.cumsum(codes == ord('"'), dtype=np.int64) + quotes) % 2 == 1
+        steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)
+        steps[inside | (codes == ord('"'))] = 0
+        running = np.cumsum(steps, dtype=np.int64) + level
+        deepest = max(deepest, int(running.max(initial=level)))
+        level = int(running[-1])
+        quotes = (quotes + int(np.count_nonzero(codes == ord('"')))) % 2
+    return deepest
+
+
+def parse_json(
+    text: str, where: str, error: type[Exception] = InputError, *, advice: str = ""
+) -> object:
+    """JSON ``text`` (from ``where``, named in messages), no deeper than :data:`MAX_DEPTH`;
+    ``advice`` ends the message about text that is not JSON."""
+    brackets = text.count("[") + text.count("{")
+    if brackets > MAX_DEPTH and json_depth(text) > MAX_DEPTH:
+        raise error(f"{where} nests arrays/objects deeper than {MAX_DEPTH} levels, the limit")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise error(
+            f"{where} nests arrays/objects deeper than {MAX_DEPTH} levels, the limit"
+        ) from None
+    except ValueError as exc:
+        raise error(f"{where} is not valid JSON ({exc}){advice}") from None
+
+
+def read_json(
+    path: str | Path,
+    *,
+    what: str = "JSON file",
+    limit: int = SMALL_FILE_LIMIT,
+    error: type[Exception] = InputError,
+) -> object:
+    """The JSON value in ``path``, within :func:`read_text`'s and :func:`parse_json`'s limits."""
+    text = read_text(path, what=what, limit=limit, error=error)
+    return parse_json(text, f"{what} {str(path)!r}", error)
+
+
+def read_json_object(
+    path: str | Path,
+    error: type[Exception] = InputError,
+    *,
+    what: str = "JSON file",
+    limit: int = SMALL_FILE_LIMIT,
+) -> dict:
+    """A JSON file that must hold an object; ``error`` (naming the file) otherwise."""
+    data = read_json(path, what=what, limit=limit, error=error)
     if not isinstance(data, dict):
         raise error(f"{str(path)!r} must hold a JSON object; found {type(data).__name__}")
     return data
 
 
-def read_yaml_mapping(path: str | Path, what: str = "options") -> dict:
+def dump_json(data: object, **options: object) -> str:
+    """``data`` as JSON text: the one JSON writer, so a file samtune writes is always JSON.
+
+    ``NaN`` and infinities are not JSON (other readers refuse them), so they are never
+    written: :class:`~samtune.errors.RunError` names where the value sits (``metrics.miou``).
+    """
+    try:
+        return json.dumps(data, allow_nan=False, **options)  # type: ignore[arg-type]
+    except ValueError:
+        where = _non_finite(data, "") or "a value"
+        raise RunError(
+            f"the run produced a non-finite number (NaN or infinity) at {where}; it cannot be "
+            "written as JSON. The run failed: lower the learning rate or check the data"
+        ) from None
+
+
+def _non_finite(data: object, where: str) -> str | None:
+    """The dotted path of the first NaN or infinity in ``data``, or None."""
+    stack = [(data, where)]
+    while stack:
+        value, at = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return at or "the top level"
+        if isinstance(value, dict):
+            stack.extend((v, f"{at}.{k}" if at else str(k)) for k, v in value.items())
+        elif isinstance(value, list | tuple):
+            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(value))
+    return None
+
+
+def _yaml_error(path: Path, exc: Exception) -> str:
+    """A YAML parser error as one line: file, line:column, problem."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    begun = getattr(exc, "context_mark", None)
+    if context and begun is not None and (mark is None or begun.line != mark.line):
+        context += f" that starts at line {begun.line + 1}, column {begun.column + 1}"
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"config file {str(path)!r} is not valid YAML{at}: {problem}" + (
+        f" ({context})" if context else ""
+    )
+
+
+def parse_yaml(text: str, where: str, error: type[Exception] = ConfigError) -> object:
+    """YAML ``text`` read safely (``yaml.safe_load``) within :data:`MAX_DEPTH` and
+    :data:`MAX_YAML_NODES`; ``error`` naming ``where`` and the limit otherwise.
+
+    Aliases are counted as what they expand to, before anything is built, so a "billion
+    laughs" document is refused at once; an alias that refers to itself is refused too.
+
+    Raises:
+        yaml.YAMLError: the text is not YAML (the caller words it).
+    """
+    loader = _limited_loader()(text)
+    loader.where, loader.error = where, error
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+@functools.cache
+def _limited_loader() -> type:
+    """``yaml.SafeLoader`` that refuses deep nesting and alias expansion past the limits."""
+    import yaml
+
+    class LimitedLoader(yaml.SafeLoader):
+        where = "YAML text"
+        error: type[Exception] = ConfigError
+        depth = 0
+
+        def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+            self.depth += 1
+            try:
+                if self.depth > MAX_DEPTH:
+                    mark = self.peek_event().start_mark
+                    raise self.error(
+                        f"{self.where} nests deeper than {MAX_DEPTH} levels, the limit (line "
+                        f"{mark.line + 1})"
+                    )
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+        def compose_document(self):  # type: ignore[no-untyped-def]
+            node = super().compose_document()
+            if _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+                raise self.error(
+                    f"{self.where} expands to more than {MAX_YAML_NODES} values through its "
+                    "aliases (*name), the limit (or an alias refers to itself); write the "
+                    "values out"
+                )
+            return node
+
+    return LimitedLoader
+
+
+def _children(node: object) -> list:
+    value = getattr(node, "value", None)
+    if not isinstance(value, list):
+        return []  # a scalar
+    return [part for item in value for part in (item if isinstance(item, tuple) else (item,))]
+
+
+def _expanded_size(root: object, limit: int) -> int:
+    """How many nodes a composed YAML tree holds with every alias expanded, capped at
+    ``limit + 1`` (also for a cycle). Iterative, each shared node counted once."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[object, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            total = 1 + sum(sizes[id(child)] for child in _children(node))
+            sizes[key] = min(total, limit + 1)
+        elif key in open_nodes:
+            return limit + 1  # an alias inside the node it names
+        elif key not in sizes:
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+    return sizes[id(root)]
+
+
+def read_yaml_mapping(
+    path: str | Path, what: str = "options", *, limit: int = SMALL_FILE_LIMIT
+) -> dict:
     """Read a YAML file that must hold a mapping (a config file); clear errors otherwise.
 
-    An empty file (``/dev/null`` too) is an empty mapping.
+    An empty file (the null device too) is an empty mapping. The limits of :func:`read_text`
+    and :func:`parse_yaml` apply.
     """
     import yaml
 
     path = Path(path)
-    if not path.exists():
-        raise MissingFileError(f"config file {str(path)!r} does not exist")
-    if path.is_dir():
-        raise ConfigError(f"config file {str(path)!r} is a folder; give a YAML file")
+    text = read_text(path, what="config file", limit=limit, error=ConfigError)
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from None
-    try:
-        data = yaml.safe_load(text) or {}
+        data = parse_yaml(text, f"config file {str(path)!r}") or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        raise ConfigError(_yaml_error(path, exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"config file {str(path)!r} must hold a mapping of {what}; found {type(data).__name__}"

@@ -18,7 +18,6 @@ Which family a model, config or folder is: :mod:`samtune.family`.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict
@@ -44,6 +43,7 @@ from .identity import (
     samtune_info,
     weights_fingerprint,
 )
+from .io import read_json, read_json_object
 
 DEFAULT_HUB_MODEL = "facebook/sam-vit-base"
 
@@ -309,10 +309,7 @@ def _load_folder(path: Path) -> torch.nn.Module:
             f"folder {str(path)!r} has no config.json; expected a folder written by "
             "save_pretrained (SamModel, SamHQModel, Sam2Model) or `samtune convert`"
         )
-    try:
-        model_type = json.loads(config_file.read_text()).get("model_type")
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{str(config_file)!r} is not valid JSON: {exc}") from None
+    model_type = read_json_object(config_file, CheckpointError).get("model_type")
     family = family_of_model_type(model_type, f"folder {str(path)!r}")
     model, info = family.model_class.from_pretrained(path, output_loading_info=True)
     _check_loading_info(info, str(path))
@@ -419,10 +416,7 @@ def _image_processor_config(path: Path) -> dict | None:
         proc = path / name
         if not proc.is_file():
             continue
-        try:
-            cfg = json.loads(proc.read_text())
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{str(proc)!r} is not valid JSON: {exc}") from None
+        cfg = read_json(proc, error=CheckpointError)
         cfg = cfg.get(key) if key and isinstance(cfg, dict) else cfg
         if isinstance(cfg, dict):
             return cfg

@@ -30,7 +30,6 @@ Needs the optional extra ``samtune[onnx]`` (``onnx``, ``onnxruntime``).
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
 import tempfile
@@ -51,7 +50,7 @@ from .data.synthetic import generate_scene
 from .data.transforms import preprocess_image
 from .errors import InputError, MissingDependencyError, MissingFileError, UnknownNameError
 from .evaluate import metrics as M
-from .io import atomic_dir
+from .io import atomic_dir, dump_json, read_json
 from .models import (
     PreprocessConfig,
     base_fingerprint,
@@ -495,7 +494,7 @@ def export_onnx(
             config["check"] = _self_check(sam, tmp, quantize, ort)
             config["check_seconds"] = round(time.perf_counter() - t1, 2)
         config["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        (tmp / CONFIG_FILE).write_text(dump_json(config, indent=2) + "\n")
     return output
 
 
@@ -647,10 +646,7 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
             f"{str(folder)!r} holds no {CONFIG_FILE}; export one with "
             "`samtune export ADAPTER OUT --format onnx`"
         )
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {str(path)!r}: {exc}") from None
+    config = read_json(path, what="ONNX export config")
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise InputError(f"{str(path)!r} is not a samtune ONNX export ({FORMAT})")
     return config

@@ -13,7 +13,6 @@ Prompts are checked before the model runs (:func:`prepare_prompts`): boxes must 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from .data.coco import encode_mask, load_image
 from .data.transforms import to_rgb_uint8
 from .errors import DataError, InputError, MissingFileError
 from .evaluate.plots import overlay as blend
-from .io import atomic_dir, check_replaceable, output_lock
+from .io import atomic_dir, check_replaceable, dump_json, output_lock, read_json
 from .models import load_model
 
 if TYPE_CHECKING:
@@ -278,13 +277,13 @@ def load_image_file(path: str | os.PathLike) -> np.ndarray:
         return load_image(path)
     except DataError as exc:
         cause = exc.__context__  # load_image raises "from None": the reader's own error
+        if isinstance(cause, Image.DecompressionBombError):
+            raise  # load_image's message names Pillow's limit and what to do
         reason = f" ({cause})" if cause is not None and str(cause) else ""
         raise DataError(
             f"image {str(path)!r} cannot be read{reason}; the file is corrupt, truncated or not "
             "an image: replace it or leave it out"
         ) from None
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"image {str(path)!r} is too large to read safely: {exc}") from None
 
 
 # --------------------------------------------------------------------------- prompt parsing
@@ -349,10 +348,7 @@ def read_prompts_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"prompts file {str(path)!r} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"prompts file {str(path)!r} is not valid JSON: {exc}") from None
+    data = read_json(path, what="prompts file")
     if not isinstance(data, dict):
         raise InputError(
             f"prompts file {str(path)!r} must hold a JSON object with 'boxes'/'points' or "
@@ -466,29 +462,15 @@ def check_outputs(images: list[Path], targets: list[Path], output: Path, protect
 
 
 def check_device(device: str) -> torch.device:
-    """``device`` as a ``torch.device`` that exists on this machine.
+    """``device`` as a ``torch.device`` that can run a model on this machine.
 
     Raises:
-        InputError: not a device name, or a GPU this machine does not have.
+        InputError: not a device name, ``meta``, or a GPU this machine does not have
+            (:func:`samtune.train.config.check_device`, the one device check).
     """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise InputError(
-            f"--device {device!r} is not a device; use cpu, cuda, cuda:1 ..."
-        ) from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise InputError(f"--device {device!r}: no CUDA GPU is available; use --device cpu")
-        if dev.index is not None and dev.index >= count:
-            raise InputError(
-                f"--device {device!r}: there are only {count} CUDA GPU(s) (cuda:0 .. "
-                f"cuda:{count - 1})"
-            )
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(f"--device {device!r}: MPS is not available; use --device cpu")
-    return dev
+    from .train.config import check_device as check
+
+    return check("--device", device)
 
 
 def load_for_inference(
@@ -569,7 +551,7 @@ def write_prediction(
     with atomic_dir(target, overwrite=True, protect=protect) as tmp:
         for i, mask in enumerate(pred.masks):
             Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / f"{stem}_mask{i}.png")
-        (tmp / f"{stem}.json").write_text(json.dumps(doc))
+        (tmp / f"{stem}.json").write_text(dump_json(doc))
         if overlay:
             out = image
             for i, m in enumerate(pred.masks):

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, MissingFileError, SamtuneError
-from .io import atomic_write, claim_output
+from .io import atomic_write, claim_output, dump_json, read_json, read_json_object
 from .tables import format_change, format_number, markdown_table
 
 FORMAT = 1
@@ -507,7 +507,7 @@ def read_record(path: str | Path) -> dict | None:
     """A suite record (``cell.json``, ``train.json``, ``zero-shot.json``); None if absent or
     unreadable (a record is written atomically, so an unreadable one was never finished)."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = read_json(path, what="suite record")
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("format") == FORMAT else None
@@ -657,7 +657,7 @@ class SuiteResult:
 
 def _write_json(path: Path, data: dict) -> None:
     with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.write_text(dump_json(data, indent=2) + "\n")
 
 
 def _slug(protocol: str) -> str:
@@ -711,7 +711,7 @@ class _Runner:
             name=str(folder.relative_to(self.out)),
         )
         paths = report.save(folder)
-        return json.loads(paths["metrics"].read_text())["metrics"]
+        return read_json_object(paths["metrics"], what="metrics file")["metrics"]
 
     def zero_shot(self) -> None:
         """Evaluate each base model once per dataset and protocol, or read the result back."""

@@ -7,6 +7,7 @@ transformers) happen inside the commands, so ``--help`` stays fast.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import pkgutil
 import sys
@@ -18,19 +19,45 @@ import typer
 from typer.core import TyperGroup
 
 from .. import __version__
-from ..errors import SamtuneError, SamtuneWarning
+from ..errors import SamtuneError, SamtuneWarning, one_line
 
 # typer vendors click; these are the exceptions its parser raises for a bad option or value.
 _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 # OS errors that mean "this path cannot be used as given": input errors, exit 2.
 _PATH_ERRORS = (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)
+# OS errors that mean "the disk is full": exit 2, naming the path.
+_FULL_DISK = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+
+OUT_OF_MEMORY = (
+    "out of memory ({what}); lower what each step holds: --batch-size or --prompt-batch, "
+    "--max-instances, the image size (a smaller model), or use a device with more memory"
+)
+
+
+def _echo_error(message: str) -> None:
+    """Print ``error: message`` as exactly one line (any line break left in it is escaped)."""
+    typer.echo(one_line(f"error: {message}"), err=True)
+
+
+def known_failure(exc: BaseException) -> tuple[str, int] | None:
+    """(message, exit code) for a failure samtune recognises though nothing raised it as a
+    samtune error: out of memory (a failed run, exit 1) and a full disk (exit 2)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        what = "GPU" if type(exc).__name__ == "OutOfMemoryError" else "host memory"
+        return OUT_OF_MEMORY.format(what=what), 1
+    if isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower():
+        return OUT_OF_MEMORY.format(what="device"), 1
+    if isinstance(exc, OSError) and exc.errno in _FULL_DISK:
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        return f"{_FULL_DISK[exc.errno]}{where}; free some space or choose another folder", 2
+    return None
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """samtune's own warnings as one ``note:`` line; others as Python prints them."""
     if issubclass(category, SamtuneWarning):
-        typer.echo(f"note: {message}", err=True)
+        typer.echo(one_line(f"note: {message}"), err=True)
     else:
         _python_show_warning(message, category, filename, lineno, file, line)
 
@@ -49,7 +76,7 @@ class _SamtuneGroup(TyperGroup):
         except SamtuneError as exc:
             if (ctx.obj or {}).get("debug"):
                 traceback.print_exc()
-            typer.echo(f"error: {exc}", err=True)
+            _echo_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except _UsageError as exc:  # a bad option or value: one line, like every input error
             if type(exc).__name__ == "NoArgsIsHelpError":  # `samtune fit`-style help, not an error
@@ -62,17 +89,25 @@ class _SamtuneGroup(TyperGroup):
             message = exc.format_message().replace(
                 "Got unexpected extra", "Too many arguments: extra"
             )
-            typer.echo(f"error: {message} (see `{where}--help`)", err=True)
+            _echo_error(f"{message} (see `{where}--help`)")
             raise typer.Exit(2) from None
         except _PATH_ERRORS as exc:  # a path the user gave that cannot be used: input, exit 2
             if (ctx.obj or {}).get("debug"):
                 traceback.print_exc()
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-            typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            _echo_error(f"{where}{exc.strerror or exc}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except (MemoryError, RuntimeError, OSError) as exc:  # out of memory, disk full
+            known = known_failure(exc)
+            if known is None:
+                raise
+            if (ctx.obj or {}).get("debug"):
+                traceback.print_exc()
+            _echo_error(known[0])
+            raise typer.Exit(known[1]) from None
 
 
 app = typer.Typer(
@@ -129,9 +164,12 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a failure samtune has no message for: the run failed, exit 1
         if debug:
             raise
-        typer.echo(
-            f"error: samtune failed with {type(exc).__name__}: {exc}. This is a samtune bug if "
-            "the input was valid; rerun with --debug for the traceback and report it",
-            err=True,
+        known = known_failure(exc)
+        if known is not None:
+            _echo_error(known[0])
+            sys.exit(known[1])
+        _echo_error(
+            f"samtune failed with {type(exc).__name__}: {exc}. This is a samtune bug if "
+            "the input was valid; rerun with --debug for the traceback and report it"
         )
         sys.exit(1)

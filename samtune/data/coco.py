@@ -14,16 +14,17 @@ polygons' extent (:func:`choose_frame`).
 
 from __future__ import annotations
 
-import json
+import contextlib
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError, MissingFileError, SamtuneWarning
+from ..io import DATA_FILE_LIMIT, parse_json, read_text
 from .coco_schema import (
     annotation_problem,
     category_problem,
@@ -47,9 +48,14 @@ def load_image(path: str | Path) -> np.ndarray:
     16-bit images are scaled to 8 bits (value / 257); float images are clipped to 0-255
     (or scaled by 255 when they lie in 0-1).
 
+    Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is kept: an image over
+    it is read with one :class:`~samtune.errors.SamtuneWarning` naming it, one over twice it is
+    refused (``DataError``).
+
     Raises:
         MissingFileError: the file does not exist.
-        DataError: the file is not a readable image (corrupt or truncated).
+        DataError: the file is not a readable image (corrupt or truncated), or has more pixels
+            than Pillow reads.
     """
     return read_oriented(path)[0]
 
@@ -70,12 +76,19 @@ def read_oriented(path: str | Path) -> tuple[np.ndarray, tuple[int, int], int | 
             f"({str(path.parent)!r}) or re-run the download"
         )
     try:
-        with Image.open(path) as img:
+        with _no_bomb_warning(), Image.open(path) as img:
+            _note_if_huge(path, img.size)
             img.load()
             stored = (img.height, img.width)
             method = _exif_transpose_method(img.getexif().get(_ORIENTATION, 1))
             img = ImageOps.exif_transpose(img)
             return _to_rgb_uint8(img), stored, method
+    except Image.DecompressionBombError:
+        raise DataError(
+            f"image {str(path)!r} has more than {2 * Image.MAX_IMAGE_PIXELS} pixels, twice "
+            "Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS); refusing it. Shrink "
+            "the image, or raise that limit in Python if you trust the file"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
             f"image {str(path)!r} cannot be read ({exc}); the file is corrupt or not an image: "
@@ -101,6 +114,31 @@ def _exif_transpose_method(orientation: int):
     }.get(orientation)
 
 
+@contextlib.contextmanager
+def _no_bomb_warning() -> Iterator[None]:
+    """Silence Pillow's multi-line DecompressionBombWarning (:func:`_note_if_huge` says it)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def _note_if_huge(path: Path, size: tuple[int, int]) -> None:
+    """One SamtuneWarning for an image over Pillow's decompression-bomb limit (read anyway)."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and size[0] * size[1] > limit:
+        warnings.warn(
+            f"image {str(path)!r} is {size[0]}x{size[1]} ({size[0] * size[1]} pixels), more "
+            f"than Pillow's decompression-bomb limit of {limit}; reading it anyway (it needs "
+            "much memory; refused past twice the limit)",
+            SamtuneWarning,
+            stacklevel=3,
+        )
+
+
 def _unreadable(path: Path) -> str | None:
     """Why ``path`` is not an image PIL can open (a cheap check: header and structure), or None.
 
@@ -109,7 +147,7 @@ def _unreadable(path: Path) -> str | None:
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
+        with _no_bomb_warning(), Image.open(path) as img:
             img.verify()
     except Exception as exc:  # PIL raises many types for a bad file
         return f"{type(exc).__name__}: {exc}"
@@ -190,25 +228,23 @@ def encode_mask(mask: np.ndarray) -> dict:
 # --------------------------------------------------------------------------- dataset
 
 
-def read_json(path: Path, what: str = "annotation file") -> object:
-    """The parsed JSON of ``path``; MissingFileError or DataError (naming ``what``) otherwise."""
-    if not path.is_file():
-        raise MissingFileError(f"{what} {str(path)!r} does not exist")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{what} {str(path)!r} is not valid JSON (line {exc.lineno}, column "
-            f"{exc.colno}: {exc.msg}); the file is truncated or corrupt: download it again"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{what} {str(path)!r} is not UTF-8 text: {exc}") from None
+def read_annotations(path: str | Path, what: str = "annotation file") -> object:
+    """The JSON of an annotation file, within the limits of :mod:`samtune.io` for data files
+    (:data:`~samtune.io.DATA_FILE_LIMIT` bytes, :data:`~samtune.io.MAX_DEPTH` levels);
+    MissingFileError or DataError (naming ``what``) otherwise."""
+    text = read_text(path, what=what, limit=DATA_FILE_LIMIT, error=DataError)
+    return parse_json(
+        text,
+        f"{what} {str(path)!r}",
+        DataError,
+        advice="; the file is truncated or corrupt: download it again",
+    )
 
 
 def read_coco_json(path: Path) -> dict:
     """A COCO annotation file: an object with an ``images`` list (and ``annotations`` and
     ``categories`` lists when present); DataError naming the file otherwise."""
-    data = read_json(path)
+    data = read_annotations(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(
             f"annotation file {str(path)!r} is not COCO format: expected an object with "

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import filecmp
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -45,8 +44,8 @@ from ..errors import (
     OfflineError,
     SamtuneWarning,
 )
-from ..io import atomic_write, join_inside
-from .coco import load_image
+from ..io import atomic_write, dump_json, join_inside, read_json
+from .coco import load_image, read_annotations
 from .recipes import Recipe, RemoteFile, _fill, get_recipe
 from .synthetic import ensure_demo_dataset
 
@@ -447,7 +446,7 @@ def safe_extract(
 
 def _read_record(record: Path) -> set[str]:
     try:
-        return set(json.loads(record.read_text())) if record.is_file() else set()
+        return set(read_json(record, what="extraction record")) if record.is_file() else set()
     except (ValueError, TypeError):
         return set()
 
@@ -463,7 +462,7 @@ def _merge_into(tmp: Path, target: Path, archive: Path) -> list[Path]:
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     rels = [p.relative_to(tmp).as_posix() for p in files]
     with atomic_write(record) as rec:
-        rec.write_text(json.dumps(sorted(ours | set(rels))))
+        rec.write_text(dump_json(sorted(ours | set(rels))))
     placed, kept = [], []
     for src, rel in zip(files, rels, strict=True):
         dest = target.joinpath(*rel.split("/"))
@@ -504,7 +503,7 @@ def _move_into(tmp: Path, target: Path, archive: Path) -> list[Path]:
             f"extract from {archive.name}; move it away or choose another dataset root"
         )
     with atomic_write(record) as rec:
-        rec.write_text(json.dumps(sorted(ours | set(names))))
+        rec.write_text(dump_json(sorted(ours | set(names))))
     created = []
     for name in names:
         dest = target / name
@@ -610,7 +609,7 @@ def _get_file(
         )
         raise CorruptArchiveError(dest, exc.detail, redo) from None
     with atomic_write(marker) as tmp:
-        tmp.write_text(json.dumps({"archive": file.filename, "sha256": file_digest(dest)}))
+        tmp.write_text(dump_json({"archive": file.filename, "sha256": file_digest(dest)}))
     if not keep:
         dest.unlink()
 
@@ -711,7 +710,7 @@ def missing_images(annotations: str | Path, images: str | Path) -> tuple[int, li
     Each ``file_name`` is joined to ``images`` with :func:`samtune.io.join_inside`, so a name
     that would leave the folder is a ``DataError`` rather than a path looked up.
     """
-    data = json.loads(Path(annotations).read_text())
+    data = read_annotations(annotations)
     records = data.get("images", []) if isinstance(data, dict) else []
     missing = [
         str(rec.get("file_name"))
@@ -813,7 +812,7 @@ def download_taco_images(
     from tqdm.auto import tqdm
 
     root = Path(root)
-    data = json.loads((root / "data" / "annotations.json").read_text())
+    data = read_annotations(root / "data" / "annotations.json")
     targets = _taco_targets(root, data.get("images", []))
     counts = {"downloaded": 0, "present": 0, "failed": 0}
     failures: list[str] = []

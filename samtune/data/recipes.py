@@ -7,15 +7,14 @@ folder that holds (or will hold) the dataset; by default ``$SAMTUNE_DATA/<folder
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, DataError, MissingFileError, UnknownNameError
-from ..io import atomic_write
-from .coco import ON_ERROR, InstanceDataset, read_coco_json, read_json
+from ..errors import ConfigError, DataError, MissingFileError, UnknownNameError, quote_untrusted
+from ..io import atomic_write, dump_json
+from .coco import ON_ERROR, InstanceDataset, read_annotations, read_coco_json
 from .coco_schema import is_int
 from .synthetic import ensure_demo_dataset
 
@@ -190,7 +189,7 @@ def get_recipe(name: str) -> Recipe:
         return RECIPES[name]
     except KeyError:
         raise UnknownNameError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(RECIPES)} "
+            f"unknown dataset {quote_untrusted(name)}; known datasets: {', '.join(RECIPES)} "
             "(use 'coco' with root= for your own COCO-format folder)"
         ) from None
 
@@ -313,7 +312,7 @@ def taco_split_ids(root: Path, split: str, seed: int = 0, fractions=(0.8, 0.1, 0
 
     split_file = root / f"splits-seed{seed}.json"
     if split_file.is_file():
-        splits = read_json(split_file, "TACO split file")
+        splits = read_annotations(split_file, "TACO split file")
         if not isinstance(splits, dict) or not isinstance(splits.get(split), list):
             raise DataError(
                 f"TACO split file {str(split_file)!r} has no list {split!r}; it is not one "
@@ -333,7 +332,7 @@ def taco_split_ids(root: Path, split: str, seed: int = 0, fractions=(0.8, 0.1, 0
             "test": sorted(shuffled[n_train + n_val :]),
         }
         with atomic_write(split_file) as tmp:
-            tmp.write_text(json.dumps(splits))
+            tmp.write_text(dump_json(splits))
     return splits[split]
 
 

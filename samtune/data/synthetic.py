@@ -17,14 +17,14 @@ the default 300 images of 128 px.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from ..io import MANIFEST, atomic_dir, check_replaceable
+from ..errors import InputError
+from ..io import MANIFEST, atomic_dir, check_replaceable, dump_json, read_json
 from .coco import encode_mask
 
 DEMO_VERSION = 1
@@ -188,9 +188,9 @@ def _demo_files(root: Path) -> list[str] | None:
     files = ["demo.json"]
     for split in (p for p in root.iterdir() if p.name not in ("demo.json", MANIFEST)):
         try:
-            coco = json.loads((split / "annotations.json").read_text())
+            coco = read_json(split / "annotations.json")
             images = sorted(f"{split.name}/images/{im['file_name']}" for im in coco["images"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (InputError, KeyError, TypeError):
             return None
         found = sorted(p.relative_to(root).as_posix() for p in split.rglob("*") if not p.is_dir())
         if found != sorted([f"{split.name}/annotations.json", *images]):
@@ -206,15 +206,15 @@ def _adopt_earlier_demo(root: Path) -> None:
     if not (root / "demo.json").is_file():
         return
     try:
-        if "files" in json.loads((root / MANIFEST).read_text()):
+        if "files" in read_json(root / MANIFEST):
             return
-    except (OSError, ValueError, TypeError):
+    except (InputError, TypeError):
         pass
     files = _demo_files(root)
     if files is not None:
         entries = sorted(p.name for p in root.iterdir() if p.name != MANIFEST)
         manifest = {"written_by": "samtune", "entries": entries, "files": sorted(files)}
-        (root / MANIFEST).write_text(json.dumps(manifest))
+        (root / MANIFEST).write_text(dump_json(manifest))
 
 
 def write_demo_dataset(
@@ -286,9 +286,9 @@ def write_demo_dataset(
                 "annotations": anns,
                 "categories": categories,
             }
-            (tmp / split / "annotations.json").write_text(json.dumps(coco))
+            (tmp / split / "annotations.json").write_text(dump_json(coco))
         meta = {"version": DEMO_VERSION, "seed": seed, "size": size, "counts": counts}
-        (tmp / "demo.json").write_text(json.dumps(meta, indent=2))
+        (tmp / "demo.json").write_text(dump_json(meta, indent=2))
     return root
 
 
@@ -310,8 +310,8 @@ def ensure_demo_dataset(
     want = {"version": DEMO_VERSION, "seed": seed, "size": size, "counts": counts}
     if meta_file.is_file():
         try:
-            if json.loads(meta_file.read_text()) == want:
+            if read_json(meta_file, what="demo dataset record") == want:
                 return root
-        except json.JSONDecodeError:
+        except InputError:  # unreadable: the dataset is written again
             pass
     return write_demo_dataset(root, seed=seed, size=size, counts=counts)

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..io import read_yaml_mapping
-from ..train.config import Options, check_range, check_seed
+from ..train.config import Options, check_device, check_range, check_seed
 
 
 @dataclass
@@ -105,6 +105,8 @@ class EvalConfig(Options):
         check_range("prompt_batch", self.prompt_batch, minimum=1)
         check_range("points_per_side", self.points_per_side, minimum=1)
         check_range("max_images", self.max_images, minimum=1)
+        if self.device is not None:
+            check_device("device", self.device)
         check_range("worst", self.worst, minimum=0)
         from ..prompting import BOX_SOURCES
 

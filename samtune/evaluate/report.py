@@ -6,14 +6,13 @@ them, :mod:`samtune.evaluate.evaluation` runs and writes several.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
-from ..io import atomic_write
+from ..io import atomic_write, dump_json
 from ..tables import format_change, format_number, markdown_table
 
 # metric key -> (column title, shown as percent, higher is better)
@@ -149,13 +148,13 @@ class EvalReport:
             "records": directory / "records.jsonl",
         }
         with atomic_write(paths["metrics"]) as tmp:
-            tmp.write_text(json.dumps(_jsonable(self.to_dict()), indent=2) + "\n")
+            tmp.write_text(dump_json(_jsonable(self.to_dict()), indent=2) + "\n")
         with atomic_write(paths["markdown"]) as tmp:
             tmp.write_text(self.to_markdown())
         with atomic_write(paths["records"]) as tmp:
             with open(tmp, "w") as fh:
                 for r in self.records:
-                    fh.write(json.dumps(_jsonable(r)) + "\n")
+                    fh.write(dump_json(_jsonable(r)) + "\n")
         for key, name in (
             ("results", "coco_results.json"),
             ("ground_truth", "coco_ground_truth.json"),
@@ -163,7 +162,7 @@ class EvalReport:
             if key in self.coco:
                 paths[key] = directory / name
                 with atomic_write(paths[key]) as tmp:
-                    tmp.write_text(json.dumps(self.coco[key]))
+                    tmp.write_text(dump_json(self.coco[key]))
         return paths
 
 
@@ -184,7 +183,7 @@ def _jsonable(x):
 
 def reports_to_json(reports: Mapping[str, EvalReport]) -> str:
     """``{label: report.to_dict()}`` as indented JSON (``comparison.json``, ``eval --json``)."""
-    return json.dumps({k: r.to_dict() for k, r in reports.items()}, indent=2, default=str)
+    return dump_json(_jsonable({k: r.to_dict() for k, r in reports.items()}), indent=2, default=str)
 
 
 def format_reports(reports: Mapping[str, EvalReport]) -> str:

@@ -10,7 +10,6 @@ plain ``peft.PeftModel.from_pretrained`` loads.
 from __future__ import annotations
 
 import copy
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from ..errors import ConfigError
 from ..family import SAM
 from ..identity import model_source
+from ..io import dump_json, read_json_object
 from .base import Strategy, StrategyConfig, check_type, clear_strategy
 
 #: SAM's image-encoder fused query/key/value projections, every block (other families:
@@ -131,9 +131,9 @@ class PeftBasedStrategy(Strategy):
         # peft takes the base's name from the model (empty for samtune's loads) and, given one,
         # would look it up on the hub while saving: record it afterwards instead.
         config_file = Path(directory) / "adapter_config.json"
-        config = json.loads(config_file.read_text())
+        config = read_json_object(config_file, what="peft config")
         config["base_model_name_or_path"] = model_source(model)
-        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        config_file.write_text(dump_json(config, indent=2, sort_keys=True) + "\n")
         return directory
 
 

@@ -7,7 +7,7 @@ third-party packages use::
     bitfit = "samtune_bitfit:BitFitStrategy"
 
 Entry points load lazily (only when a strategy is listed or asked for). One that fails to
-import, or that is not a :class:`~samtune.strategies.base.Strategy` subclass, is reported by
+import (an exception, or ``sys.exit()`` at import time), or that is not a :class:`~samtune.strategies.base.Strategy` subclass, is reported by
 name (:func:`broken_strategies`, a warning) and leaves the others working.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from ..errors import MissingDependencyError, UnknownNameError
+from ..errors import MissingDependencyError, UnknownNameError, one_line, quote_untrusted
 from .base import Strategy
 
 GROUP = "samtune.strategies"
@@ -99,8 +99,13 @@ def _load(entry: _Entry) -> None:
     try:
         obj = ep.load()
         _check_class(obj, f"entry point {ep.name!r} ({ep.value})", ep.name)
-    except Exception as exc:  # any failure of third-party code: report it, keep the others
-        entry.error = f"{type(exc).__name__}: {exc}"
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # any failure of third-party code, sys.exit() at import too:
+        # report it, keep the others
+        reason = one_line(str(exc))  # third-party text: one line, bounded
+        reason = reason if len(reason) <= 300 else reason[:300] + "..."
+        entry.error = f"{type(exc).__name__}: {reason}"
         who = f" from package {entry.distribution!r}" if entry.distribution else ""
         warnings.warn(
             f"samtune strategy {entry.name!r}{who} could not be loaded ({entry.error}); "
@@ -146,7 +151,7 @@ def strategy_class(name: str) -> type[Strategy]:
     if entry is None:
         installed = ", ".join(list_strategies()) or "(none)"
         raise UnknownNameError(
-            f"strategy {name!r} is not installed; installed strategies: {installed}. "
+            f"strategy {quote_untrusted(name)} is not installed; installed strategies: {installed}. "
             "Third-party strategies come from packages that declare a "
             f"'{GROUP}' entry point (pip install the package that provides it)"
         )

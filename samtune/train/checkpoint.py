@@ -26,7 +26,6 @@ is ignored (and cleared by the next save).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -40,7 +39,15 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..io import atomic_write, disk_full_error, read_json_object, write_safetensors
+from ..io import (
+    atomic_write,
+    disk_full_error,
+    dump_json,
+    parse_json,
+    read_json_object,
+    read_text,
+    write_safetensors,
+)
 
 STATE_FILE = "trainer_state.json"
 RESUME_FILE = "resume.json"
@@ -65,11 +72,11 @@ class TrainerState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        return dump_json(asdict(self), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> TrainerState:
-        return cls(**json.loads(text))
+        return cls(**parse_json(text, "trainer state", CheckpointError))
 
 
 def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
@@ -102,7 +109,7 @@ def read_state(checkpoint: str | Path) -> TrainerState:
     """
     path = Path(checkpoint) / STATE_FILE
     try:
-        state = TrainerState.from_json(path.read_text())
+        state = TrainerState.from_json(read_text(path, what="checkpoint state"))
         if not all(isinstance(getattr(state, k), int) for k in ("step", "epoch", "batch_in_epoch")):
             raise TypeError("step, epoch and batch_in_epoch must be integers")
     except (OSError, ValueError, TypeError) as exc:
@@ -205,7 +212,7 @@ def _write_files(accelerator, tmp: Path, model, optimizer, scheduler) -> None:
         "accelerator_step": accelerator.step,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
     }
-    (tmp / RESUME_FILE).write_text(json.dumps(resume, indent=2) + "\n")
+    (tmp / RESUME_FILE).write_text(dump_json(resume, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- load

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import ConfigError
+from ..errors import ConfigError, quote_untrusted
 
 PROMPTS = ("box", "point", "interactive")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -260,7 +260,9 @@ class FitConfig(Options):
         def choose(name: str, allowed: tuple[str, ...]) -> None:
             value = getattr(self, name)
             if value not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}; found {value!r}")
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(allowed)}; found {quote_untrusted(value)}"
+                )
 
         from ..prompting import VALIDATION_PROMPTS, parse_prompt  # the one prompt grammar
 
@@ -424,7 +426,9 @@ def check_type(name: str, value: Any, hint: Any) -> None:
         ):
             return
     expected = " or ".join(_describe(k) for k in kinds) + (" or null" if nullable else "")
-    raise ConfigError(f"{name} must be {expected}; found {type(value).__name__} {value!r}")
+    raise ConfigError(
+        f"{name} must be {expected}; found {type(value).__name__} {quote_untrusted(value)}"
+    )
 
 
 def check_range(
@@ -434,23 +438,71 @@ def check_range(
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number; found {type(value).__name__} {value!r}")
+        raise ConfigError(
+            f"{name} must be a number; found {type(value).__name__} {quote_untrusted(value)}"
+        )
     if integer and not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer; found {type(value).__name__} {value!r}")
+        raise ConfigError(
+            f"{name} must be an integer; found {type(value).__name__} {quote_untrusted(value)}"
+        )
     bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
     if not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number {bound}; found {value!r}")
+        raise ConfigError(f"{name} must be a finite number {bound}; found {quote_untrusted(value)}")
     if value < minimum or (strict and value == minimum):
         if isinstance(value, int) and minimum == 1 and not strict:
             bound = "a positive integer (>= 1)"
-        raise ConfigError(f"{name} must be {bound}; found {value!r}")
+        raise ConfigError(f"{name} must be {bound}; found {quote_untrusted(value)}")
 
 
 def check_seed(name: str, value: Any) -> None:
     """A random seed: an integer in 0 .. 2**32 - 1 (what NumPy accepts)."""
     check_range(name, value, minimum=0, integer=True)
     if value is not None and value >= 2**32:
-        raise ConfigError(f"{name} must be < 2**32 (4294967296); found {value!r}")
+        raise ConfigError(f"{name} must be < 2**32 (4294967296); found {quote_untrusted(value)}")
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def available_devices() -> list[str]:
+    """The devices samtune can run a model on here: ``cpu``, each CUDA GPU, ``mps``."""
+    import torch
+
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def check_device(name: str, value: Any) -> Any:
+    """``value`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``) as a ``torch.device`` that can run
+    a model on this machine. ``meta`` (no data), unknown names and devices this machine
+    lacks are refused, with the devices that are available.
+
+    Raises:
+        ConfigError: naming ``name``, the value and the available devices.
+    """
+    import torch
+
+    available = available_devices()
+    use = f"use one of: {', '.join(available)} (the devices of this machine)"
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"{name} {quote_untrusted(value)} is not a device; {use}") from None
+    if device.type not in DEVICE_TYPES:
+        raise ConfigError(f"{name} {str(value)!r} cannot run a model; {use}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{name} {str(value)!r}: no CUDA GPU is available; {use}")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"{name} {str(value)!r}: there are only {torch.cuda.device_count()} CUDA GPU(s); {use}"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{name} {str(value)!r}: MPS is not available; {use}")
+    return device
 
 
 def check_inputs(cfg: FitConfig, *, strategy: Any = None, dataset: Any = None) -> Any:
@@ -478,7 +530,7 @@ def check_inputs(cfg: FitConfig, *, strategy: Any = None, dataset: Any = None) -
         trackers = ("auto", "none", "no", *(t.value for t in LoggerType))
         if cfg.log_with not in trackers:
             raise ConfigError(
-                f"log_with must be one of {', '.join(trackers)}; found {cfg.log_with!r}"
+                f"log_with must be one of {', '.join(trackers)}; found {quote_untrusted(cfg.log_with)}"
             )
     if dataset is None:
         from ..data.recipes import check_dataset
@@ -571,13 +623,15 @@ def parse_key_values(items: list[str] | None) -> dict[str, Any]:
     """``["r=8", "alpha=16.0", "targets=[qkv]"]`` -> ``{"r": 8, "alpha": 16.0, ...}`` (YAML values)."""
     import yaml
 
+    from ..io import parse_yaml
+
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"expected key=value (e.g. r=8); found {item!r}")
+            raise ConfigError(f"expected key=value (e.g. r=8); found {quote_untrusted(item)}")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            out[key.strip()] = parse_yaml(value, f"the value of {key.strip()!r}")
         except yaml.YAMLError:
             out[key.strip()] = value
     return out

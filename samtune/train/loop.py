@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
 import sys
@@ -31,10 +30,17 @@ from torch import nn
 from ..adapters import save_adapter
 from ..data import PromptedDataset, collate_prompted, load_dataset
 from ..data.transforms import AugmentConfig
-from ..errors import ConfigError, RunError
+from ..errors import ConfigError, InputError, RunError, SamtuneError
 from ..evaluate import EvalReport, evaluate, format_comparison
 from ..fast import compile_model, use_flex_attention
-from ..io import RUN_MARKER, atomic_write, claim_output, is_main_process
+from ..io import (
+    RUN_MARKER,
+    atomic_write,
+    claim_output,
+    dump_json,
+    is_main_process,
+    read_json_object,
+)
 from ..models import base_fingerprint, load_model, model_source, preprocess_config
 from .cache import EmbeddingCache
 from .callbacks import Callback, CallbackList
@@ -257,7 +263,7 @@ def _schedule(cfg: FitConfig, total_steps: int):
 
 def _write_json(path: Path, data: Any) -> None:
     with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=float))
+        tmp.write_text(dump_json(data, indent=2, default=float))
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -328,9 +334,9 @@ def train(
     ``inputs`` are files the run reads besides those ``cfg`` names (the ``-c`` config file):
     they are never written (see :func:`samtune.io.check_output`).
     """
-    strategy = _check(cfg, strategy, dataset)
+    strategy, previous = _check(cfg, strategy, dataset)
     with _claim_run_folder(cfg, [*inputs, *_input_paths(cfg)]):
-        run = _setup(cfg, model, strategy, dataset, CallbackList(callbacks or []))
+        run = _setup(cfg, model, strategy, dataset, CallbackList(callbacks or []), previous)
         run.callbacks.on_train_begin(run)
         show = not cfg.quiet and sys.stderr.isatty() and run.accelerator.is_local_main_process
         from tqdm.auto import tqdm
@@ -381,35 +387,39 @@ def _adopt_earlier_run(folder: Path) -> None:
         return
     for ckpt in checkpoints:
         try:
-            if json.loads((ckpt / RESUME_FILE).read_text()).get("format") != CHECKPOINT_FORMAT:
+            if read_json_object(ckpt / RESUME_FILE).get("format") != CHECKPOINT_FORMAT:
                 return
-        except (OSError, ValueError, AttributeError):
+        except SamtuneError:
             return
     entries = {name: "fit" for name in RUN_ENTRIES if (folder / name).exists()}
     with atomic_write(folder / RUN_MARKER) as tmp:
-        tmp.write_text(json.dumps({"written_by": "samtune", "entries": entries}, indent=1))
+        tmp.write_text(dump_json({"written_by": "samtune", "entries": entries}, indent=1))
 
 
-def _check(cfg: FitConfig, strategy, dataset):
-    """Names, splits, dataset files, strategy options and the run folder's checkpoints: wrong
-    ones fail here, before any model or data is loaded and before anything is written."""
+def _check(cfg: FitConfig, strategy, dataset) -> tuple[Any, dict[str, Any]]:
+    """Names, splits, dataset files, strategy options and the run folder's checkpoints and
+    metrics: wrong ones fail here, before any model or data is loaded and before anything is
+    written. Returns the strategy and, with ``--resume``, the run's earlier comparison."""
     cfg.validate()  # a FitConfig changed after it was built is checked again
     strategy = check_inputs(cfg, strategy=strategy, dataset=dataset)
+    previous = _previous_comparison(Path(cfg.output_dir)) if cfg.resume else {}
     existing = list_checkpoints(cfg.output_dir)
     if existing and not cfg.resume:
         raise ConfigError(
             f"{cfg.output_dir!r} already holds checkpoints (latest {existing[-1].name}); pass "
             "--resume to continue that run, or choose another --output-dir"
         )
-    return strategy
+    return strategy, previous
 
 
-def _setup(cfg: FitConfig, model, strategy, dataset, callbacks: CallbackList) -> Run:
+def _setup(
+    cfg: FitConfig, model, strategy, dataset, callbacks: CallbackList, previous: dict[str, Any]
+) -> Run:
     """Everything before the first step; writes config.yaml only once all of it succeeded."""
     accelerator = _make_accelerator(cfg, Path(cfg.output_dir))
     _seed(cfg, accelerator)
     model, splits = _model_and_data(cfg, model, dataset, accelerator)
-    comparison: dict[str, Any] = {}
+    comparison: dict[str, Any] = previous
     test_ds = splits.get(cfg.test_split) if cfg.test_split else None
     if cfg.compare and test_ds is not None and not cfg.resume:  # before the model changes
         protocols = ["box"] + (["point"] if cfg.compare_point else [])
@@ -539,9 +549,27 @@ def _resume(run: Run) -> None:
     else:
         run.state = load_checkpoint(run.accelerator, ckpt, **_checkpointed(run))
         run.say(f"resumed from {ckpt.name} (epoch {run.state.epoch}, step {run.state.step})")
-    prev = run.run_dir / "metrics.json"
-    if prev.is_file():
-        run.comparison = json.loads(prev.read_text()).get("comparison", {}) or run.comparison
+
+
+def _previous_comparison(run_dir: Path) -> dict[str, Any]:
+    """The zero-shot/fine-tuned comparison in a resumed run's ``metrics.json`` ({} if none).
+
+    Read before any model loads, so a damaged file stops ``--resume`` at once.
+
+    Raises:
+        InputError: the file is not JSON, or its ``comparison`` is not an object.
+    """
+    prev = run_dir / "metrics.json"
+    if not prev.exists():
+        return {}
+    data = read_json_object(prev, what="the run folder's metrics file")
+    comparison = data.get("comparison") or {}
+    if not isinstance(comparison, dict):
+        raise InputError(
+            f"{str(prev)!r}: 'comparison' must be a JSON object; found "
+            f"{type(comparison).__name__}. Move the file away to resume without it"
+        )
+    return comparison
 
 
 # --------------------------------------------------------------------------- epochs, steps
