@@ -146,6 +146,7 @@ def test_flex_encoder_matches_sdpa_encoder_in_bf16_on_gpu():
     assert rel < 2e-2, float(rel)
 
 
+@pytest.mark.slow
 def test_fit_with_compile_and_flex_matches_the_eager_run(tmp_path):
     """The speed options change how the step runs, not what it computes."""
     from safetensors.torch import load_file
