@@ -73,6 +73,7 @@ def test_flex_attention_works_under_lora(tiny_model):
         )
 
 
+@pytest.mark.slow  # inductor's CPU compile: about 2 minutes on 2 busy cores
 def test_compile_model_keeps_parameter_names_and_outputs(tiny_model):
     names = list(tiny_model.state_dict())
     size = tiny_model.config.vision_config.image_size
