@@ -10,7 +10,13 @@ import torch
 # Tests never reach the network: make any accidental hub access fail fast and locally.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One intra-op thread: the test models are tiny, so a second thread buys little on an idle
+# machine and costs a lot on a busy one (2 threads on 2 shared cores made a 2-step tiny fit take
+# 30 s instead of 2 s). Tests that need two threads (tests/test_determinism.py) set them; the
+# scripts tests start (examples, benchmarks, CLI subprocesses) inherit one thread unless the
+# environment says otherwise.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ def _json_head(stdout: str) -> dict:
     return json.JSONDecoder().raw_decode(text)[0]
 
 
+@pytest.mark.slow  # a fresh interpreter (torch, transformers) per script
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bench_script_prints_json_and_a_table(name, tmp_path):
     proc = subprocess.run(

@@ -60,6 +60,7 @@ def test_train_step_gradients_are_bit_identical_when_prompts_share_an_image(two_
         )
 
 
+@pytest.mark.slow  # two training runs compared bit for bit
 def test_two_identical_lora_fits_give_bit_identical_adapters(tmp_path, two_threads):
     """Run A generates the demo data (fresh dataset cache), run B reads it back."""
     data = tmp_path / "demo-data"

@@ -67,6 +67,7 @@ def test_sam_family_example_compares_the_three_families(tmp_path):
         assert row in out
 
 
+@pytest.mark.slow
 def test_segment_everything_example(tmp_path):
     out = _run("segment_everything.py", "--points-per-side", "4", cwd=tmp_path)
     assert "masks; predicted IoU" in out and "pixels per class:" in out

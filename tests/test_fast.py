@@ -73,6 +73,7 @@ def test_flex_attention_works_under_lora(tiny_model):
         )
 
 
+@pytest.mark.slow  # inductor's CPU compile: about 2 minutes on 2 busy cores
 def test_compile_model_keeps_parameter_names_and_outputs(tiny_model):
     names = list(tiny_model.state_dict())
     size = tiny_model.config.vision_config.image_size
@@ -146,6 +147,7 @@ def test_flex_encoder_matches_sdpa_encoder_in_bf16_on_gpu():
     assert rel < 2e-2, float(rel)
 
 
+@pytest.mark.slow
 def test_fit_with_compile_and_flex_matches_the_eager_run(tmp_path):
     """The speed options change how the step runs, not what it computes."""
     from safetensors.torch import load_file

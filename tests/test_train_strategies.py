@@ -59,6 +59,7 @@ def test_every_built_in_strategy_is_covered():
     assert {"full", "decoder", "lora", "adapter", "peft"} <= set(BUILT_IN)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BUILT_IN)
 def test_strategy_raises_validation_miou(name, demo_splits, zero_shot_miou, tmp_path):
     run = tmp_path / name
