@@ -1036,14 +1036,18 @@ def read_yaml_mapping(
     return data
 
 
-def join_inside(root: str | Path, relative: object, *, what: str = "file name") -> Path:
+def join_inside(
+    root: str | Path, relative: object, *, what: str = "file name", links_may_leave: bool = False
+) -> Path:
     """``root / relative`` for a name read from a data file, refusing one that leaves ``root``.
 
     A name from a downloaded annotation file (a COCO ``file_name``, an archive member) is
     untrusted input. Refused: a name that is not a non-empty string, holds a NUL byte, is
     absolute (``/x``, ``\\\\host\\x``), starts with a drive letter (``C:``), has a ``..``
     part (backslashes count as separators), or resolves outside ``root`` through a symlink
-    already on disk. ``.`` parts and repeated separators are dropped.
+    already on disk (unless ``links_may_leave``: a reader of a dataset's images follows the
+    links its owner made, as any image folder of symlinks into a shared store has). ``.``
+    parts and repeated separators are dropped.
 
     Returns:
         The joined path (not resolved: ``root`` keeps the form the caller gave).
@@ -1077,7 +1081,8 @@ def join_inside(root: str | Path, relative: object, *, what: str = "file name") 
         raise refuse("names no file")
     root = Path(root)
     joined = root.joinpath(*parts)
-    base = root.resolve()
-    if not joined.resolve().is_relative_to(base):
+    if links_may_leave:
+        return joined
+    if not joined.resolve().is_relative_to(root.resolve()):
         raise refuse("leads outside the folder through a symbolic link")
     return joined

@@ -24,7 +24,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError, MissingFileError, SamtuneWarning
-from ..io import DATA_FILE_LIMIT, parse_json, read_text
+from ..io import DATA_FILE_LIMIT, join_inside, parse_json, read_text
 from .coco_schema import (
     annotation_problem,
     category_problem,
@@ -404,23 +404,31 @@ class InstanceDataset(Dataset):
         )
 
     def _images_on_disk(self) -> list[dict]:
-        """The image records whose files exist (and, with ``on_error='skip'``, decode)."""
-        kept = []
+        """The image records whose files exist (and, with ``on_error='skip'``, decode).
+
+        A ``file_name`` is untrusted: it is joined with :func:`samtune.io.join_inside`, so one
+        that leaves the image folder is a DataError, never a path looked up. Missing images are
+        counted, all of them, so the message says how much of the dataset is absent.
+        """
+        kept, missing = [], []
         for rec in self._images:
-            path = self.image_root / rec["file_name"]
-            if path.is_file():
-                if self.on_error == "skip" and _unreadable(path):
-                    self.skipped["unreadable image"] += 1
-                    continue
-                kept.append(rec)
-            elif self.on_error == "raise":
-                raise MissingFileError(
-                    f"image {str(path)!r} listed in {self._where!r} does not exist; "
-                    f"check the image folder {str(self.image_root)!r}, re-run the download, "
-                    "or pass on_error='skip' to leave such images out"
-                )
+            path = join_inside(self.image_root, rec["file_name"], links_may_leave=True)
+            if not path.is_file():
+                missing.append(rec["file_name"])
+            elif self.on_error == "skip" and _unreadable(path):
+                self.skipped["unreadable image"] += 1
             else:
-                self.skipped["missing image file"] += 1
+                kept.append(rec)
+        if missing and self.on_error == "raise":
+            raise MissingFileError(
+                f"{len(missing)} of {len(self._images)} images listed in {self._where!r} are not "
+                f"in the image folder {str(self.image_root)!r} (first: "
+                f"{', '.join(repr(m) for m in missing[:3])}); re-run the download, or pass "
+                "on_error='skip' to leave them out"
+            )
+        self.skipped["missing image file"] += len(missing)
+        if not self.skipped["missing image file"]:
+            del self.skipped["missing image file"]
         return kept
 
     # ----------------------------------------------------------------- validation
@@ -480,7 +488,7 @@ class InstanceDataset(Dataset):
 
     def image_path(self, i: int) -> Path:
         """The image file of item ``i`` (its bytes key the embedding cache)."""
-        return self.image_root / self._images[i]["file_name"]
+        return join_inside(self.image_root, self._images[i]["file_name"], links_may_leave=True)
 
     def image_info(self, i: int) -> dict:
         """The COCO image record of item ``i``."""
