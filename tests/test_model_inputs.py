@@ -12,7 +12,6 @@ import torch
 from samtune.data.transforms import PreprocessConfig, preprocess_image
 from samtune.errors import InputError
 
-
 # --------------------------------------------------------------------------- extreme images
 
 
