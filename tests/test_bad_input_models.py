@@ -51,7 +51,122 @@ def _peft_adapter(root: Path, target_modules: str) -> None:
     save_file(tensors, str(path), metadata=meta)
 
 
+def _hf_folder(name: str = "model", *, config=None, processor=None, weights=None, pickle=False):
+    """A setup writing the tiny SAM as a hub-format folder, then editing its files."""
+
+    def setup(root: Path, _mp) -> None:
+        from safetensors.torch import load_file, save_file
+
+        import samtune
+        from samtune.adapters import save_hf_folder
+
+        folder = root / name
+        save_hf_folder(samtune.load_model("tiny"), folder)
+        (folder / ".samtune-manifest.json").unlink(missing_ok=True)
+        for file, edit in (("config.json", config), ("processor_config.json", processor)):
+            if edit is not None:
+                doc = json.loads((folder / file).read_text())
+                edit(doc)
+                (folder / file).write_text(json.dumps(doc))
+        if weights is not None or pickle:
+            sd = load_file(folder / "model.safetensors")
+            weights is None or weights(sd)
+            (folder / "model.safetensors").unlink()
+            if pickle:
+                torch.save(sd, folder / "pytorch_model.bin")
+            else:
+                save_file(sd, folder / "model.safetensors", metadata={"format": "pt"})
+
+    return setup
+
+
+def _nan_weight(sd) -> None:
+    sd["mask_decoder.iou_token.weight"][0, 0] = float("nan")
+
+
+def _set(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def edit(doc) -> None:
+        for key in keys[:-1]:
+            doc = doc[key]
+        doc[keys[-1]] = value
+
+    return edit
+
+
+def _pth_broadcast(root: Path, _mp) -> None:
+    """A Meta checkpoint whose encoder MLPs are broadcast views claiming ~10 TB."""
+    from samtune.models import load_model, save_original_checkpoint
+
+    save_original_checkpoint(load_model("tiny"), root / "big.pth")
+    sd = torch.load(root / "big.pth", weights_only=True)
+    n = 10**10  # mlp_dim, as read off the shapes
+    for i in range(2):
+        mlp = f"image_encoder.blocks.{i}.mlp."
+        sd[mlp + "lin1.weight"] = torch.zeros(1, 1).expand(n, 32)
+        sd[mlp + "lin1.bias"] = torch.zeros(1).expand(n)
+        sd[mlp + "lin2.weight"] = torch.zeros(1, 1).expand(32, n)
+    torch.save(sd, root / "big.pth")
+    (root / "big.pth.samtune.json").unlink()
+
+
 CASES = [
+    # ---- models
+    Case(
+        "model-nan-weight",
+        ["info", "model"],
+        ["mask_decoder.iou_token.weight", "NaN"],
+        setup=_hf_folder(weights=_nan_weight),
+    ),
+    Case(
+        "model-folder-with-only-a-pickle",
+        ["info", "model"],
+        ["pytorch_model.bin", "pickle", "does not load", "safetensors"],
+        setup=_hf_folder(pickle=True),
+    ),
+    Case(
+        "model-preprocessor-size-an-integer",
+        ["info", "model"],
+        ["'size'", "1024"],
+        setup=_hf_folder(processor=_set("image_processor", "size", 1024)),
+    ),
+    Case(
+        "model-preprocessor-std-zero",
+        ["info", "model"],
+        ["'image_std'", "positive"],
+        setup=_hf_folder(processor=_set("image_processor", "image_std", [0, 0, 0])),
+    ),
+    Case(
+        "model-preprocessor-mean-two-values",
+        ["info", "model"],
+        ["'image_mean'", "3"],
+        setup=_hf_folder(processor=_set("image_processor", "image_mean", [0.5, 0.5])),
+    ),
+    Case(
+        "model-config-does-not-match-weights",
+        ["info", "model"],
+        [
+            "config.json",
+            "does not match its weights",
+            "vision_encoder.pos_embed",
+            "(1, 8, 8, 32)",
+            "(1, 8, 8, 64)",
+        ],
+        setup=_hf_folder(config=_set("vision_config", "hidden_size", 64)),
+    ),
+    Case(
+        "model-config-asks-for-terabytes",
+        ["info", "model"],
+        ["does not match its weights", "mlp"],
+        setup=_hf_folder(config=_set("vision_config", "mlp_dim", 10**12)),
+    ),
+    Case(
+        "model-pth-broadcast-tensor",
+        ["info", "big.pth"],
+        ["vision_encoder.layers.0.mlp.lin1", "broadcast view"],
+        setup=_pth_broadcast,
+    ),
     # ---- adapters
     Case(
         "adapter-integer-tensor",
