@@ -95,3 +95,72 @@ def test_library_prompts_refuse_booleans():
     with pytest.raises(InputError, match="point labels"):
         prepare_prompts(points=[[[1, 1]]], point_labels=[[True]])
     assert prepare_prompts(points=np.ones((1, 1, 2)), point_labels=np.ones((1, 1))).n == 1
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_evaluation_refuses_nan_logits_instead_of_reporting_nan(tiny_model):
+    from test_evaluate import make_dataset
+
+    from samtune.errors import RunError
+    from samtune.evaluate import evaluate
+
+    with torch.no_grad():
+        tiny_model.mask_decoder.iou_token.weight.fill_(float("nan"))
+    with pytest.raises(RunError, match="NaN or infinite"):
+        evaluate(tiny_model, make_dataset(1), "box")
+
+
+def test_nan_weights_are_refused_at_load_naming_the_tensor(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from samtune.adapters import save_hf_folder
+    from samtune.errors import CheckpointError
+    from samtune.models import load_model
+
+    save_hf_folder(load_model("tiny"), tmp_path / "m")
+    sd = load_file(tmp_path / "m" / "model.safetensors")
+    sd["mask_decoder.iou_token.weight"][0, 1] = float("inf")
+    save_file(sd, tmp_path / "m" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"'mask_decoder\.iou_token\.weight'.*NaN or inf"):
+        load_model(tmp_path / "m")
+
+
+# --------------------------------------------------------------------------- adapter regexes
+
+
+@pytest.mark.parametrize(
+    "pattern", [r".*\.qkv", r"vision_encoder\.layers\.\d+\.attn\.qkv", r".*\.(q|v)_proj"]
+)
+def test_ordinary_target_regexes_are_accepted(pattern):
+    from samtune.strategies.base import check_regex
+
+    assert check_regex("target_modules", pattern).pattern == pattern
+
+
+@pytest.mark.parametrize(
+    "pattern, words",
+    [
+        (r"(a+)+$", "repeat inside a repeat"),
+        (r"(a|ab)*c", "alternation inside a repeat"),
+        (r"(x)\1", "backreference"),
+        (".*" * 5 + "x", "5 repeats"),
+        ("a" * 501, "at most 500"),
+    ],
+)
+def test_catastrophic_target_regexes_are_refused(pattern, words):
+    from samtune.errors import ConfigError
+    from samtune.strategies.base import check_regex
+
+    with pytest.raises(ConfigError, match=words):
+        check_regex("target_modules", pattern)
+
+
+def test_adapter_shapes_are_checked_before_layers_are_built():
+    import samtune
+
+    model = samtune.load_model("tiny")
+    shapes = samtune.get_strategy("lora", rank=10**12).trainable_shapes(model)
+    assert shapes["vision_encoder.layers.0.attn.qkv.lora_A.default.weight"] == (10**12, 32)
+    assert all(not hasattr(m, "lora_A") for m in model.modules())  # the model is untouched
