@@ -93,14 +93,14 @@ def _require(x: Any, name: str, what: str, ok: Callable[[Any], bool] = _is_numbe
         index, value = found
         where = "".join(f"[{i}]" for i in index)
         raise InputError(
-            f"{name}: entry {where} must be {what}, found {value!r} ({type(value).__name__})"
+            f"{name} must be {what}; entry {where} is {value!r} ({type(value).__name__})"
         )
 
 
 def _prompt_array(x: ArrayLike | None, last: int, name: str) -> np.ndarray | None:
     if x is None:
         return None
-    _require(x, name, "a number")
+    _require(x, name, "numbers")
     try:
         arr = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError):
@@ -185,7 +185,7 @@ def _point_labels(point_labels: ArrayLike | None, points: np.ndarray, image: str
     """(N, K) int64 labels for (N, K, 2) points: all 1 by default, else checked to be 1 or 0."""
     if point_labels is None:
         return np.ones(points.shape[:2], np.int64)
-    _require(point_labels, f"point labels for {image}", "1 (positive) or 0 (negative)")
+    _require(point_labels, f"point labels for {image}", "numbers, 1 (positive) or 0 (negative)")
     try:
         raw = np.asarray(point_labels, dtype=np.float64)
     except (TypeError, ValueError):
@@ -443,7 +443,7 @@ def _prompt_set(d: Any, where: str) -> dict:
     if d.get("labels") is not None:
         if out["points"] is None:
             raise InputError(f"'labels' without 'points' in {where!r}")
-        _require(d["labels"], f"labels in {where}", "the integer 1 or 0", _is_label)
+        _require(d["labels"], f"labels in {where}", "numbers, the integers 1 or 0", _is_label)
         try:
             out["labels"] = np.asarray(d["labels"], np.float64)
         except (TypeError, ValueError):

@@ -193,7 +193,7 @@ CASES = [
     Case(
         "predict-prompts-file-string-coordinate",
         ["predict", "scene.png", "-m", "tiny", "-o", "o", "--prompts", "p.json"],
-        ["boxes", "p.json", "[0][0]", "a number", "'1'"],
+        ["boxes", "p.json", "[0][0]", "numbers", "'1'"],
         setup=_all(
             lambda r, mp: _image(r), _write("p.json", json.dumps({"boxes": [["1", 2, 30, 40]]}))
         ),
@@ -211,7 +211,7 @@ CASES = [
     Case(
         "predict-prompts-file-boolean-label",
         ["predict", "scene.png", "-m", "tiny", "-o", "o", "--prompts", "p.json"],
-        ["labels", "integer 1 or 0", "True"],
+        ["labels", "integers 1 or 0", "True"],
         setup=_all(
             lambda r, mp: _image(r),
             _write("p.json", json.dumps({"points": [[[4, 5]]], "labels": [[True]]})),

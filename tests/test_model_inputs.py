@@ -58,8 +58,8 @@ def test_no_surviving_mask_gives_an_empty_label_map():
 @pytest.mark.parametrize(
     "doc, words",
     [
-        ({"points": [[["a", 5]]]}, ["points", "[0][0][0]", "a number", "'a'"]),
-        ({"points": [[[True, 5]]]}, ["points", "[0][0][0]", "a number", "True"]),
+        ({"points": [[["a", 5]]]}, ["points", "[0][0][0]", "numbers", "'a'"]),
+        ({"points": [[[True, 5]]]}, ["points", "[0][0][0]", "numbers", "True"]),
         ({"boxes": [[1, 2, 30, 40], ["1", 2, 30, 40]]}, ["boxes", "[1][0]", "'1'"]),
         ({"boxes": [[1, None, 30, 40]]}, ["boxes", "[0][1]", "None"]),
         ({"points": [[[3, 5]]], "labels": [[True]]}, ["labels", "[0][0]", "True"]),
@@ -90,7 +90,7 @@ def test_prompt_file_with_numbers_still_reads(tmp_path):
 def test_library_prompts_refuse_booleans():
     from samtune.predict import prepare_prompts
 
-    with pytest.raises(InputError, match="a number"):
+    with pytest.raises(InputError, match="numbers"):
         prepare_prompts(boxes=[[True, 0, 5, 5]])
     with pytest.raises(InputError, match="point labels"):
         prepare_prompts(points=[[[1, 1]]], point_labels=[[True]])
