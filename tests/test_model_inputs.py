@@ -164,3 +164,14 @@ def test_adapter_shapes_are_checked_before_layers_are_built():
     shapes = samtune.get_strategy("lora", rank=10**12).trainable_shapes(model)
     assert shapes["vision_encoder.layers.0.attn.qkv.lora_A.default.weight"] == (10**12, 32)
     assert all(not hasattr(m, "lora_A") for m in model.modules())  # the model is untouched
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-hq", "tiny-sam2"])
+@pytest.mark.parametrize("strategy", ["lora", "adapter", "peft"])
+def test_meta_twin_shapes_equal_what_the_strategy_trains(preset, strategy):
+    """The pre-check is never skipped for built-ins: its shapes are exactly the real ones."""
+    import samtune
+
+    shapes = samtune.get_strategy(strategy).trainable_shapes(samtune.load_model(preset))
+    model = samtune.get_strategy(strategy).apply(samtune.load_model(preset))
+    assert shapes == {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
