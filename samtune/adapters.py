@@ -38,6 +38,7 @@ from .errors import (
     AdapterMismatchError,
     AssumptionWarning,
     CheckpointError,
+    ConfigError,
     InputError,
     MissingFileError,
     UnknownNameError,
@@ -244,7 +245,15 @@ def read_adapter(dir_or_hub_id: str | os.PathLike) -> AdapterFile:
                 f"adapter {str(path)!r}: metadata {key!r} must be a JSON object, found "
                 f"{type(value).__name__}"
             )
-    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    for name in sorted(tensors):
+        if not tensors[name].is_floating_point():
+            raise CheckpointError(
+                f"adapter {str(path)!r}: tensor {name!r} is "
+                f"{str(tensors[name].dtype).removeprefix('torch.')}, expected floating point "
+                "(float32, float16 or bfloat16); the file was edited: write it again with "
+                "samtune.save_adapter"
+            )
+    bad = [k for k, t in tensors.items() if not torch.isfinite(t).all()]
     if bad:
         raise CheckpointError(
             f"adapter {str(path)!r} holds NaN or infinite values in {len(bad)} tensor(s) "
@@ -275,7 +284,12 @@ def _strategy_from(adapter: AdapterFile) -> Strategy:
             f"from package {quote_untrusted(package or 'unknown')}, which is not installed "
             f"(installed strategies: {', '.join(list_strategies())}); {hint}"
         ) from None
-    return cls(json.loads(adapter.metadata["strategy_config"]))
+    try:
+        return cls(json.loads(adapter.metadata["strategy_config"]))
+    except ConfigError as exc:  # metadata is untrusted input: say which file it came from
+        raise ConfigError(
+            f"adapter {str(adapter.path)!r}: metadata strategy_config: {exc}"
+        ) from None
 
 
 def load_adapter(
@@ -329,6 +343,9 @@ def load_adapter(
             stacklevel=2,
         )
     strategy = _strategy_from(adapter)
+    shapes = strategy.trainable_shapes(base_model)  # before any layer is built
+    if shapes is not None:
+        strategy.check_tensors(shapes, adapter.tensors)
     strategy.apply(base_model)
     strategy.load_trainable_state_dict(base_model, adapter.tensors)
     return base_model

@@ -127,7 +127,7 @@ class AutoMasks:
     def label_map(self) -> np.ndarray:
         """(H, W) int64: 0 background, i + 1 where mask i is; a smaller mask is painted over a
         larger one (parts stay visible on their object)."""
-        areas = self.masks.reshape(len(self.masks), -1).sum(1)
+        areas = self.masks.sum(axis=(1, 2))  # (N,); N may be 0: no mask survived the filters
         return semantic_label_map(self.masks, list(range(1, len(self) + 1)), -areas)
 
 

@@ -424,8 +424,41 @@ def sam_model_from_meta_state_dict(
 
     if config is None:
         config = config_from_meta_state_dict(state_dict, **config_overrides)
-    model = SamModel(config)
-    load_converted(model, meta_to_hf_state_dict(state_dict), "SAM")
+    return build_checked(SamModel, config, meta_to_hf_state_dict(state_dict), "SAM")
+
+
+def build_checked(
+    model_class: type, config: Any, hf_sd: Mapping[str, torch.Tensor], family: str
+) -> torch.nn.Module:
+    """``model_class(config)`` with ``hf_sd`` loaded, once the shapes are known to agree.
+
+    The architecture is first built on the ``meta`` device (no memory), and every tensor of
+    ``hf_sd`` compared with it, so a config read off edited shapes, or a tensor that claims
+    far more elements than its file holds (a broadcast view saved by ``torch.save``), is
+    refused before terabytes are asked of the allocator.
+
+    Raises:
+        CheckpointError: naming the first tensor that does not fit, expected and found.
+    """
+    with torch.device("meta"):
+        twin = model_class(config)
+    for name, expected in twin.state_dict().items():
+        found = hf_sd.get(name)
+        if found is not None and tuple(found.shape) != tuple(expected.shape):
+            raise CheckpointError(
+                f"checkpoint does not match the {family} architecture read off it: tensor "
+                f"{name!r} has shape {tuple(found.shape)}, expected {tuple(expected.shape)}"
+            )
+    for name, tensor in hf_sd.items():
+        held = tensor.untyped_storage().nbytes()
+        if tensor.numel() and held < tensor.numel() * tensor.element_size():
+            raise CheckpointError(
+                f"tensor {name!r} has shape {tuple(tensor.shape)} ({tensor.numel()} values) but "
+                f"only {held} bytes of data: it is a broadcast view, not weights; the file "
+                "was not written from a trained model"
+            )
+    model = model_class(config)
+    load_converted(model, hf_sd, family)
     return model
 
 

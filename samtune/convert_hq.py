@@ -205,8 +205,7 @@ def hq_model_from_state_dict(
     """
     if config is None:
         config = hq_config_from_state_dict(state_dict, **config_overrides)
-    model = SamHQModel(config)
-    convert.load_converted(model, hq_to_hf_state_dict(state_dict), "SAM-HQ")
+    model = convert.build_checked(SamHQModel, config, hq_to_hf_state_dict(state_dict), "SAM-HQ")
     return fix_hq_decoder(model).eval()
 
 

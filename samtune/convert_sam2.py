@@ -319,8 +319,7 @@ def sam2_model_from_state_dict(
     """
     if config is None:
         config = sam2_config_from_state_dict(state_dict, **stated)
-    model = Sam2Model(config)
-    convert.load_converted(model, sam2_to_hf_state_dict(state_dict), "SAM 2")
+    model = convert.build_checked(Sam2Model, config, sam2_to_hf_state_dict(state_dict), "SAM 2")
     model.__dict__[VIDEO_STATE_ATTR] = split_sam2_state_dict(state_dict)[1]
     return model.eval()
 

@@ -253,7 +253,8 @@ def load_model(
 
     Raises:
         MissingFileError: a path that does not exist.
-        CheckpointError: a file or folder that is not a SAM checkpoint.
+        CheckpointError: a file or folder that is not a SAM checkpoint, whose config does not
+            match its weights, or whose weights hold NaN or infinity.
         OfflineError: a hub id that cannot be fetched (no network, ``HF_HUB_OFFLINE=1``).
     """
     source_str = os.fspath(source)
@@ -284,6 +285,7 @@ def load_model(
             )
         else:
             model = _load_hub(source_str, revision)
+        _check_finite(model, source_str)
     if family_of(model) is SAM_HQ:  # however it was built: see convert_hq.fix_hq_decoder
         convert_hq.fix_hq_decoder(model)
     if dtype is not None:
@@ -293,6 +295,17 @@ def load_model(
     samtune_info(model).source = source_str
     model.eval()
     return model
+
+
+def _check_finite(model: torch.nn.Module, source: str) -> None:
+    """Refuse weights holding NaN or infinity: every output would be NaN, and an evaluation
+    would report NaN as if it were a score."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(
+                f"model {source!r}: tensor {name!r} holds NaN or infinite values; the "
+                "checkpoint is corrupt or was saved from a run that diverged"
+            )
 
 
 def _load_local(path: Path, stated: dict | None = None) -> torch.nn.Module:
@@ -311,10 +324,71 @@ def _load_folder(path: Path) -> torch.nn.Module:
         )
     model_type = read_json_object(config_file, CheckpointError).get("model_type")
     family = family_of_model_type(model_type, f"folder {str(path)!r}")
-    model, info = family.model_class.from_pretrained(path, output_loading_info=True)
+    files = _safetensors_files(path)
+    try:
+        config = family.config_class.from_json_file(config_file)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{str(config_file)!r} holds an invalid config: {exc}") from None
+    _check_config_fits_weights(family.model_class, config, files, config_file)
+    preprocess = _processor_settings(path, family, config)
+    model, info = family.model_class.from_pretrained(
+        path, output_loading_info=True, use_safetensors=True
+    )
     _check_loading_info(info, str(path))
-    _attach_processor_settings(model, path)
+    _attach_legacy_preprocess(model)
+    if preprocess is not None:
+        samtune_info(model).preprocess = preprocess
     return model
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def _safetensors_files(path: Path) -> list[Path]:
+    """The folder's ``*.safetensors`` weights; a folder with only pickle weights
+    (``pytorch_model.bin``) is refused: unpickling a file can run code."""
+    files = sorted(path.glob("*.safetensors"))
+    if files:
+        return files
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(
+            f"folder {str(path)!r} holds its weights only as {pickles[0]!r}, a pickle file, "
+            "which samtune does not load (unpickling can run code); convert it to safetensors "
+            "where you trust it (transformers' save_pretrained writes model.safetensors)"
+        )
+    raise CheckpointError(
+        f"folder {str(path)!r} has a config.json but no model.safetensors; expected a folder "
+        "written by save_pretrained or `samtune convert`"
+    )
+
+
+def _check_config_fits_weights(model_class, config, files: list[Path], where: Path) -> None:
+    """Compare the shapes ``config`` gives every tensor (built on the ``meta`` device: no
+    memory) with those the safetensors headers record (read without loading), so a config
+    that does not match its weights, or asks for terabytes, is refused before loading."""
+    from safetensors import safe_open
+
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as fh:
+                for key in fh.keys():  # noqa: SIM118
+                    shapes[key] = (tuple(fh.get_slice(key).get_shape()), file.name)
+        except Exception as exc:  # safetensors raises its own error types for corrupt files
+            raise CheckpointError(
+                f"{str(file)!r} is not a readable safetensors file ({type(exc).__name__}: {exc})"
+            ) from None
+    with torch.device("meta"):
+        twin = model_class(config)
+    for name, tensor in twin.state_dict().items():
+        found, file_name = shapes.get(name, (None, ""))
+        if found is not None and found != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{str(where)!r} does not match its weights: tensor {name!r} has shape {found} "
+                f"in {file_name}, the config gives {tuple(tensor.shape)}; the config was "
+                "edited or belongs to another model"
+            )
 
 
 def _load_checkpoint_file(path: Path, stated: dict) -> torch.nn.Module:
@@ -423,30 +497,67 @@ def _image_processor_config(path: Path) -> dict | None:
     return None
 
 
-def _attach_processor_settings(model: SamModel, path: Path) -> None:
-    """Record the preprocessing a folder declares: its ``preprocessor_config.json``, or the
-    ``image_processor`` entry of the ``processor_config.json`` a transformers 5 processor
-    writes (or the ``samtune_preprocess`` entry samtune 0.1 wrote into ``config.json``)."""
+def _attach_legacy_preprocess(model: SamModel) -> None:
+    """The ``samtune_preprocess`` entry samtune 0.1 wrote into ``config.json``."""
     legacy = model.config.__dict__.pop("samtune_preprocess", None)
     if legacy:
         samtune_info(model).preprocess = PreprocessConfig.from_dict(legacy)
+
+
+def _processor_settings(path: Path, family, config) -> PreprocessConfig | None:
+    """The preprocessing a folder declares: its ``preprocessor_config.json``, or the
+    ``image_processor`` entry of the ``processor_config.json`` a transformers 5 processor
+    writes; ``None`` when it declares none.
+
+    Raises:
+        CheckpointError: a field of the wrong type or value, named.
+    """
     cfg = _image_processor_config(path)
     if cfg is None:
-        return
-    family = family_of(model)
+        return None
+    where = f"image processor settings in {str(path)!r}"
     # SamImageProcessor: {"longest_edge": S} (+ padding); Sam2ImageProcessor: {"height": S,
     # "width": S}, stretched, no padding.
     size_spec = cfg.get("size", {})
-    size = size_spec.get("longest_edge", size_spec.get("height", family.image_size(model.config)))
-    scale = 255.0 if cfg.get("do_rescale", True) else 1.0
-    mean = cfg.get("image_mean", [m / 255 for m in SAM_PIXEL_MEAN])
-    std = cfg.get("image_std", [s / 255 for s in SAM_PIXEL_STD])
-    samtune_info(model).preprocess = PreprocessConfig(
-        int(size),
+    if not isinstance(size_spec, dict):
+        raise CheckpointError(
+            f"{where}: 'size' must be an object such as {{\"longest_edge\": 1024}}, found "
+            f"{size_spec!r}"
+        )
+    size = size_spec.get("longest_edge", size_spec.get("height", family.image_size(config)))
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise CheckpointError(f"{where}: 'size' must give a positive integer, found {size!r}")
+    rescale = cfg.get("do_rescale", True)
+    if not isinstance(rescale, bool):
+        raise CheckpointError(f"{where}: 'do_rescale' must be true or false, found {rescale!r}")
+    scale = 255.0 if rescale else 1.0
+    mean = _channels(cfg, "image_mean", [m / 255 for m in SAM_PIXEL_MEAN], where, positive=False)
+    std = _channels(cfg, "image_std", [s / 255 for s in SAM_PIXEL_STD], where, positive=True)
+    return PreprocessConfig(
+        size,
         tuple(m * scale for m in mean),
         tuple(s * scale for s in std),
         square=family.square_resize,
     )
+
+
+def _channels(cfg: dict, key: str, default: list, where: str, *, positive: bool) -> list:
+    """Three finite numbers (``positive``: above zero) under ``key``, else a named error."""
+    import math
+
+    value = cfg.get(key, default)
+    ok = (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        and all(math.isfinite(v) and (v > 0 if positive else True) for v in value)
+    )
+    if not ok:
+        kind = "positive finite numbers" if positive else "finite numbers"
+        raise CheckpointError(
+            f"{where}: {key!r} must be 3 {kind} (one per RGB channel), found {value!r}"
+        )
+    return value
 
 
 def _load_hub(repo_id: str, revision: str | None) -> torch.nn.Module:

@@ -58,9 +58,47 @@ class Prediction:
         return out
 
 
+def _is_number(x: Any) -> bool:
+    """A real number: ``bool`` is not one, nor is the string ``"1"``."""
+    return isinstance(x, int | float | np.integer | np.floating) and not isinstance(
+        x, bool | np.bool_
+    )
+
+
+def _is_label(x: Any) -> bool:
+    """A prompts file's label: the integer 1 or 0 (not ``true``, ``"1"`` or ``1.0``)."""
+    return isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_)
+
+
+def _first_bad(x: Any, ok: Callable[[Any], bool], index: tuple[int, ...] = ()):
+    """The index and value of the first leaf of a nested list/array for which ``ok`` is
+    false, or ``None`` when there is none."""
+    if isinstance(x, np.ndarray) and x.dtype.kind in "iuf" and ok(x.dtype.type(0)):
+        return None
+    if isinstance(x, list | tuple | np.ndarray):
+        for i, item in enumerate(x):
+            found = _first_bad(item, ok, (*index, i))
+            if found is not None:
+                return found
+        return None
+    return None if ok(x) else (index, x)
+
+
+def _require(x: Any, name: str, what: str, ok: Callable[[Any], bool] = _is_number) -> None:
+    """Raise an :class:`InputError` naming the first entry of ``x`` that is not ``what``."""
+    found = _first_bad(x, ok)
+    if found is not None:
+        index, value = found
+        where = "".join(f"[{i}]" for i in index)
+        raise InputError(
+            f"{name} must be {what}; entry {where} is {value!r} ({type(value).__name__})"
+        )
+
+
 def _prompt_array(x: ArrayLike | None, last: int, name: str) -> np.ndarray | None:
     if x is None:
         return None
+    _require(x, name, "numbers")
     try:
         arr = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError):
@@ -145,6 +183,7 @@ def _point_labels(point_labels: ArrayLike | None, points: np.ndarray, image: str
     """(N, K) int64 labels for (N, K, 2) points: all 1 by default, else checked to be 1 or 0."""
     if point_labels is None:
         return np.ones(points.shape[:2], np.int64)
+    _require(point_labels, f"point labels for {image}", "numbers, 1 (positive) or 0 (negative)")
     try:
         raw = np.asarray(point_labels, dtype=np.float64)
     except (TypeError, ValueError):
@@ -377,6 +416,7 @@ def _prompt_set(d: Any, where: str) -> dict:
     if d.get("labels") is not None:
         if out["points"] is None:
             raise InputError(f"'labels' without 'points' in {where!r}")
+        _require(d["labels"], f"labels in {where}", "numbers, the integers 1 or 0", _is_label)
         try:
             out["labels"] = np.asarray(d["labels"], np.float64)
         except (TypeError, ValueError):

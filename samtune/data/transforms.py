@@ -21,9 +21,12 @@ from .sample import Sample, masks_to_boxes
 
 
 def resized_shape(height: int, width: int, longest: int) -> tuple[int, int]:
-    """Size (h, w) after resizing the longest side to ``longest`` (SamImageProcessor rounding)."""
+    """Size (h, w) after resizing the longest side to ``longest`` (SamImageProcessor rounding).
+
+    A side that would round to 0 pixels (a 4000x2 image at 128) is kept at 1, where
+    ``SamImageProcessor`` would fail; every other size is the processor's."""
     scale = longest * 1.0 / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 @dataclass(frozen=True)

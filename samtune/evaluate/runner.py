@@ -38,7 +38,7 @@ from ..automatic_config import AutoMaskConfig
 from ..data.coco import encode_mask
 from ..data.prompts import BOX_SOURCES, jitter_boxes, points_from_masks, prompt_boxes
 from ..data.transforms import Geometry, preprocess_image
-from ..errors import ConfigError, UnknownNameError
+from ..errors import ConfigError, RunError, UnknownNameError
 from ..models import PreprocessConfig, base_fingerprint, model_source, preprocess_config
 from ..sam_ops import (
     Embeddings,
@@ -110,7 +110,14 @@ class _Image:
         moved = {k: to_model(model, v) for k, v in prompts.items() if v is not None}
         emb = self.embeddings if embeddings is None else embeddings
         out = decode(model, emb, multimask=multimask, empty_absent=True, **moved)
-        return out.pred_masks.float(), out.iou_scores.float()
+        logits = out.pred_masks.float()
+        if not torch.isfinite(logits).all():  # else every metric would be NaN, or look valid
+            raise RunError(
+                f"the model's mask logits on image {self.index} are NaN or infinite, so no "
+                "metric can be computed; check its weights for NaN (a diverged run), or, for "
+                "a float16 model, evaluate in float32"
+            )
+        return logits, out.iou_scores.float()
 
     def to_original(self, logits: torch.Tensor) -> torch.Tensor:
         """(..., h, w) low-res logits -> (..., H, W) bool masks at the original resolution."""

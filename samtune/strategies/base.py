@@ -142,6 +142,84 @@ def check_blocks(value: Any) -> None:
         raise ConfigError(f"blocks lists an index twice: {value!r}")
 
 
+MAX_REGEX_LENGTH = 500
+MAX_REGEX_REPEATS = 4
+
+
+def check_regex(name: str, pattern: str) -> re.Pattern[str]:
+    """Compile a regex given in a config (or read from an adapter's metadata) that is matched
+    against module names, refusing what could backtrack for hours on a long name: patterns
+    over :data:`MAX_REGEX_LENGTH` characters, a repeat inside a repeat (``(a+)+``), an
+    alternation inside a repeat (``(a|ab)*``), backreferences (``\\1``) and more than
+    :data:`MAX_REGEX_REPEATS` repeats (``.*.*.*.*.*x``).
+
+    Raises:
+        ConfigError: an invalid or unsafe pattern, with the reason and what to write instead.
+    """
+    if len(pattern) > MAX_REGEX_LENGTH:
+        raise ConfigError(
+            f"{name} is {len(pattern)} characters long; at most {MAX_REGEX_LENGTH} are allowed "
+            "(give a list of module-name suffixes instead)"
+        )
+    try:
+        compiled = re.compile(pattern)
+        parsed = re._parser.parse(pattern)  # the parser `re` itself uses (Python >= 3.11)
+    except re.error as exc:
+        raise ConfigError(f"{name} {pattern!r} is not a valid regex: {exc}") from None
+    problem = _backtracking_risk(parsed, inside_repeat=False)
+    repeats = _count_repeats(parsed)
+    if not problem and repeats > MAX_REGEX_REPEATS:
+        problem = f"{repeats} repeats (at most {MAX_REGEX_REPEATS})"
+    if problem:
+        raise ConfigError(
+            f"{name} {pattern!r} has {problem}, which can make matching take exponential "
+            "time; write it without nesting (e.g. '.*\\.qkv') or give a list of module-name "
+            "suffixes"
+        )
+    return compiled
+
+
+def _count_repeats(parsed) -> int:
+    """How many repeats that can match more than once a parsed regex holds (``.*.*.*x``
+    backtracks as the length of the name to their number)."""
+    from re import _constants as c
+
+    count = 0
+    for op, av in parsed:
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+            count += int(av[1] > 1) + _count_repeats(av[2])
+        elif op is c.BRANCH:
+            count += sum(_count_repeats(b) for b in av[1])
+        elif op in (c.SUBPATTERN, c.ATOMIC_GROUP, c.ASSERT, c.ASSERT_NOT):
+            count += _count_repeats(av[-1])
+    return count
+
+
+def _backtracking_risk(parsed, inside_repeat: bool) -> str | None:
+    """What in a parsed regex can backtrack catastrophically ("" / None when nothing)."""
+    from re import _constants as c
+
+    for op, av in parsed:
+        if op in (c.GROUPREF, c.GROUPREF_EXISTS):
+            return "a backreference"
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+            low, high, sub = av
+            if inside_repeat:
+                return "a repeat inside a repeat"
+            found = _backtracking_risk(sub, inside_repeat=high > 1)
+        elif op is c.BRANCH:
+            if inside_repeat:
+                return "an alternation inside a repeat"
+            found = next((r for b in av[1] if (r := _backtracking_risk(b, inside_repeat))), None)
+        elif op in (c.SUBPATTERN, c.ATOMIC_GROUP, c.ASSERT, c.ASSERT_NOT):
+            found = _backtracking_risk(av[-1], inside_repeat)
+        else:
+            found = None
+        if found:
+            return found
+    return None
+
+
 def select_blocks(value: Any, depth: int) -> list[int]:
     """The sorted indices of the blocks that ``blocks`` (checked by :func:`check_blocks`)
     selects in an image encoder of ``depth`` blocks.
@@ -287,23 +365,67 @@ class Strategy:
             CheckpointError: names or shapes that do not match what this strategy trains.
         """
         params = dict(model.named_parameters())
-        expected = {n for n, p in params.items() if p.requires_grad}
-        missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        self.check_tensors(
+            {n: tuple(p.shape) for n, p in params.items() if p.requires_grad}, tensors
+        )
+        with torch.no_grad():
+            for n, value in tensors.items():
+                params[n].copy_(value.to(params[n].dtype))
+
+    def check_tensors(
+        self, expected: Mapping[str, tuple[int, ...]], tensors: Mapping[str, torch.Tensor]
+    ) -> None:
+        """Check an adapter's ``tensors`` against the ``expected`` shapes of what this strategy
+        trains: the same names, the same shapes, floating point.
+
+        Raises:
+            CheckpointError: naming the first tensor that differs, what was expected and found.
+        """
+        missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
         if missing or extra:
             raise CheckpointError(
                 f"the adapter does not match strategy {self.name!r} with config "
                 f"{self.config.to_json()}: missing tensors {missing[:3]}, extra "
                 f"tensors {extra[:3]}; the file was written by another version or edited"
             )
-        with torch.no_grad():
-            for n, value in tensors.items():
-                param = params[n]
-                if tuple(param.shape) != tuple(value.shape):
-                    raise CheckpointError(
-                        f"tensor {n!r} has shape {tuple(value.shape)} in the adapter, but the "
-                        f"model expects {tuple(param.shape)}; the adapter is for another base size"
-                    )
-                param.copy_(value.to(param.dtype))
+        for n in sorted(tensors):
+            value = tensors[n]
+            if not value.is_floating_point():
+                raise CheckpointError(
+                    f"tensor {n!r} in the adapter is {str(value.dtype).removeprefix('torch.')}, "
+                    "expected floating point (float32, float16 or bfloat16); the file was edited"
+                )
+            if tuple(value.shape) != tuple(expected[n]):
+                raise CheckpointError(
+                    f"tensor {n!r} has shape {tuple(value.shape)} in the adapter, but strategy "
+                    f"{self.name!r} with config {self.config.to_json()} on this model expects "
+                    f"{tuple(expected[n])}; the adapter is for another base size, or its "
+                    "config was edited"
+                )
+
+    def trainable_shapes(self, model: torch.nn.Module) -> dict[str, tuple[int, ...]] | None:
+        """The shapes of what this strategy would train on ``model``, worked out on a copy of
+        its architecture on the ``meta`` device (no memory is allocated, ``model`` is left
+        alone), so an adapter's config can be checked before its layers are built: a config
+        that asks for a rank of a billion is refused instead of allocated.
+
+        Returns ``None`` when the strategy cannot be injected on ``meta`` (a plugin's layers
+        may need real tensors); :meth:`load_trainable_state_dict` still checks afterwards.
+        """
+        config = getattr(model, "config", None)
+        if config is None:
+            return None
+        twin_strategy = type(self)(self.config)
+        try:
+            with torch.device("meta"):  # every layer built in here, injected ones too
+                twin = type(model)(config)
+                twin_strategy.family = check_family(twin_strategy, twin)
+                twin_strategy.inject(twin)
+        except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+            return None
+        return {
+            n: tuple(p.shape) for n, p in twin.named_parameters() if twin_strategy.is_trainable(n)
+        }
 
 
 def check_family(strategy: Strategy, model: torch.nn.Module) -> Family:

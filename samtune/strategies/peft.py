@@ -10,7 +10,6 @@ plain ``peft.PeftModel.from_pretrained`` loads.
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from ..errors import ConfigError
 from ..family import SAM
 from ..identity import model_source
 from ..io import dump_json, read_json_object
-from .base import Strategy, StrategyConfig, check_type, clear_strategy
+from .base import Strategy, StrategyConfig, check_regex, check_type, clear_strategy
 
 #: SAM's image-encoder fused query/key/value projections, every block (other families:
 #: ``Family.targets["qkv"]``).
@@ -173,12 +172,7 @@ class PeftStrategyConfig(StrategyConfig):
         check_type("options", self.options, dict, "a mapping of peft config options")
         check_type("train_decoder", self.train_decoder, bool, "true or false")
         if isinstance(self.target_modules, str):
-            try:
-                re.compile(self.target_modules)
-            except re.error as exc:
-                raise ConfigError(
-                    f"target_modules {self.target_modules!r} is not a valid regex: {exc}"
-                ) from None
+            check_regex("target_modules", self.target_modules)
         for key, why in _UNSAFE_OPTIONS.items():
             if key in self.options:
                 raise ConfigError(f"options may not set {key!r}: {why}")
