@@ -234,12 +234,10 @@ def read_adapter(dir_or_hub_id: str | os.PathLike) -> AdapterFile:
     for key in ("strategy_config", "base_architecture"):
         if key not in metadata:
             continue
-        try:
-            value = json.loads(metadata[key])
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(
-                f"adapter {str(path)!r}: metadata {key!r} is not valid JSON ({exc})"
-            ) from None
+        # the one gate: later reads of these keys see text that parsed here, within io's limits
+        value = parse_json(
+            metadata[key], f"adapter {str(path)!r}: metadata {key!r}", CheckpointError
+        )
         if not isinstance(value, dict):
             raise CheckpointError(
                 f"adapter {str(path)!r}: metadata {key!r} must be a JSON object, found "
