@@ -847,15 +847,14 @@ def parse_json(
 ) -> object:
     """JSON ``text`` (from ``where``, named in messages), no deeper than :data:`MAX_DEPTH`;
     ``advice`` ends the message about text that is not JSON."""
+    too_deep = f"{where} nests arrays/objects deeper than {MAX_DEPTH} levels, the limit"
     brackets = text.count("[") + text.count("{")
     if brackets > MAX_DEPTH and json_depth(text) > MAX_DEPTH:
-        raise error(f"{where} nests arrays/objects deeper than {MAX_DEPTH} levels, the limit")
+        raise error(too_deep)
     try:
         return json.loads(text)
-    except RecursionError:
-        raise error(
-            f"{where} nests arrays/objects deeper than {MAX_DEPTH} levels, the limit"
-        ) from None
+    except RecursionError:  # the scan above is the limit; this is the interpreter's backstop
+        raise error(too_deep) from None
     except ValueError as exc:
         raise error(f"{where} is not valid JSON ({exc}){advice}") from None
 
