@@ -79,7 +79,8 @@ _TRASHCAN_COMMON = dict(
     # it, see trashcan_split_ids); test is the official val
     split_alias={"val": "train", "test": "val"},
     source="https://conservancy.umn.edu/handle/11299/214865 (DOI 10.13020/g1gx-y834)",
-    licence="CC BY-NC 4.0 (non-commercial use; attribute the authors)",
+    licence="free for academic use; commercial use needs JAMSTEC's permission (see the "
+    "record page)",
     citation="Hong, Fulton, Sattar. TrashCan: A Semantically-Segmented Dataset towards Visual "
     "Detection of Marine Debris. arXiv:2007.08097, 2020.",
     files=(_TRASHCAN_FILE,),
@@ -114,7 +115,8 @@ RECIPES: dict[str, Recipe] = {
         folder="zerowaste",
         splits=("train", "val", "test"),
         source="https://zenodo.org/records/6412647 (ZeroWaste project, http://ai.bu.edu/zerowaste/)",
-        licence="CC BY-NC 4.0 (non-commercial use; attribute the authors)",
+        licence="the GitHub README says CC BY-NC 4.0; the Zenodo record states its own "
+        "licence, which differs: check the record before use",
         citation="Bashkirova et al. ZeroWaste Dataset: Towards Deformable Object Segmentation "
         "in Cluttered Scenes. CVPR 2022.",
         layout="{root}/<any folder>/{train,val,test}/{labels.json, data/}",
@@ -136,9 +138,10 @@ RECIPES: dict[str, Recipe] = {
         title="TACO, Trash Annotations in Context (60 classes, 28 supercategories)",
         folder="taco",
         splits=("train", "val", "test"),
-        source="https://github.com/pedropro/TACO (images hosted on Flickr)",
-        licence="annotations CC BY 4.0; each image under its own Flickr licence (see "
-        "the 'license' field of each image)",
+        source="https://github.com/pedropro/TACO (images: the TACO.zip archive on Zenodo, "
+        "DOI 10.5281/zenodo.3587843; originally Flickr and OpenLitterMap)",
+        licence="repository MIT; each image under its own licence (Flickr's, OpenLitterMap's "
+        "ODbL for 466 images, none stated for 715: see the 'license' field of each image)",
         citation="Proença, Simões. TACO: Trash Annotations in Context for Litter Detection. "
         "arXiv:2003.06975, 2020.",
         layout="{root}/data/annotations.json, {root}/data/batch_N/*.jpg, "
@@ -152,8 +155,9 @@ RECIPES: dict[str, Recipe] = {
             ),
         ),
         manual=(
-            "clone https://github.com/pedropro/TACO and run its download.py, then pass the "
-            "clone's folder as --root"
+            "download TACO.zip from https://zenodo.org/records/3587843 and extract its "
+            "data/batch_N folders into ROOT/data/ beside annotations.json (or clone "
+            "https://github.com/pedropro/TACO and run its download.py), then pass --root ROOT"
         ),
         num_classes=60,
     ),
