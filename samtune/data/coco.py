@@ -34,6 +34,7 @@ from .coco_schema import (
     segmentation_problem,
 )
 from .sample import Sample, masks_to_boxes
+from .transforms import pil_to_rgb_uint8
 
 ON_ERROR = ("raise", "skip")
 
@@ -82,7 +83,7 @@ def read_oriented(path: str | Path) -> tuple[np.ndarray, tuple[int, int], int | 
             stored = (img.height, img.width)
             method = _exif_transpose_method(img.getexif().get(_ORIENTATION, 1))
             img = ImageOps.exif_transpose(img)
-            return _to_rgb_uint8(img), stored, method
+            return pil_to_rgb_uint8(img), stored, method
     except Image.DecompressionBombError:
         raise DataError(
             f"image {str(path)!r} has more than {2 * Image.MAX_IMAGE_PIXELS} pixels, twice "
@@ -152,27 +153,6 @@ def _unreadable(path: Path) -> str | None:
     except Exception as exc:  # PIL raises many types for a bad file
         return f"{type(exc).__name__}: {exc}"
     return None
-
-
-def _to_rgb_uint8(img) -> np.ndarray:
-    mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        if mode == "I" and arr.max(initial=0) <= 255:
-            scaled = arr
-        else:
-            scaled = arr / 257.0
-        gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        if arr.max(initial=0) <= 1.0:
-            arr = arr * 255.0
-        gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if mode != "RGB":
-        img = img.convert("RGBA").convert("RGB") if mode == "P" else img.convert("RGB")
-    return np.array(img, dtype=np.uint8)
 
 
 # --------------------------------------------------------------------------- masks
