@@ -279,7 +279,7 @@ def _load_trainable(accelerator, model: torch.nn.Module, path: Path) -> None:
     if missing or extra:
         raise CheckpointError(
             f"checkpoint {str(path.parent)!r} does not match this run's trainable parameters "
-            f"(missing {missing[:3]}, unexpected {extra[:3]}): it was written with another "
+            f"(missing {missing[:3]}, extra {extra[:3]}): it was written with another "
             "model or strategy; resume with the run's own config.yaml"
         )
     with torch.no_grad():
