@@ -1,6 +1,6 @@
 """Automatic mask generation ("segment everything"): time per image and peak memory.
 
-Runs :func:`samtune.automatic.generate_masks` on a fabricated ``--size`` px image for each
+Runs :func:`samtune.segment.automatic.generate_masks` on a fabricated ``--size`` px image for each
 ``--points-per-batch`` value, and checks that the masks are identical whatever the value
 (the option bounds memory, never the result). Peak memory: the GPU's allocator on CUDA, the
 process's peak resident set on the CPU (it only grows, so later rows show at least the earlier
@@ -47,8 +47,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    from samtune.automatic import generate_masks
-    from samtune.models import load_model
+    from samtune.models.loading import load_model
+    from samtune.segment.automatic import generate_masks
 
     device = pick_device(args.device)
     model = load_model(args.model, seed=0).to(device)

@@ -51,7 +51,7 @@ VARIANTS = {
 
 
 def build_encoder(name: str, attention: str, device, dtype):
-    from samtune.fast import use_flex_attention
+    from samtune.models.speedups import use_flex_attention
 
     model = samtune.load_model(name)
     if attention == "eager":  # the attention class is chosen at construction

@@ -2,7 +2,7 @@
 
 Fabricates many-instance images, then times
 
-- ``samtune.evaluate.evaluate(..., prompt="box")``: one ``get_image_embeddings`` per image,
+- ``samtune.evaluation.protocols.evaluate(..., prompt="box")``: one ``get_image_embeddings`` per image,
   all boxes through the decoder in chunks of ``--prompt-batch``;
 - the naive loop: ``model(pixel_values=..., input_boxes=<one box>)`` per instance, which runs
   the image encoder once per prompt.
@@ -57,8 +57,8 @@ def make_dataset(n_images: int, n_instances: int, size: int, seed: int = 0):
 def naive(model, dataset) -> tuple[float, float]:
     """Re-encode the image for every prompt; returns (seconds, mIoU)."""
     from samtune.data.transforms import preprocess_image
-    from samtune.evaluate.metrics import mask_iou
-    from samtune.models import preprocess_config
+    from samtune.evaluation.metrics import mask_iou
+    from samtune.models.identity import preprocess_config
 
     cfg = preprocess_config(model)
     p = next(model.parameters())
@@ -101,8 +101,8 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from samtune.evaluate import evaluate
-    from samtune.models import load_model
+    from samtune.evaluation import evaluate
+    from samtune.models.loading import load_model
 
     model = load_model(args.model, device=args.device)
     data = make_dataset(args.images, args.instances, args.size)

@@ -41,7 +41,12 @@ from train_step import make_inputs
 from transformers import SamModel
 
 import samtune
-from samtune.fast import ATTENTION_CHOICES, COMPILE_MODES, compile_model, use_flex_attention
+from samtune.models.speedups import (
+    ATTENTION_CHOICES,
+    COMPILE_MODES,
+    compile_model,
+    use_flex_attention,
+)
 from samtune.strategies import get_strategy
 from samtune.strategies.base import select_blocks
 from samtune.train.loop import enable_checkpointing

@@ -30,7 +30,12 @@ import torch.nn.functional as F
 from _common import device_info, emit, peak_gib, pick_device, reset_peak, sync, time_it
 
 import samtune
-from samtune.fast import ATTENTION_CHOICES, COMPILE_MODES, compile_model, use_flex_attention
+from samtune.models.speedups import (
+    ATTENTION_CHOICES,
+    COMPILE_MODES,
+    compile_model,
+    use_flex_attention,
+)
 from samtune.strategies import get_strategy
 from samtune.train.loop import enable_checkpointing
 from samtune.train.losses import sam_loss

@@ -1,14 +1,13 @@
 """Lazy package exports (PEP 562): a name is imported from its submodule on first use.
 
-``samtune``, ``samtune.evaluate`` and ``samtune.train`` export names this way, so importing
+``samtune``, ``samtune.models``, ``samtune.evaluation``, ``samtune.segment``, ``samtune.suite``
+and ``samtune.train`` export names this way, so importing
 them (and the command line's help, which reads the option dataclasses) loads no torch.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -33,21 +32,3 @@ def lazy_getattr(
         return value
 
     return __getattr__
-
-
-class _CallableModule(types.ModuleType):
-    """A module that, called, calls its function of the same name (see :func:`make_callable`)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
-
-
-def make_callable(module_name: str) -> None:
-    """Make the module ``module_name`` callable as its function of the same name.
-
-    ``samtune.evaluate`` and ``samtune.predict`` are both a function (the public API) and a
-    module of the package; importing the module binds it to that name of ``samtune``, after
-    which ``samtune.evaluate(...)`` would call a module. Called, such a module calls its
-    function (``samtune.evaluate.evaluate``, ``samtune.predict.predict``).
-    """
-    sys.modules[module_name].__class__ = _CallableModule

@@ -44,38 +44,23 @@ from .errors import (
     UnknownNameError,
     quote_untrusted,
 )
-from .evaluate.report import METRIC_COLUMNS
-from .family import SAM, SAM_HQ, family_of
-from .hub import hub_fetch, looks_like_local_path
 from .io import (
-    atomic_dir,
     atomic_write,
-    check_not_input,
-    output_lock,
     parse_json,
-    read_text,
     write_safetensors,
 )
-from .models import (
-    architecture,
-    base_fingerprint,
-    load_model,
-    model_source,
-    preprocess_config,
-    save_original_checkpoint,
-    weights_fingerprint,
-)
-from .onnx_export import export_onnx
+from .models.family import SAM, family_of
+from .models.hub import hub_fetch, looks_like_local_path
+from .models.identity import architecture, base_fingerprint, model_source, weights_fingerprint
+from .models.loading import load_model
 from .strategies.base import Strategy, applied_strategy, merged_copy
 from .strategies.registry import list_strategies, strategy_class
-from .tables import format_change, format_number, markdown_table
 
 ADAPTER_FILE = "adapter.safetensors"
 FORMAT = "samtune.adapter"
 FORMAT_VERSION = "2"
 # Version 1 fingerprinted the base's weights only; such adapters still load, with a note.
 _WEIGHTS_ONLY_VERSIONS = ("1",)
-EXPORT_FORMATS = ("hf", "original", "segment-anything", "peft", "hub", "onnx")
 
 
 @dataclass
@@ -95,7 +80,7 @@ class AdapterFile:
         return json.loads(self.metadata["strategy_config"])
 
 
-def _require_strategy(model: torch.nn.Module) -> Strategy:
+def require_strategy(model: torch.nn.Module) -> Strategy:
     strategy = applied_strategy(model)
     if strategy is None:
         raise InputError(
@@ -110,7 +95,7 @@ def adapter_metadata(model: torch.nn.Module) -> dict[str, str]:
     """The string metadata :func:`save_adapter` writes for ``model``."""
     from importlib.metadata import PackageNotFoundError, version
 
-    strategy = _require_strategy(model)
+    strategy = require_strategy(model)
     package = strategy.distribution or "samtune"
     try:
         package_version = version(package)
@@ -144,7 +129,7 @@ def save_adapter(model: torch.nn.Module, directory: str | os.PathLike) -> Path:
     Raises:
         InputError: the model has no strategy applied.
     """
-    strategy = _require_strategy(model)
+    strategy = require_strategy(model)
     metadata = adapter_metadata(model)
     tensors = strategy.trainable_state_dict(model)
     path = Path(directory) / ADAPTER_FILE
@@ -263,7 +248,7 @@ def read_adapter(dir_or_hub_id: str | os.PathLike) -> AdapterFile:
 
 # A distribution name (PEP 508): the only package text from an adapter that samtune shows
 # as a command to run.
-_PACKAGE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?")
+PACKAGE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?")
 
 
 def _strategy_from(adapter: AdapterFile) -> Strategy:
@@ -274,7 +259,7 @@ def _strategy_from(adapter: AdapterFile) -> Strategy:
         package = adapter.metadata.get("strategy_package") or ""
         hint = (
             f"install it: pip install {package}"
-            if _PACKAGE_NAME.fullmatch(package)
+            if PACKAGE_NAME.fullmatch(package)
             else "install the package that provides it"
         )
         raise UnknownNameError(
@@ -423,319 +408,7 @@ def merge_adapter(model: torch.nn.Module) -> torch.nn.Module:
         InputError: no strategy applied, or a strategy whose layers cannot be folded
             (``adapter``: bottleneck adapters have a nonlinearity).
     """
-    return merged_copy(model, _require_strategy(model))
+    return merged_copy(model, require_strategy(model))
 
 
 # --------------------------------------------------------------------------- export
-
-
-def export_adapter(
-    model: torch.nn.Module,
-    output: str | os.PathLike,
-    format: str = "hf",
-    *,
-    metrics: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    protect: list[str | os.PathLike] | tuple = (),
-    quantize: str | None = None,
-) -> Path:
-    """Write a tuned model in another format.
-
-    Args:
-        model: a tuned ``SamModel`` (from :func:`load_adapter` or a strategy's ``apply``).
-        output: folder (``hf``, ``peft``, ``hub``, ``onnx``) or file (``original``,
-            ``segment-anything``).
-        format: ``hf`` (merged model folder, loads with the family's ``from_pretrained``),
-            ``original`` (merged, in the family's original format: Meta ``.pth``, SAM-HQ
-            ``.pth`` or SAM 2 ``.pt``; :func:`samtune.models.save_original_checkpoint`),
-            ``segment-anything`` (merged Meta ``.pth``, SAM only), ``peft`` (peft directory, for
-            peft-based strategies such as ``lora``), ``hub`` (adapter + config + model card).
-        metrics: for ``hub``, a JSON (flat ``{name: value}`` or ``{"metrics": {...}}``) or
-            Markdown file whose content becomes the card's evaluation section.
-        overwrite: replace an output that samtune wrote earlier (a folder whose manifest
-            lists everything in it, a ``.pth`` whose sidecar matches it). Nothing samtune did
-            not write is ever removed; the current folder and its parents never are.
-        protect: paths that must survive (the adapter and base being exported): an output
-            folder that holds one of them is refused.
-        quantize: for ``onnx`` (encoder + decoder + ``samtune_onnx.json``, see
-            :mod:`samtune.onnx_export`): ``None``, ``"fp16"`` or ``"int8"`` for the encoder.
-
-    Raises:
-        UnknownNameError: an unknown format.
-        InputError: a format the strategy cannot produce (``peft`` for non-peft strategies,
-            merged formats for ``adapter``), or an output that exists and may not be replaced.
-    """
-    strategy = _require_strategy(model)
-    output = Path(output)
-    _check_export(model, format, quantize)
-    protect = [*protect, *([model_source(model)] if Path(model_source(model)).exists() else [])]
-    if format in ("original", "segment-anything"):  # folders: atomic_dir protects them
-        # an input of the command (the adapter, its base model, the metrics) is never an output
-        check_not_input(output, protect, advice="choose another output path")
-    with output_lock(output, beside=True, command="export"):
-        _write_export(model, strategy, output, format, metrics, overwrite, protect, quantize)
-    return output
-
-
-def _write_export(model, strategy, output: Path, format: str, metrics, overwrite: bool,
-                  protect: list, quantize: str | None) -> None:  # fmt: skip
-    """The files of one export format (see :func:`export_adapter`)."""
-    if format == "hf":
-        merged = merge_adapter(model)
-        with atomic_dir(output, overwrite=overwrite, protect=protect) as tmp:
-            save_hf_folder(merged, tmp)
-    elif format in ("original", "segment-anything"):
-        save_original_checkpoint(merge_adapter(model), output, overwrite=overwrite)
-    elif format == "onnx":
-        export_onnx(model, output, quantize=quantize, overwrite=overwrite, protect=protect)
-    elif format == "peft":
-        if not hasattr(strategy, "save_peft_directory"):
-            raise InputError(
-                f"strategy {strategy.name!r} does not produce peft layers, so it cannot be "
-                "written as a peft directory; use format 'hf' (merged model) or the adapter file"
-            )
-        with atomic_dir(output, overwrite=overwrite, protect=protect) as tmp:
-            strategy.save_peft_directory(model, tmp)
-    else:
-        model_card(model, metrics)  # a bad metrics file fails before anything is written
-        with atomic_dir(output, overwrite=overwrite, protect=protect) as tmp:
-            save_adapter(model, tmp)
-            meta = adapter_metadata(model)
-            config = {**meta, "strategy_config": json.loads(meta["strategy_config"])}
-            (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-            (tmp / "README.md").write_text(model_card(model, metrics))
-
-
-def _check_export(model: torch.nn.Module, format: str, quantize: str | None) -> None:
-    """Refuse an unknown format, ``quantize`` outside onnx, and SAM-only formats elsewhere."""
-    if format not in EXPORT_FORMATS:
-        raise UnknownNameError(
-            f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}"
-        )
-    if quantize is not None and format != "onnx":
-        raise InputError(f"quantize applies to the onnx format only, not {format!r}")
-    family = family_of(model)
-    if format in ("segment-anything", "onnx") and family is not SAM:
-        raise InputError(
-            f"format {format!r} holds SAM (SamModel) only; this model is {family.name} "
-            f"({type(model).__name__}): export it as 'original' (its own original format), "
-            f"'hf' (a merged {type(model).__name__} folder) or keep the adapter file"
-        )
-
-
-def save_hf_folder(model: torch.nn.Module, folder: str | os.PathLike) -> Path:
-    """``model.save_pretrained(folder)`` plus the processor config of its preprocessing
-    (``processor_config.json`` in transformers 5), so the family's processor
-    (``SamProcessor``, ``SamHQProcessor``, ``Sam2Processor``) loads from the folder and a
-    reload keeps it."""
-    from transformers import (
-        Sam2ImageProcessor,
-        Sam2Processor,
-        SamHQProcessor,
-        SamImageProcessor,
-        SamProcessor,
-    )
-
-    folder = Path(folder)
-    pre = preprocess_config(model)
-    mean = [m / 255.0 for m in pre.mean]
-    std = [s / 255.0 for s in pre.std]
-    side = {"height": pre.image_size, "width": pre.image_size}
-    if pre.square:  # SAM 2: stretched to the square, no padding
-        processor = Sam2Processor(
-            image_processor=Sam2ImageProcessor(size=side, image_mean=mean, image_std=std)
-        )
-    else:
-        image_processor = SamImageProcessor(
-            size={"longest_edge": pre.image_size}, pad_size=side, image_mean=mean, image_std=std
-        )
-        processor_class = SamHQProcessor if family_of(model) is SAM_HQ else SamProcessor
-        processor = processor_class(image_processor=image_processor)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
-
-
-def _metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    """(key, title, percent) of the scalar metrics in ``metrics``, headline ones first."""
-    rows = [(k, title, pct) for k, (title, pct, _) in METRIC_COLUMNS.items() if k in metrics]
-    known = {k for k, _, _ in rows}
-    for key, value in metrics.items():
-        if key not in known and isinstance(value, int | float) and not isinstance(value, bool):
-            rows.append((key, key, key.startswith("miou@")))
-    return rows
-
-
-def _side_by_side(columns: dict[str, dict[str, Any]]) -> str:
-    """A metric x model table; the first column is the baseline of the change column."""
-    labels = list(columns)
-    first = columns[labels[0]]
-    change = len(labels) == 2
-    rows = []
-    for key, title, pct in _metric_rows(first):
-        cells = [format_number(columns[label].get(key, "-"), pct) for label in labels]
-        if change:
-            cells.append(
-                format_change(columns[labels[1]].get(key), first.get(key), pct, missing="-")
-            )
-        rows.append([title, *cells])
-    return markdown_table(["metric", *labels, *(["change"] if change else [])], rows)
-
-
-def _metrics_section(metrics: str | os.PathLike | None) -> str:
-    """The card's evaluation section from a fit's ``metrics.json``, an eval's JSON output
-    (``comparison.json`` or ``--json``), a flat ``{name: value}`` JSON, or Markdown."""
-    if metrics is None:
-        return ""
-    path = Path(metrics)
-    text = read_text(path, what="metrics file")
-    if path.suffix.lower() in (".md", ".markdown"):
-        return "## Evaluation\n\n" + text.strip() + "\n"
-    data = parse_json(
-        text, f"metrics file {str(path)!r}", advice="; it is neither Markdown (.md) nor JSON"
-    )
-    if not isinstance(data, dict):
-        raise InputError(
-            f"metrics JSON {str(path)!r} must be an object; found {type(data).__name__}"
-        )
-    _check_metrics_schema(data, path)
-    parts: list[str] = []
-    comparison = data.get("comparison")
-    if isinstance(comparison, dict) and "steps" in data:  # a fit's metrics.json
-        tuned = comparison.get("fine_tuned") or {}
-        base = comparison.get("zero_shot") or {}
-        for protocol, values in tuned.items():
-            columns = {"zero-shot": base[protocol]} if isinstance(base.get(protocol), dict) else {}
-            columns["fine-tuned"] = values
-            parts.append(f"**{protocol} prompts** (test split)\n\n" + _side_by_side(columns))
-        training = (
-            [f"{data['steps']} optimizer steps"] if isinstance(data.get("steps"), int) else []
-        )
-        best = data.get("best") or {}
-        if isinstance(best.get("miou"), int | float):
-            training.append(
-                f"best validation mIoU {format_number(best['miou'], True)} at step {best.get('step')}"
-            )
-        if training:
-            parts.append("Training: " + ", ".join(training) + ".")
-    elif data and all(
-        isinstance(v, dict) and isinstance(v.get("metrics"), dict) for v in data.values()
-    ):
-        parts.append(_side_by_side({label: v["metrics"] for label, v in data.items()}))
-    else:
-        flat = data["metrics"] if isinstance(data.get("metrics"), dict) else data
-        rows = _metric_rows(flat)
-        if rows:
-            table = [[title, format_number(flat[k], pct)] for k, title, pct in rows]
-            parts.append(markdown_table(["metric", "value"], table))
-    if not parts:
-        raise InputError(
-            f"metrics file {str(path)!r} holds no metrics samtune recognises (a fit's "
-            "metrics.json, an eval's comparison.json, or {name: number})"
-        )
-    return "## Evaluation\n\n" + "\n\n".join(parts) + "\n"
-
-
-def _check_metrics_schema(data: dict[str, Any], path: Path) -> None:
-    """Refuse a metrics file whose parts have the wrong shape (a list where an object or a
-    number belongs), naming the part: what the card reads is
-
-    * a fit's ``metrics.json``: ``{"steps": int, "best": {...}, "comparison": {"zero_shot" |
-      "fine_tuned": {protocol: {metric: number}}}}``;
-    * an eval's JSON: ``{label: {"metrics": {metric: number}}}``;
-    * flat: ``{metric: number}`` or ``{"metrics": {metric: number}}``.
-
-    Raises:
-        InputError: naming the file, the part (``comparison.fine_tuned.box``) and its type.
-    """
-
-    def refuse(where: str, value: Any, want: str) -> None:
-        raise InputError(
-            f"metrics file {str(path)!r}: {quote_untrusted(where)} must be {want}; found "
-            f"{type(value).__name__}. Give a fit's metrics.json, an eval's JSON or "
-            "{name: number}"
-        )
-
-    def numbers(metrics: Any, where: str) -> None:
-        if not isinstance(metrics, dict):
-            refuse(where, metrics, "a JSON object of metrics")
-        for key, value in metrics.items():
-            if key in METRIC_COLUMNS and not (
-                value is None or (isinstance(value, int | float) and not isinstance(value, bool))
-            ):
-                refuse(f"{where}.{key}" if where else key, value, "a number")
-
-    if "steps" in data and "comparison" in data:  # a fit's metrics.json
-        comparison = data["comparison"]
-        if not isinstance(comparison, dict):
-            refuse("comparison", comparison, "a JSON object")
-        for part in ("zero_shot", "fine_tuned"):
-            protocols = comparison.get(part) or {}
-            if not isinstance(protocols, dict):
-                refuse(f"comparison.{part}", protocols, "a JSON object of {protocol: metrics}")
-            for protocol, values in protocols.items():
-                numbers(values, f"comparison.{part}.{protocol}")
-        if not isinstance(data.get("best") or {}, dict):
-            refuse("best", data["best"], "a JSON object")
-    elif isinstance(data.get("metrics"), dict):
-        numbers(data["metrics"], "metrics")
-    elif not (data and all(isinstance(v, dict) and "metrics" in v for v in data.values())):
-        numbers(data, "")
-    else:
-        for label, value in data.items():
-            numbers(value["metrics"], f"{label}.metrics")
-
-
-def model_card(model: torch.nn.Module, metrics: str | os.PathLike | None = None) -> str:
-    """A Hugging Face model card (README.md with YAML metadata) for a tuned model."""
-    meta = adapter_metadata(model)
-    base = meta["base_model"]
-    strategy = meta["strategy"]
-    front = {
-        "library_name": "samtune",
-        "base_model": base,
-        "tags": ["samtune", "segment-anything", "sam", "image-segmentation", strategy],
-        "pipeline_tag": "mask-generation",
-    }
-    yaml_lines = ["---"]
-    for key, value in front.items():
-        if isinstance(value, list):
-            yaml_lines.append(f"{key}:")
-            yaml_lines.extend(f"- {json.dumps(v)}" for v in value)
-        else:
-            yaml_lines.append(f"{key}: {json.dumps(value)}")
-    yaml_lines.append("---")
-    package = meta["strategy_package"]
-    install = (
-        f"samtune {package}"
-        if package != "samtune" and _PACKAGE_NAME.fullmatch(package or "")
-        else "samtune"
-    )
-    body = f"""
-# SAM adapter ({strategy})
-
-A [samtune](https://github.com/samtune/samtune) adapter for the Segment Anything Model
-`{base}`, trained with the `{strategy}` strategy.
-
-| | |
-|---|---|
-| strategy | `{strategy}` (package `{meta["strategy_package"]}`) |
-| config | `{meta["strategy_config"]}` |
-| base model | `{base}` |
-| base fingerprint | `{meta["base_fingerprint"]}` |
-| samtune | {meta["samtune_version"]} |
-
-## Use
-
-```bash
-pip install {install}
-```
-
-```python
-import samtune
-
-model = samtune.load_adapter("{base}", "<this repository id or folder>")
-```
-"""
-    section = _metrics_section(metrics)
-    return "\n".join(yaml_lines) + "\n" + body + ("\n" + section if section else "")

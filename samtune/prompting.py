@@ -33,7 +33,7 @@ PAD_LABEL = -10
 PROMPT_FORMS = ("box", "point", "points:P,N", "clicks:N", "interactive", "auto")
 """Every prompt protocol samtune knows."""
 EVAL_PROMPTS = ("box", "point", "clicks:N", "auto")
-"""What :func:`samtune.evaluate.evaluate` runs."""
+"""What :func:`samtune.evaluation.protocols.evaluate` runs."""
 VALIDATION_PROMPTS = ("box", "point", "clicks:N")
 """What training's validation (``eval_prompt``) runs: the protocols that score each instance."""
 DATA_PROMPTS = ("box", "point", "points:P,N")

@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 @pytest.fixture
 def tiny_model():
-    from samtune.models import load_model
+    from samtune.models.loading import load_model
 
     return load_model("tiny", seed=0)
 

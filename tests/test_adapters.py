@@ -14,15 +14,8 @@ from transformers import SamModel
 from typer.testing import CliRunner
 
 import samtune
-from samtune.adapters import (
-    export_adapter,
-    load_adapter,
-    merge_adapter,
-    read_adapter,
-    save_adapter,
-)
+from samtune.adapters import load_adapter, merge_adapter, read_adapter, save_adapter
 from samtune.cli import app
-from samtune.convert import build_meta_sam
 from samtune.errors import (
     AdapterMismatchError,
     CheckpointError,
@@ -31,6 +24,8 @@ from samtune.errors import (
     OfflineError,
     UnknownNameError,
 )
+from samtune.export.formats import export_adapter
+from samtune.models.convert.sam import build_meta_sam
 from samtune.strategies import get_strategy
 
 BOX = torch.tensor([[[10.0, 12.0, 70.0, 90.0]]])

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from samtune.automatic import AutoMaskConfig, generate_masks
 from samtune.errors import ConfigError
-from samtune.models import load_model
+from samtune.models.loading import load_model
+from samtune.segment.automatic import AutoMaskConfig, generate_masks
 
 KEEP_ALL = {"pred_iou_thresh": -1.0, "stability_score_thresh": -1.0}
 

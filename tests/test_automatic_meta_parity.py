@@ -18,9 +18,9 @@ pytest.importorskip("cv2")  # Meta's small-region cleaning uses OpenCV
 
 from segment_anything import SamAutomaticMaskGenerator  # noqa: E402
 
-from samtune.automatic import generate_masks  # noqa: E402
-from samtune.convert import build_meta_sam, hf_to_meta_state_dict  # noqa: E402
-from samtune.models import load_model  # noqa: E402
+from samtune.models.convert.sam import build_meta_sam, hf_to_meta_state_dict  # noqa: E402
+from samtune.models.loading import load_model  # noqa: E402
+from samtune.segment.automatic import generate_masks  # noqa: E402
 
 
 @pytest.fixture(scope="module")

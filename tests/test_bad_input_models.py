@@ -58,7 +58,7 @@ def _hf_folder(name: str = "model", *, config=None, processor=None, weights=None
         from safetensors.torch import load_file, save_file
 
         import samtune
-        from samtune.adapters import save_hf_folder
+        from samtune.export.formats import save_hf_folder
 
         folder = root / name
         save_hf_folder(samtune.load_model("tiny"), folder)
@@ -97,7 +97,8 @@ def _set(*keys_and_value):
 
 def _pth_broadcast(root: Path, _mp) -> None:
     """A Meta checkpoint whose encoder MLPs are broadcast views claiming ~10 TB."""
-    from samtune.models import load_model, save_original_checkpoint
+    from samtune.models.convert import save_original_checkpoint
+    from samtune.models.loading import load_model
 
     save_original_checkpoint(load_model("tiny"), root / "big.pth")
     sd = torch.load(root / "big.pth", weights_only=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_bad_input import Case, _all, _write, run_case
 
-from samtune.data.coco import encode_mask
+from samtune.data.masks import encode_mask
 
 
 def _coco_without_bbox(root: Path, _mp) -> None:

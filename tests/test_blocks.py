@@ -12,12 +12,14 @@ import torch
 from conftest import randomize_
 from typer.testing import CliRunner
 
-from samtune.adapters import export_adapter, load_adapter, merge_adapter, save_adapter
+from samtune.adapters import load_adapter, merge_adapter, save_adapter
 from samtune.cli import app
 from samtune.errors import ConfigError
-from samtune.models import load_model
+from samtune.export.formats import export_adapter
+from samtune.models.loading import load_model
+from samtune.options import parse_key_values
 from samtune.strategies import get_strategy
-from samtune.train.config import build_config, check_inputs, parse_key_values
+from samtune.train.config import build_config, check_inputs
 from samtune.train.loop import enable_checkpointing
 
 BOX = torch.tensor([[[10.0, 12.0, 70.0, 90.0]], [[40.0, 30.0, 120.0, 100.0]]])

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from samtune.errors import ConfigError, DataError
-from samtune.evaluate.config import EvalConfig
-from samtune.train.config import NOT_GIVEN, FitConfig, build_config, merge_options
+from samtune.evaluation.config import EvalConfig
+from samtune.options import NOT_GIVEN, merge_options
+from samtune.train.config import FitConfig, build_config
 
 DEMO_COUNTS = {"train": 2, "val": 1, "test": 1}
 
@@ -45,12 +46,12 @@ def assert_one_line_error(code: int, err: str, *words: str) -> None:
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Fail the test if a model is loaded: bad names must be caught before that."""
-    import samtune.models
+    import samtune.models.loading
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the bad input was reported")
 
-    monkeypatch.setattr(samtune.models, "load_model", refuse)
+    monkeypatch.setattr(samtune.models.loading, "load_model", refuse)
 
 
 def write_yaml(path: Path, text: str) -> Path:
@@ -352,7 +353,7 @@ def test_eval_numbers_and_yaml_types(tmp_path, capsys, no_model_load, args, yaml
 
 
 def test_evaluate_refuses_a_bad_max_images(tiny_model):
-    from samtune.evaluate import evaluate
+    from samtune.evaluation import evaluate
 
     for bad in (0, -3, True, 2.0):
         with pytest.raises(ConfigError, match="max_images"):

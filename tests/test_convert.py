@@ -7,8 +7,9 @@ import torch
 from conftest import randomize_
 from transformers import SamConfig
 
-from samtune import convert
-from samtune.models import load_model, tiny_config, vit_config
+from samtune.models.convert import sam as convert
+from samtune.models.loading import load_model
+from samtune.models.presets import tiny_config, vit_config
 
 
 def _meta_config(config: SamConfig) -> SamConfig:
@@ -148,7 +149,7 @@ def test_building_meta_sam_without_segment_anything_names_the_extra(monkeypatch)
     import sys
 
     from samtune.errors import MissingDependencyError
-    from samtune.models import tiny_config
+    from samtune.models.presets import tiny_config
 
     monkeypatch.setitem(sys.modules, "segment_anything.modeling", None)
     with pytest.raises(MissingDependencyError, match=r"samtune\[meta\]"):

@@ -15,10 +15,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from samtune import convert_hq, convert_sam2
 from samtune.cli import app
 from samtune.errors import AssumptionWarning, CheckpointError, ConfigError
-from samtune.models import load_model
+from samtune.models.convert import hq as convert_hq
+from samtune.models.convert import sam2 as convert_sam2
+from samtune.models.loading import load_model
 
 TOL = 1e-4
 BOX = [8.0, 14.0, 52.0, 44.0]  # XYXY, pixels of the model's input image
@@ -400,8 +401,10 @@ def test_a_sidecar_of_another_family_is_refused(hq_reference, sam2_reference, tm
 
 @pytest.mark.parametrize("preset", ["tiny-hq", "tiny-sam2"])
 def test_a_tuned_model_exports_to_its_family_original_format_and_loads_back(preset, tmp_path):
-    from samtune.adapters import export_adapter, merge_adapter
-    from samtune.models import fingerprint, load_model
+    from samtune.adapters import merge_adapter
+    from samtune.export.formats import export_adapter
+    from samtune.models.identity import fingerprint
+    from samtune.models.loading import load_model
     from samtune.strategies import get_strategy
 
     model = get_strategy("lora").apply(load_model(preset))

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from samtune.data import InstanceDataset, load_dataset
-from samtune.data.coco import encode_mask, load_image
+from samtune.data.images import load_image
+from samtune.data.masks import encode_mask
 from samtune.errors import DataError, MissingFileError, UnknownNameError
 
 H, W = 40, 60

@@ -19,7 +19,7 @@ from samtune.data import (
 from samtune.data.prompts import boxes_from_masks
 from samtune.data.synthetic import write_demo_dataset
 from samtune.errors import ConfigError, UnknownNameError
-from samtune.models import PreprocessConfig
+from samtune.models.identity import PreprocessConfig
 from samtune.prompting import (
     DATA_PROMPTS,
     EVAL_PROMPTS,

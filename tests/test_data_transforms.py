@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from samtune.data.transforms import AugmentConfig, Geometry, augment_sample, preprocess_image
-from samtune.models import PreprocessConfig
+from samtune.models.identity import PreprocessConfig
 
 SIZES = [
     (480, 640, 1024),

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from samtune.models import load_model
+from samtune.models.loading import load_model
 from samtune.strategies import get_strategy
 from samtune.train import fit, losses
 from samtune.train.step import SamTrainStep

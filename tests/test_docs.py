@@ -187,8 +187,8 @@ def _workspace(root: Path) -> None:
     """The files the documented commands name: a (tiny) Meta checkpoint and a few images."""
     from conftest import randomize_
 
-    from samtune.convert import build_meta_sam
-    from samtune.models import tiny_config
+    from samtune.models.convert.sam import build_meta_sam
+    from samtune.models.presets import tiny_config
 
     meta = randomize_(build_meta_sam(tiny_config()), seed=1)
     torch.save(meta.state_dict(), root / "sam_vit_b_01ec64.pth")  # stand-in: tiny, not ViT-B

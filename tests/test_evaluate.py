@@ -15,7 +15,7 @@ import torch
 from conftest import free_port
 
 from samtune.errors import ConfigError, UnknownNameError
-from samtune.evaluate import evaluate, format_comparison, parse_protocol
+from samtune.evaluation import evaluate, format_comparison, parse_protocol
 
 CATEGORIES = {1: "bottle", 2: "can"}
 
@@ -239,7 +239,7 @@ import torch
 torch.set_num_threads(1)
 from accelerate import Accelerator
 from samtune.models import load_model
-from samtune.evaluate import evaluate
+from samtune.evaluation import evaluate
 exec(open(sys.argv[2]).read())
 acc = Accelerator(cpu=True)
 model = load_model("tiny")
@@ -290,7 +290,8 @@ def _train_adapter(strategy: str, directory, root, steps: int = 3, lr: float = 3
 
     from samtune.adapters import save_adapter
     from samtune.data import load_dataset, preprocess_image
-    from samtune.models import load_model, preprocess_config
+    from samtune.models.identity import preprocess_config
+    from samtune.models.loading import load_model
     from samtune.strategies import get_strategy
 
     torch.manual_seed(0)
@@ -322,7 +323,7 @@ def test_cli_compare_base_and_adapters_on_demo(tmp_path):
 
     from samtune.cli import app
     from samtune.data import load_dataset
-    from samtune.models import load_model
+    from samtune.models.loading import load_model
 
     root = tmp_path / "demo"
     tuned = {

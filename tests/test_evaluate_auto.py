@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from samtune.cli import app
 from samtune.data import load_dataset
-from samtune.data.coco import encode_mask
+from samtune.data.masks import encode_mask
 from samtune.data.sample import Sample
-from samtune.evaluate.automatic import COCO_STATS, automatic_report, ground_truth_annotations
-from samtune.evaluate.report import format_comparison
+from samtune.evaluation.automatic import COCO_STATS, automatic_report, ground_truth_annotations
+from samtune.evaluation.report import format_comparison
 
 
 def _cocoeval_by_hand(gt_path, results_path) -> list[float]:
@@ -95,7 +95,7 @@ def test_crowd_regions_are_ignored_not_missed_and_classes_do_not_matter():
 
 def test_generator_options_with_a_prompted_protocol_are_refused():
     from samtune.errors import ConfigError
-    from samtune.evaluate import EvalConfig, run_evaluation
+    from samtune.evaluation import EvalConfig, run_evaluation
 
     with pytest.raises(ConfigError, match="points_per_side applies to the auto protocol only"):
         run_evaluation(EvalConfig(prompt="box", points_per_side=8))
@@ -103,7 +103,7 @@ def test_generator_options_with_a_prompted_protocol_are_refused():
 
 def test_training_validation_and_suites_refuse_auto():
     from samtune.errors import ConfigError
-    from samtune.suite import _parse_protocols
+    from samtune.suite.spec import _parse_protocols
     from samtune.train.config import FitConfig
 
     with pytest.raises(ConfigError, match="must be one of box, point, clicks:N"):

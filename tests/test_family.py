@@ -13,15 +13,17 @@ from safetensors.torch import load_file
 from transformers import Sam2ImageProcessor, Sam2Model, SamHQModel, SamModel
 from typer.testing import CliRunner
 
-from samtune.adapters import export_adapter, load_adapter, save_adapter
+from samtune.adapters import load_adapter, save_adapter
 from samtune.cli import app
 from samtune.data.transforms import preprocess_image
 from samtune.errors import AdapterMismatchError, CheckpointError, ConfigError, OfflineError
-from samtune.evaluate import evaluate
-from samtune.family import FAMILIES, family_of
-from samtune.models import PreprocessConfig, load_model, preprocess_config
-from samtune.predict import predict
-from samtune.sam_ops import NO_OBJECT_LOGIT, decode, encode_images, select_embeddings
+from samtune.evaluation import evaluate
+from samtune.export.formats import export_adapter
+from samtune.models.family import FAMILIES, family_of
+from samtune.models.identity import PreprocessConfig, preprocess_config
+from samtune.models.loading import load_model
+from samtune.models.sam_ops import NO_OBJECT_LOGIT, decode, encode_images, select_embeddings
+from samtune.segment.prompted import predict
 from samtune.strategies import Strategy, get_strategy
 from samtune.train import fit
 
@@ -63,7 +65,7 @@ def test_presets_folders_and_configs_name_their_family(family, preset, models, t
 
 
 def test_same_weights_in_another_family_have_another_fingerprint(models):
-    from samtune.models import architecture, fingerprint
+    from samtune.models.identity import architecture, fingerprint
 
     assert architecture(models["sam"])["model_type"] == "sam"
     assert len({fingerprint(m) for m in models.values()}) == 3
@@ -293,8 +295,8 @@ def test_adapters_round_trip_and_refuse_another_family(family, tmp_path):
 
 @pytest.mark.slow
 def test_eval_compare_puts_sam_sam_hq_and_sam2_adapters_in_one_table(tmp_path):
-    from samtune.evaluate import EvalConfig, run_evaluation
-    from samtune.evaluate.report import format_comparison
+    from samtune.evaluation import EvalConfig, run_evaluation
+    from samtune.evaluation.report import format_comparison
 
     adapters = []
     for family, preset in PRESETS.items():

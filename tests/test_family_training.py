@@ -6,7 +6,7 @@ adapter is written, finite, trained, and loads back to the same model); the lift
 
 As in ``test_train_strategies.py`` for ``tiny``: random presets (initialised as the original
 code does), trained from scratch with the dice loss only, scored zero-shot by an independent
-call of ``samtune.evaluate.evaluate`` on the same validation images.
+call of ``samtune.evaluation.protocols.evaluate`` on the same validation images.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from samtune.adapters import load_tuned
 from samtune.cli import app
 from samtune.data import load_dataset
-from samtune.evaluate import evaluate
-from samtune.models import load_model
-from samtune.sam_ops import decode, encode_images
+from samtune.evaluation import evaluate
+from samtune.models.loading import load_model
+from samtune.models.sam_ops import decode, encode_images
 from samtune.strategies import get_strategy, list_strategies
 from samtune.train import fit
 

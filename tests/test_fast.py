@@ -13,7 +13,7 @@ from conftest import randomize_
 
 import samtune
 from samtune.errors import ConfigError
-from samtune.fast import compile_model, flex_attention_forward, use_flex_attention
+from samtune.models.speedups import compile_model, flex_attention_forward, use_flex_attention
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

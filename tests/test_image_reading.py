@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samtune.predict import _read_image
+from samtune.data.images import _read_image
 
 
 @pytest.mark.parametrize(

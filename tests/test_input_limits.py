@@ -189,7 +189,7 @@ def test_training_metrics_with_nan_fail_the_run_and_write_nothing(tmp_path):
 
 
 def test_eval_report_json_is_valid_json():
-    from samtune.evaluate.report import EvalReport, reports_to_json
+    from samtune.evaluation.report import EvalReport, reports_to_json
 
     report = EvalReport("box", metrics={"miou": math.nan, "n": 3}, records=[])
     data = json.loads(reports_to_json({"base": report}))  # strict: no NaN token
@@ -313,7 +313,7 @@ def test_a_plugin_calling_sys_exit_at_import_is_reported_broken(tmp_path, monkey
 def test_pillow_bomb_warning_is_one_samtune_note_and_its_error_a_data_error(tmp_path, monkeypatch):
     from PIL import Image
 
-    from samtune.data.coco import load_image
+    from samtune.data.images import load_image
 
     Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(tmp_path / "big.png")
     Image.fromarray(np.zeros((50, 50, 3), np.uint8)).save(tmp_path / "huge.png")
@@ -332,7 +332,7 @@ def test_pillow_bomb_warning_is_one_samtune_note_and_its_error_a_data_error(tmp_
 
 @pytest.mark.parametrize("device", ["meta", "tpu9", "xla", "cuda:99"])
 def test_devices_that_cannot_run_are_refused_with_the_available_ones(device):
-    from samtune.train.config import check_device
+    from samtune.options import check_device
 
     with pytest.raises(ConfigError, match=r"use one of: cpu"):
         check_device("device", device)
@@ -341,14 +341,14 @@ def test_devices_that_cannot_run_are_refused_with_the_available_ones(device):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_is_refused():
-    from samtune.evaluate import EvalConfig
+    from samtune.evaluation import EvalConfig
 
     with pytest.raises(ConfigError, match="no CUDA GPU is available; use one of: cpu"):
         EvalConfig(device="cuda")
 
 
 def test_strategy_options_from_the_command_line_have_the_same_limits():
-    from samtune.train.config import parse_key_values
+    from samtune.options import parse_key_values
 
     levels = ["&a0 [l, l, l, l, l, l, l, l, l]"]
     levels += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]

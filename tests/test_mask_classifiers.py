@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from samtune.automatic import AutoMasks
 from samtune.errors import InputError, UnknownNameError
-from samtune.mask_classifiers import (
+from samtune.segment.automatic import AutoMasks
+from samtune.segment.mask_classifiers import (
     Classes,
     CropClassifier,
     MaskClassifier,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from samtune.evaluate import metrics as M
+from samtune.data.masks import semantic_label_map
+from samtune.evaluation import metrics as M
 
 
 def _coco_iou(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -90,13 +91,13 @@ def test_semantic_label_map_resolves_overlaps_by_score_and_ignores_crowd():
     masks = np.zeros((2, 4, 4), bool)
     masks[0, :, :3] = True
     masks[1, :, 1:] = True
-    by_score = M.semantic_label_map(masks, [1, 2], [0.9, 0.1])
+    by_score = semantic_label_map(masks, [1, 2], [0.9, 0.1])
     assert (by_score[:, :3] == 1).all() and (by_score[:, 3] == 2).all()
-    by_order = M.semantic_label_map(masks, [1, 2])  # later wins
+    by_order = semantic_label_map(masks, [1, 2])  # later wins
     assert (by_order[:, 0] == 1).all() and (by_order[:, 1:] == 2).all()
     crowd = np.zeros((4, 4), bool)
     crowd[0] = True
-    assert (M.semantic_label_map(masks, [1, 2], ignore=crowd)[0] == 255).all()
+    assert (semantic_label_map(masks, [1, 2], ignore=crowd)[0] == 255).all()
 
 
 def test_semantic_iou_from_confusion():

@@ -37,7 +37,7 @@ def test_predict_on_a_4000x2_image_gives_a_full_size_mask(tiny_model):
 
 
 def test_no_surviving_mask_gives_an_empty_label_map():
-    from samtune.automatic import AutoMasks
+    from samtune.segment.automatic import AutoMasks
 
     empty = AutoMasks(
         masks=np.zeros((0, 5, 7), bool),
@@ -68,7 +68,7 @@ def test_no_surviving_mask_gives_an_empty_label_map():
     ],
 )
 def test_prompt_file_entries_must_be_numbers(tmp_path, doc, words):
-    from samtune.predict import read_prompts_file
+    from samtune.segment.prompted import read_prompts_file
 
     path = tmp_path / "p.json"
     path.write_text(json.dumps(doc))
@@ -79,7 +79,7 @@ def test_prompt_file_entries_must_be_numbers(tmp_path, doc, words):
 
 
 def test_prompt_file_with_numbers_still_reads(tmp_path):
-    from samtune.predict import read_prompts_file
+    from samtune.segment.prompted import read_prompts_file
 
     path = tmp_path / "p.json"
     path.write_text(json.dumps({"points": [[[3, 5.5], [1, 2]]], "labels": [[1, 0]]}))
@@ -88,7 +88,7 @@ def test_prompt_file_with_numbers_still_reads(tmp_path):
 
 
 def test_library_prompts_refuse_booleans():
-    from samtune.predict import prepare_prompts
+    from samtune.segment.prompted import prepare_prompts
 
     with pytest.raises(InputError, match="numbers"):
         prepare_prompts(boxes=[[True, 0, 5, 5]])
@@ -104,7 +104,7 @@ def test_evaluation_refuses_nan_logits_instead_of_reporting_nan(tiny_model):
     from test_evaluate import make_dataset
 
     from samtune.errors import RunError
-    from samtune.evaluate import evaluate
+    from samtune.evaluation import evaluate
 
     with torch.no_grad():
         tiny_model.mask_decoder.iou_token.weight.fill_(float("nan"))
@@ -115,9 +115,9 @@ def test_evaluation_refuses_nan_logits_instead_of_reporting_nan(tiny_model):
 def test_nan_weights_are_refused_at_load_naming_the_tensor(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from samtune.adapters import save_hf_folder
     from samtune.errors import CheckpointError
-    from samtune.models import load_model
+    from samtune.export.formats import save_hf_folder
+    from samtune.models.loading import load_model
 
     save_hf_folder(load_model("tiny"), tmp_path / "m")
     sd = load_file(tmp_path / "m" / "model.safetensors")

@@ -10,9 +10,11 @@ from conftest import randomize_
 from typer.testing import CliRunner
 
 import samtune
-from samtune import convert
 from samtune.cli import app
-from samtune.models import fingerprint, load_model, preprocess_config, tiny_config
+from samtune.models.convert import sam as convert
+from samtune.models.identity import fingerprint, preprocess_config
+from samtune.models.loading import load_model
+from samtune.models.presets import tiny_config
 
 runner = CliRunner()
 
@@ -150,7 +152,7 @@ def test_cli_convert_both_ways(tmp_path):
 def test_hub_id_unreachable_fails_fast_without_retries(monkeypatch, tmp_path):
     import time
 
-    from samtune import hub
+    from samtune.models import hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

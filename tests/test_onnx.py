@@ -16,13 +16,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import samtune
-from samtune.adapters import export_adapter, merge_adapter, save_adapter
+from samtune.adapters import merge_adapter, save_adapter
 from samtune.cli import app
 from samtune.data.transforms import Geometry
 from samtune.errors import InputError, MissingDependencyError, UnknownNameError
-from samtune.evaluate import evaluate
-from samtune.io import MANIFEST
-from samtune.onnx_export import (
+from samtune.evaluation import evaluate
+from samtune.export.formats import export_adapter
+from samtune.export.onnx import (
     CONFIG_FILE,
     DECODER_FILE,
     ENCODER_FILE,
@@ -30,6 +30,7 @@ from samtune.onnx_export import (
     export_onnx,
     load_onnx,
 )
+from samtune.io import MANIFEST
 from samtune.strategies import get_strategy
 
 ONNX_INSTALLED = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
@@ -312,7 +313,7 @@ def test_large_models_are_kept_as_one_model_file_and_one_data_file(tmp_path):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from samtune.onnx_export import _single_file
+    from samtune.export.onnx import _single_file
 
     weights = [np.full((64, 64), i + 1, np.float32) for i in range(3)]
     nodes, prev = [], "x"

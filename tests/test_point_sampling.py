@@ -7,7 +7,7 @@ import pytest
 
 from samtune.data import PromptedDataset, load_dataset
 from samtune.errors import ConfigError
-from samtune.models import PreprocessConfig
+from samtune.models.identity import PreprocessConfig
 from samtune.prompting import center_point
 from samtune.train.config import FitConfig
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from samtune.cli import app
 from samtune.errors import InputError, MissingFileError
 from samtune.io import MANIFEST
-from samtune.predict import (
+from samtune.segment.prompted import (
     parse_boxes,
     parse_points,
     predict,

@@ -3,7 +3,7 @@
 The oracles are segment-anything's own ``SamPredictor`` on the same weights
 (``convert.build_meta_sam`` + ``hf_to_meta_state_dict``) and SAM 2's ``SAM2ImagePredictor`` on
 a reference model the sam2 package builds; for every family, a click loop on one embedding
-must give what :func:`samtune.predict.predict` gives for each prompt alone.
+must give what :func:`samtune.segment.prompted.predict` gives for each prompt alone.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from samtune import convert
 from samtune.errors import InputError
-from samtune.models import load_model
-from samtune.predict import predict
-from samtune.predictor import LOGIT_CLAMP, Predictor
+from samtune.models.convert import sam as convert
+from samtune.models.loading import load_model
+from samtune.segment.predictor import LOGIT_CLAMP, Predictor
+from samtune.segment.prompted import predict
 
 PRESETS = ["tiny", "tiny-hq", "tiny-sam2"]
 # (boxes, points, labels): a box, a positive and a negative click, box + click
@@ -120,7 +120,7 @@ def test_click_loop_matches_sam2s_image_predictor(tmp_path):
     from sam2.sam2_image_predictor import SAM2ImagePredictor
     from test_convert_family import S2_CONFIG, S2_OVERRIDES, S2_STATED, _perturb_
 
-    from samtune import convert_sam2
+    from samtune.models.convert import sam2 as convert_sam2
 
     torch.manual_seed(0)
     ref = build.build_sam2(S2_CONFIG, None, device="cpu", hydra_overrides_extra=S2_OVERRIDES)

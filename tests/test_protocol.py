@@ -14,13 +14,13 @@ from PIL import Image
 
 from samtune.data import InstanceDataset
 from samtune.data.batching import PromptedDataset
-from samtune.data.coco import encode_mask
+from samtune.data.masks import encode_mask
 from samtune.data.prompts import jitter_boxes, prompt_boxes
 from samtune.data.transforms import AugmentConfig, augment_sample
 from samtune.errors import ConfigError, DataError
-from samtune.evaluate import EvalConfig, evaluate
-from samtune.evaluate.metrics import mask_counts, summarize_instances
-from samtune.models import PreprocessConfig
+from samtune.evaluation import EvalConfig, evaluate
+from samtune.evaluation.metrics import mask_counts, summarize_instances
+from samtune.models.identity import PreprocessConfig
 from samtune.train.config import FitConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_options_refuse_an_unknown_box_source_and_keep_eval_config_light():
     import sys
 
     code = (
-        "import sys; from samtune.evaluate.config import EvalConfig;"
+        "import sys; from samtune.evaluation.config import EvalConfig;"
         "EvalConfig(box_source='annotation'); print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -281,7 +281,7 @@ def test_the_reports_json_holds_the_new_key(coco, tiny_model):
 
 
 def test_the_paper_suite_has_a_lightning_sam_row_and_tests_with_annotation_boxes():
-    from samtune.suite import load_spec
+    from samtune.suite.spec import load_spec
 
     spec = load_spec(ROOT / "examples" / "suites" / "dont-waste-sam.yaml")
     rows = {s.label: s for s in spec.strategies}
@@ -298,7 +298,7 @@ def test_the_paper_suite_has_a_lightning_sam_row_and_tests_with_annotation_boxes
 
 
 def test_suite_eval_box_source_is_checked_and_mask_keeps_old_settings():
-    from samtune.suite import _parse_eval
+    from samtune.suite.spec import _parse_eval
 
     assert _parse_eval({"box_source": "mask"}) == {"prompt_batch": 32, "max_images": None}
     assert _parse_eval({"box_source": "annotation"})["box_source"] == "annotation"
@@ -307,7 +307,7 @@ def test_suite_eval_box_source_is_checked_and_mask_keeps_old_settings():
 
 
 def test_a_suite_folder_trained_before_box_source_existed_is_not_refused(tmp_path):
-    from samtune.suite import _check_same
+    from samtune.suite.plan import _check_same
 
     recorded = {"epochs": 2, "lr": 1e-4}  # written by a samtune without the option
     _check_same(tmp_path, recorded, {"epochs": 2, "lr": 1e-4, "box_source": "mask"})

@@ -32,19 +32,26 @@ def test_import_and_help_do_not_load_torch():
 
 
 def test_evaluate_and_predict_stay_functions_after_their_modules_are_imported():
-    """Importing samtune.evaluate.<submodule> or samtune.predict (training, adapters and the
-    generator do) binds the module to that name of samtune; calling it must still evaluate
-    or predict, as the README and examples do."""
+    """samtune.evaluate and samtune.predict are functions, and no module of the package shares
+    their names, so importing every module (training, adapters and the generator do) leaves
+    them functions, with no module made callable."""
     import subprocess
     import sys
 
     code = (
-        "import samtune, samtune.evaluate.report, samtune.predict\n"
+        "import pkgutil, types, importlib, samtune\n"
+        "for m in pkgutil.walk_packages(samtune.__path__, 'samtune.'):\n"
+        "    if m.name == 'samtune.__main__':\n"
+        "        continue\n"
+        "    mod = importlib.import_module(m.name)\n"
+        "    assert type(mod) is types.ModuleType, m.name\n"
+        "assert isinstance(samtune.evaluate, types.FunctionType)\n"
+        "assert isinstance(samtune.predict, types.FunctionType)\n"
         "model = samtune.load_model('tiny')\n"
         "data = samtune.load_dataset('demo', 'test', counts={'train': 1, 'val': 1, 'test': 1})\n"
         "print(round(samtune.evaluate(model, data, prompt='box', progress=False).metrics['miou'], 6))\n"
         "print(samtune.evaluate(model, data, progress=False).metrics == "
-        "samtune.evaluate.evaluate(model, data, progress=False).metrics)\n"
+        "samtune.evaluation.protocols.evaluate(model, data, progress=False).metrics)\n"
         "print(samtune.predict(model, data[0].image, boxes=data[0].boxes[:1]).masks.shape[0])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

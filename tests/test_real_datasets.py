@@ -294,8 +294,8 @@ def test_trashcan_val_holds_out_whole_videos_and_test_is_the_official_val(tmp_pa
 
 
 def test_a_suite_reads_every_split_before_its_first_run(tmp_path, monkeypatch):
-    from samtune import suite as suite_module
     from samtune.data import write_demo_dataset
+    from samtune.suite import run as suite_module
 
     root = write_demo_dataset(tmp_path / "demo", counts={"train": 2, "val": 1, "test": 1})
     test_file = root / "test" / "annotations.json"
@@ -314,7 +314,7 @@ def test_a_suite_reads_every_split_before_its_first_run(tmp_path, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded before the data was read")
 
-    monkeypatch.setattr("samtune.models.load_model", no_model)
+    monkeypatch.setattr("samtune.models.loading.load_model", no_model)
     with pytest.raises(DataError) as info:
         suite_module.run_suite(spec, tmp_path / "out")
     text = str(info.value)

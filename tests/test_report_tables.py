@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from test_evaluate import make_dataset
 
-from samtune.adapters import _metrics_section
 from samtune.errors import InputError
-from samtune.evaluate import EvalReport, evaluate, format_comparison
-from samtune.evaluate.report import reports_to_json
-from samtune.models import load_model
+from samtune.evaluation import EvalReport, evaluate, format_comparison
+from samtune.evaluation.report import reports_to_json
+from samtune.export.card import _metrics_section
+from samtune.models.loading import load_model
 from samtune.tables import format_change, format_number, markdown_table
 from samtune.train.loop import _comparison_table
 

@@ -1,4 +1,4 @@
-"""samtune.sam_ops: encode, decode (both prompt layouts), pick the best candidate."""
+"""samtune.models.sam_ops: encode, decode (both prompt layouts), pick the best candidate."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import randomize_
 
-from samtune.sam_ops import best_candidate, decode, encode_images, to_model
+from samtune.models.sam_ops import best_candidate, decode, encode_images, to_model
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
-from samtune.automatic import generate_masks
 from samtune.cli import app
-from samtune.models import load_model
+from samtune.models.loading import load_model
+from samtune.segment.automatic import generate_masks
 
 OPTIONS = ["--points-per-side", "4", "--pred-iou-thresh", "-1", "--stability-score-thresh", "-1"]
 

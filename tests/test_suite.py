@@ -19,7 +19,10 @@ from typer.testing import CliRunner
 
 from samtune.cli import app
 from samtune.errors import ConfigError
-from samtune.suite import build_leaderboard, format_leaderboard, load_spec, plan_suite, run_suite
+from samtune.suite.leaderboard import build_leaderboard, format_leaderboard
+from samtune.suite.plan import plan_suite
+from samtune.suite.run import run_suite
+from samtune.suite.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "examples" / "suites"

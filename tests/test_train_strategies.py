@@ -1,7 +1,7 @@
 """Every built-in strategy, trained briefly on the demo data, lifts validation mIoU.
 
 Two starting points, each scored zero-shot by an independent call of
-``samtune.evaluate.evaluate`` on the same validation images:
+``samtune.evaluation.protocols.evaluate`` on the same validation images:
 
 - the random ``tiny`` preset (Meta-style initialisation, see ``models.sam_from_config``),
   trained from scratch; the loss is dice only (``focal_weight=0``), because from random
@@ -15,8 +15,8 @@ import pytest
 from safetensors.torch import load_file
 
 from samtune.data import load_dataset
-from samtune.evaluate import evaluate
-from samtune.models import load_model
+from samtune.evaluation import evaluate
+from samtune.models.loading import load_model
 from samtune.strategies import get_strategy, list_strategies
 from samtune.train import fit
 

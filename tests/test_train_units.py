@@ -7,9 +7,10 @@ import torch
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
 from samtune.errors import ConfigError
+from samtune.options import parse_key_values
 from samtune.train import losses
 from samtune.train.cache import EmbeddingCache, cache_key, image_digest
-from samtune.train.config import FitConfig, build_config, parse_key_values, save_yaml
+from samtune.train.config import FitConfig, build_config, save_yaml
 
 
 def test_focal_matches_torchvision():
@@ -57,7 +58,7 @@ def test_sam_loss_backpropagates_only_the_best_of_three():
 
 
 def test_cache_key_covers_weights_preprocessing_and_image(tiny_model):
-    from samtune.models import PreprocessConfig, fingerprint
+    from samtune.models.identity import PreprocessConfig, fingerprint
 
     pre = PreprocessConfig(image_size=128)
     img = image_digest(b"\x89PNG fake image bytes")

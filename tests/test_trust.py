@@ -300,7 +300,7 @@ def test_fingerprint_covers_the_architecture(tiny_model):
     from transformers import SamModel
 
     import samtune
-    from samtune.models import architecture, weights_fingerprint
+    from samtune.models.identity import architecture, weights_fingerprint
 
     other = SamModel(tiny_model.config.__class__.from_dict(tiny_model.config.to_dict()))
     other.config.mask_decoder_config.num_attention_heads = 4  # same shapes, other computation
@@ -498,9 +498,14 @@ def test_extraction_never_replaces_what_samtune_did_not_extract(tmp_path):
 def test_an_hf_folder_keeps_custom_preprocessing_through_a_reload(preset, tmp_path):
     """transformers 5 writes the processor as processor_config.json: read back, not ignored
     (ignoring it silently gave a different model: other mean/std, another fingerprint)."""
-    from samtune.adapters import save_hf_folder
-    from samtune.identity import PreprocessConfig, fingerprint, preprocess_config, samtune_info
-    from samtune.models import load_model
+    from samtune.export.formats import save_hf_folder
+    from samtune.models.identity import (
+        PreprocessConfig,
+        fingerprint,
+        preprocess_config,
+        samtune_info,
+    )
+    from samtune.models.loading import load_model
 
     model = load_model(preset)
     custom = PreprocessConfig(

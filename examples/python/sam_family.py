@@ -15,8 +15,8 @@ import argparse
 from pathlib import Path
 
 import samtune
-from samtune.evaluate import EvalConfig, run_evaluation
-from samtune.evaluate.report import format_comparison
+from samtune.evaluation import EvalConfig, run_evaluation
+from samtune.evaluation.report import format_comparison
 
 
 def main() -> None:

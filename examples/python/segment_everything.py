@@ -16,8 +16,8 @@ import json
 import numpy as np
 
 import samtune
-from samtune.automatic import generate_masks
-from samtune.mask_classifiers import CropClassifier, classify_masks, semantic_map
+from samtune.segment.automatic import generate_masks
+from samtune.segment.mask_classifiers import CropClassifier, classify_masks, semantic_map
 
 
 def brightness_classifier(crops: list[np.ndarray]) -> tuple[list[int], list[float]]:

@@ -38,7 +38,8 @@ def merge(
 
         samtune merge runs/lora-demo ./sam-merged --base facebook/sam-vit-base
     """
-    from ..adapters import export_adapter, load_tuned
+    from ..adapters import load_tuned
+    from ..export.formats import export_adapter
 
     export_adapter(
         load_tuned(adapter, base), output, "hf", overwrite=overwrite, protect=_inputs(adapter, base)
@@ -91,7 +92,8 @@ def export(
 
         samtune export runs/lora-demo ./sam-onnx --format onnx --quantize int8
     """
-    from ..adapters import export_adapter, load_tuned
+    from ..adapters import load_tuned
+    from ..export.formats import export_adapter
 
     export_adapter(
         load_tuned(adapter, base),
@@ -104,7 +106,7 @@ def export(
     )
     typer.echo(f"wrote {output}")
     if format == "onnx":
-        from ..onnx_export import summary
+        from ..export.onnx import summary
 
         typer.echo(summary(output))
 

@@ -1,7 +1,7 @@
 """``samtune eval``: IoU of a model (and adapters) on a dataset with the box/point/click protocols.
 
 Parses the options and prints the reports; :func:`samtune.evaluate.run_evaluation` does the
-rest. Help texts and defaults are :class:`~samtune.evaluate.EvalConfig`'s.
+rest. Help texts and defaults are :class:`~samtune.evaluation.config.EvalConfig`'s.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import typer
 
 from ._options import Fields, given
 
-EVAL = Fields("samtune.evaluate.config:EvalConfig")
+EVAL = Fields("samtune.evaluation.config:EvalConfig")
 
 
 def eval_command(
@@ -73,8 +73,8 @@ def eval_command(
 
         samtune eval -m demo --adapter runs/lora --compare --prompt auto -o runs/auto
     """
-    from ..evaluate import EvalConfig, format_reports, reports_to_json, run_evaluation
-    from ..train.config import merge_options
+    from ..evaluation import EvalConfig, format_reports, reports_to_json, run_evaluation
+    from ..options import merge_options
 
     options = given(ctx)
     options.pop("config", None)

@@ -70,8 +70,8 @@ def fit(
 
         accelerate launch --num_processes 2 -m samtune fit --strategy decoder --dataset trashcan
     """
+    from ..options import parse_key_values
     from ..train import fit as run_fit
-    from ..train.config import parse_key_values
 
     options = given(ctx)
     options.pop("config", None)

@@ -45,7 +45,7 @@ def info(
 
         samtune info facebook/sam-vit-base --json
     """
-    from ..models import describe, load_model
+    from ..models.loading import describe, load_model
 
     model = load_model(source, decoder_num_heads=decoder_heads, decoder_layer_norm_eps=decoder_eps)
     summary = describe(model)
@@ -107,13 +107,14 @@ def convert(
     state them instead.
     """
     from ..io import atomic_dir
-    from ..models import load_model, save_original_checkpoint
+    from ..models.convert import save_original_checkpoint
+    from ..models.loading import load_model
 
     if to not in FORMATS:
         raise UnknownNameError(f"unknown format {to!r}; choose one of {', '.join(FORMATS)}")
     model = load_model(source, decoder_num_heads=decoder_heads, decoder_layer_norm_eps=decoder_eps)
     if to == "hf":
-        from ..adapters import save_hf_folder
+        from ..export.formats import save_hf_folder
 
         with atomic_dir(output, overwrite=overwrite, protect=[source]) as tmp:
             save_hf_folder(model, tmp)

@@ -59,7 +59,7 @@ def predict_command(
         samtune predict *.jpg --prompts prompts.json -m facebook/sam-vit-base --adapter runs/lora/adapter
     """
 
-    from ..predict import predict_files, prompt_table
+    from ..segment.prompted import predict_files, prompt_table
 
     def report(path: Path, folder: Path, n: int) -> None:
         typer.echo(f"{path}: {n} mask(s) in {folder}")

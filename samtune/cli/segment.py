@@ -9,7 +9,7 @@ import typer
 
 from ._options import Fields, given
 
-AUTO = Fields("samtune.automatic_config:AutoMaskConfig")
+AUTO = Fields("samtune.segment.automatic_config:AutoMaskConfig")
 
 
 def segment_command(
@@ -50,10 +50,10 @@ def segment_command(
 
         samtune segment images/ -m facebook/sam-vit-base --adapter runs/lora --points-per-side 16
     """
-    from ..automatic import segment_files
-    from ..automatic_config import AutoMaskConfig
-    from ..predict import expand_images
-    from ..train.config import merge_options
+    from ..options import merge_options
+    from ..segment.automatic import segment_files
+    from ..segment.automatic_config import AutoMaskConfig
+    from ..segment.prompted import expand_images
 
     options = {k: v for k, v in given(ctx).items() if k in AutoMaskConfig.__dataclass_fields__}
     cfg = merge_options(AutoMaskConfig, None, options)

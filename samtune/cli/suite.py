@@ -49,7 +49,9 @@ def suite(
 
         samtune suite examples/suites/waste-vit-b.yaml -o suites/waste-vit-b --max-cells 4
     """
-    from ..suite import load_spec, plan_suite, run_suite
+    from ..suite.plan import plan_suite
+    from ..suite.run import run_suite
+    from ..suite.spec import load_spec
 
     output = output if output is not None else Path("suites") / spec.stem
     if check:

@@ -11,9 +11,10 @@ Public API (see docs/architecture.md, "Data"):
 
 from __future__ import annotations
 
-from . import prompts
 from .batching import PromptedDataset, collate_prompted
-from .coco import InstanceDataset, decode_segmentation, encode_mask, load_image
+from .coco import InstanceDataset
+from .images import load_image
+from .masks import decode_segmentation, encode_mask
 from .prompts import boxes_from_masks, jitter_boxes, next_click, points_from_masks
 from .recipes import RECIPES, get_recipe, list_datasets, load_dataset
 from .sample import Sample, masks_to_boxes

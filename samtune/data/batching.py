@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from ..models import PreprocessConfig
+from ..models.identity import PreprocessConfig
 from ..prompting import DATA_PROMPTS, PAD_LABEL, parse_prompt
 from .prompts import BOX_SOURCES, jitter_boxes, points_from_masks, prompt_boxes
 from .sample import Sample

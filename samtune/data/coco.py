@@ -14,10 +14,9 @@ polygons' extent (:func:`choose_frame`).
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +30,10 @@ from .coco_schema import (
     image_problem,
     is_int,
     record_name,
-    segmentation_problem,
 )
+from .images import _unreadable, read_oriented
+from .masks import decode_segmentation
 from .sample import Sample, masks_to_boxes
-from .transforms import pil_to_rgb_uint8
 
 ON_ERROR = ("raise", "skip")
 
@@ -42,150 +41,7 @@ ON_ERROR = ("raise", "skip")
 # --------------------------------------------------------------------------- images
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Read an image as HxWx3 uint8 RGB, with its EXIF orientation applied.
-
-    Grayscale, palette, CMYK and RGBA images are converted to RGB (alpha is dropped);
-    16-bit images are scaled to 8 bits (value / 257); float images are clipped to 0-255
-    (or scaled by 255 when they lie in 0-1).
-
-    Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is kept: an image over
-    it is read with one :class:`~samtune.errors.SamtuneWarning` naming it, one over twice it is
-    refused (``DataError``).
-
-    Raises:
-        MissingFileError: the file does not exist.
-        DataError: the file is not a readable image (corrupt or truncated), or has more pixels
-            than Pillow reads.
-    """
-    return read_oriented(path)[0]
-
-
-def read_oriented(path: str | Path) -> tuple[np.ndarray, tuple[int, int], int | None]:
-    """:func:`load_image`, plus the stored (H, W) before the EXIF orientation was applied and
-    the ``PIL.Image.Transpose`` method that applied it (None when the file has no orientation).
-
-    Raises:
-        MissingFileError, DataError: as :func:`load_image`.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(
-            f"image {str(path)!r} does not exist; check the dataset's image folder "
-            f"({str(path.parent)!r}) or re-run the download"
-        )
-    try:
-        with _no_bomb_warning(), Image.open(path) as img:
-            _note_if_huge(path, img.size)
-            img.load()
-            stored = (img.height, img.width)
-            method = _exif_transpose_method(img.getexif().get(_ORIENTATION, 1))
-            img = ImageOps.exif_transpose(img)
-            return pil_to_rgb_uint8(img), stored, method
-    except Image.DecompressionBombError:
-        raise DataError(
-            f"image {str(path)!r} has more than {2 * Image.MAX_IMAGE_PIXELS} pixels, twice "
-            "Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS); refusing it. Shrink "
-            "the image, or raise that limit in Python if you trust the file"
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(
-            f"image {str(path)!r} cannot be read ({exc}); the file is corrupt or not an image: "
-            "replace it"
-        ) from exc  # the cause is the reader's own words (InstanceDataset's warning uses them)
-
-
-_ORIENTATION = 0x0112  # the EXIF tag
-
-
-def _exif_transpose_method(orientation: int):
-    """The ``PIL.Image.Transpose`` that ``ImageOps.exif_transpose`` applies for ``orientation``."""
-    from PIL.Image import Transpose
-
-    return {
-        2: Transpose.FLIP_LEFT_RIGHT,
-        3: Transpose.ROTATE_180,
-        4: Transpose.FLIP_TOP_BOTTOM,
-        5: Transpose.TRANSPOSE,
-        6: Transpose.ROTATE_270,
-        7: Transpose.TRANSVERSE,
-        8: Transpose.ROTATE_90,
-    }.get(orientation)
-
-
-@contextlib.contextmanager
-def _no_bomb_warning() -> Iterator[None]:
-    """Silence Pillow's multi-line DecompressionBombWarning (:func:`_note_if_huge` says it)."""
-    from PIL import Image
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        yield
-
-
-def _note_if_huge(path: Path, size: tuple[int, int]) -> None:
-    """One SamtuneWarning for an image over Pillow's decompression-bomb limit (read anyway)."""
-    from PIL import Image
-
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and size[0] * size[1] > limit:
-        warnings.warn(
-            f"image {str(path)!r} is {size[0]}x{size[1]} ({size[0] * size[1]} pixels), more "
-            f"than Pillow's decompression-bomb limit of {limit}; reading it anyway (it needs "
-            "much memory; refused past twice the limit)",
-            SamtuneWarning,
-            stacklevel=3,
-        )
-
-
-def _unreadable(path: Path) -> str | None:
-    """Why ``path`` is not an image PIL can open (a cheap check: header and structure), or None.
-
-    A file truncated in the middle of its pixel data can pass; it fails when decoded.
-    """
-    from PIL import Image
-
-    try:
-        with _no_bomb_warning(), Image.open(path) as img:
-            img.verify()
-    except Exception as exc:  # PIL raises many types for a bad file
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 # --------------------------------------------------------------------------- masks
-
-
-def decode_segmentation(seg, height: int, width: int) -> np.ndarray:
-    """Decode a COCO segmentation (polygons, uncompressed or compressed RLE) to an HxW bool mask.
-
-    Same result as ``pycocotools.coco.COCO.annToMask``. The segmentation is checked first
-    (:func:`samtune.data.coco_schema.segmentation_problem`), so nothing malformed reaches
-    pycocotools' C code.
-
-    Raises:
-        DataError: a malformed segmentation, or an RLE whose size is not (height, width).
-    """
-    from pycocotools import mask as mask_utils
-
-    bad = segmentation_problem(seg)
-    if bad:
-        raise DataError(f"malformed segmentation: {bad}")
-    if isinstance(seg, dict) and tuple(seg["size"]) != (height, width):
-        raise DataError(
-            f"RLE mask size {tuple(seg['size'])} does not match the image size {(height, width)}"
-        )
-    if isinstance(seg, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-    elif isinstance(seg["counts"], list):
-        rle = mask_utils.frPyObjects(dict(seg), height, width)
-    else:
-        rle = dict(seg)
-        if isinstance(rle["counts"], str):
-            rle["counts"] = rle["counts"].encode("ascii")
-    return mask_utils.decode(rle).astype(bool)
 
 
 def _xyxy(bbox) -> list[float]:
@@ -194,15 +50,6 @@ def _xyxy(bbox) -> list[float]:
         return [float("nan")] * 4
     x, y, w, h = (float(v) for v in bbox)
     return [x, y, x + w, y + h]
-
-
-def encode_mask(mask: np.ndarray) -> dict:
-    """Compressed COCO RLE of an HxW bool mask, JSON-ready (``counts`` as str)."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 # --------------------------------------------------------------------------- dataset

@@ -37,15 +37,10 @@ import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 
-from ..errors import (
-    ConfigError,
-    DataError,
-    MissingFileError,
-    OfflineError,
-    SamtuneWarning,
-)
+from ..errors import ConfigError, DataError, MissingFileError, OfflineError, SamtuneWarning
 from ..io import atomic_write, dump_json, join_inside, read_json
-from .coco import load_image, read_annotations
+from .coco import read_annotations
+from .images import load_image
 from .recipes import Recipe, RemoteFile, _fill, get_recipe
 from .synthetic import ensure_demo_dataset
 

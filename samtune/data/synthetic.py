@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import MANIFEST, atomic_dir, check_replaceable, dump_json, read_json
-from .coco import encode_mask
+from .masks import encode_mask
 
 DEMO_VERSION = 1
 CATEGORIES = ("bottle", "can", "cardboard", "bag")

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models import PreprocessConfig
+from ..models.identity import PreprocessConfig
+from .images import to_rgb_uint8
 from .sample import Sample, masks_to_boxes
 
 
@@ -153,47 +154,6 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return x
     shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
     return F.interpolate(x, size, mode="bilinear", align_corners=False, antialias=shrink)
-
-
-def pil_to_rgb_uint8(img) -> np.ndarray:
-    """A PIL image of any mode as HxWx3 uint8 RGB: the one conversion, for files and images
-    given in memory alike. 16-bit gray is scaled by 1/257 (mode ``I`` up to 255 is kept),
-    float gray in [0, 1] by 255, palettes through RGBA, everything else by PIL's ``convert``."""
-    mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        if mode == "I" and arr.max(initial=0) <= 255:
-            scaled = arr
-        else:
-            scaled = arr / 257.0
-        gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        if arr.max(initial=0) <= 1.0:
-            arr = arr * 255.0
-        gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if mode != "RGB":
-        img = img.convert("RGBA").convert("RGB") if mode == "P" else img.convert("RGB")
-    return np.array(img, dtype=np.uint8)
-
-
-def to_rgb_uint8(image) -> np.ndarray:
-    """Accept an HxWx3 uint8 array, a PIL image or a (3,H,W) uint8 tensor; return HxWx3 uint8."""
-    if torch.is_tensor(image):
-        image = image.detach().cpu()
-        if image.ndim == 3 and image.shape[0] == 3:
-            image = image.permute(1, 2, 0)
-        image = image.numpy()
-    elif not isinstance(image, np.ndarray):  # PIL: as a file of the same pixels is read
-        image = pil_to_rgb_uint8(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(
-            f"expected an HxWx3 uint8 RGB image, found shape {image.shape} dtype {image.dtype}; "
-            "load images with samtune.data.coco.load_image to convert grayscale/RGBA/16-bit"
-        )
-    return image
 
 
 def preprocess_image(image, cfg: PreprocessConfig) -> tuple[torch.Tensor, Geometry]:

@@ -11,13 +11,13 @@ A strategy is a small class with
 - :meth:`Strategy.inject` (optional): add layers to the model (LoRA, adapters...),
 - :meth:`Strategy.is_trainable`: the rule, on parameter names *after* injection, that decides
   what trains,
-- ``families``: the SAM families (:mod:`samtune.family`: ``sam``, ``sam-hq``, ``sam2``) it
+- ``families``: the SAM families (:mod:`samtune.models.family`: ``sam``, ``sam-hq``, ``sam2``) it
   knows the module names of. The default is ``("sam",)``: a strategy written before SAM-HQ
   and SAM 2 existed names ``SamModel``'s modules, and on another family it would silently
   adapt nothing or the wrong layers. A plugin that supports more says so; applying a
   strategy to a family it does not list is a :class:`~samtune.errors.ConfigError`. Inside
   :meth:`inject` and :meth:`is_trainable`, ``self.family`` is the model's
-  :class:`~samtune.family.Family`, whose ``targets`` name its parts.
+  :class:`~samtune.models.family.Family`, whose ``targets`` name its parts.
 
 :meth:`Strategy.apply` runs the fixed sequence: fingerprint the untouched base, inject, set
 ``requires_grad`` from :meth:`Strategy.is_trainable`, record the strategy on the model. What
@@ -36,8 +36,8 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import CheckpointError, ConfigError, InputError
-from ..family import SAM, Family, family_of
-from ..identity import base_fingerprint, samtune_info
+from ..models.family import SAM, Family, family_of
+from ..models.identity import base_fingerprint, samtune_info
 
 # Meta's SAM keeps the random Fourier matrix of its positional encoding as a *buffer*; HF
 # makes it a parameter shared by two modules. No built-in strategy trains it.

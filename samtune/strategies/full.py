@@ -21,7 +21,7 @@ class FullConfig(StrategyConfig):
 class FullStrategy(Strategy):
     """Every parameter trains: image encoder, prompt encoder, mask decoder.
 
-    The one exception is the family's fixed tensors (:attr:`samtune.family.Family.fixed`): the
+    The one exception is the family's fixed tensors (:attr:`samtune.models.family.Family.fixed`): the
     random Fourier matrix of SAM's and SAM-HQ's positional encoding
     (``shared_image_embedding.positional_embedding``), a fixed buffer in Meta's code (and
     in transformers' SAM 2).

@@ -5,7 +5,7 @@ image-encoder block, ``alpha = rank`` (scale 1), no dropout, and the mask decode
 directly. Optional targets: the attention output ``proj``, the MLP (``lin1``/``lin2``; SAM 2's
 Hiera: ``proj_in``/``proj_out``), and the mask decoder's attention ``q_proj``/``v_proj``
 (which then stay LoRA while the rest of the decoder trains). Module names come from the
-model's family (:attr:`samtune.family.Family.targets`), so the same options adapt the ViT of
+model's family (:attr:`samtune.models.family.Family.targets`), so the same options adapt the ViT of
 SAM and SAM-HQ and the Hiera blocks of SAM 2.
 """
 
@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
-from ..family import SAM
+from ..models.family import SAM
 from .base import (
     BLOCKS_HELP,
     StrategyConfig,

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..family import SAM
-from ..identity import model_source
 from ..io import dump_json, read_json_object
+from ..models.family import SAM
+from ..models.identity import model_source
 from .base import Strategy, StrategyConfig, check_regex, check_type, clear_strategy
 
 #: SAM's image-encoder fused query/key/value projections, every block (other families:

@@ -3,7 +3,7 @@
 With a frozen encoder an image's embedding never changes during training, so it is computed
 once and read back in later epochs: from memory while it fits in ``memory_mb``, else from disk
 (one safetensors file per image, written atomically). An entry is whatever the family's
-decoder consumes of one image (:data:`samtune.sam_ops.Embeddings` without the batch axis): a
+decoder consumes of one image (:data:`samtune.models.sam_ops.Embeddings` without the batch axis): a
 tensor for SAM, a tuple of tensors for SAM-HQ and SAM 2.
 
 The cache key is a SHA-256 of everything that determines the embedding:

@@ -31,8 +31,7 @@ from ..adapters import save_adapter
 from ..data import PromptedDataset, collate_prompted, load_dataset
 from ..data.transforms import AugmentConfig
 from ..errors import ConfigError, InputError, RunError, SamtuneError
-from ..evaluate import EvalReport, evaluate, format_comparison
-from ..fast import compile_model, use_flex_attention
+from ..evaluation import EvalReport, evaluate, format_comparison
 from ..io import (
     RUN_MARKER,
     atomic_write,
@@ -41,7 +40,9 @@ from ..io import (
     is_main_process,
     read_json_object,
 )
-from ..models import base_fingerprint, load_model, model_source, preprocess_config
+from ..models.identity import base_fingerprint, model_source, preprocess_config
+from ..models.loading import load_model
+from ..models.speedups import compile_model, use_flex_attention
 from .cache import EmbeddingCache
 from .callbacks import Callback, CallbackList
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT

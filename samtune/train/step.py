@@ -15,10 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..family import family_of
-from ..models import fingerprint
-from ..prompting import sample_clicks
-from ..sam_ops import (
+from ..models.family import family_of
+from ..models.identity import fingerprint
+from ..models.sam_ops import (
     Embeddings,
     best_candidate,
     decode,
@@ -28,6 +27,7 @@ from ..sam_ops import (
     stack_embeddings,
     unbind_embeddings,
 )
+from ..prompting import sample_clicks
 from . import losses
 from .cache import EmbeddingCache, cache_key, image_digest
 from .config import FitConfig
@@ -61,7 +61,7 @@ class SamTrainStep(nn.Module):
 
         image_index: (M,) which image each prompt belongs to.
         pixel_values: (B, 3, S, S) preprocessed images (the encoder trains), or
-        image_embeddings: precomputed :func:`~samtune.sam_ops.encode_images` output for the B
+        image_embeddings: precomputed :func:`~samtune.models.sam_ops.encode_images` output for the B
         images (the encoder is frozen).
         boxes: (M, 4) XYXY in model pixels; points: (M, k, 2) model pixels and
         point_labels: (M, k) (1 positive, 0 negative); targets: (M, r, r) bool low-res masks,
@@ -127,7 +127,7 @@ def training_loss(
 class FrozenEncoderEmbeddings:
     """Image embeddings for frozen encoders: from the cache when there, else computed once.
 
-    What is cached is :func:`~samtune.sam_ops.encode_images`' output, which depends on
+    What is cached is :func:`~samtune.models.sam_ops.encode_images`' output, which depends on
     ``vision_encoder`` alone (its fingerprint keys the cache).
 
     ``on_encode(encoded, cached)`` (if given) is told, per batch, how many images the encoder

@@ -1,0 +1,170 @@
+"""The SAM family a model belongs to, in one place: SAM, SAM-HQ or SAM 2.
+
+Everything that differs between ``transformers.SamModel``, ``SamHQModel`` and ``Sam2Model``
+and that samtune needs to know lives in one :class:`Family` record: the classes, the config's
+``model_type``, how images are resized, what the image encoder hands to the mask decoder, and
+the names of the parts a strategy adapts (:attr:`Family.targets`). Callers ask
+:func:`family_of` (a model, a config, a ``model_type``) and never guess from module names.
+
+This module imports only transformers (no samtune module), so anything may import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import (
+    Sam2Config,
+    Sam2Model,
+    SamConfig,
+    SamHQConfig,
+    SamHQModel,
+    SamModel,
+)
+
+from ..errors import CheckpointError, ConfigError
+
+
+@dataclass(frozen=True)
+class Family:
+    """What samtune knows about one SAM family.
+
+    Attributes:
+        name: ``"sam"``, ``"sam-hq"`` or ``"sam2"`` (what adapters and ``samtune info`` show).
+        model_class, config_class: the transformers classes.
+        model_type: the config's ``model_type`` (``config.json``).
+        square_resize: images are stretched to a square without padding (SAM 2's
+            ``Sam2ImageProcessor``) instead of resized on the longest side and padded
+            bottom-right (SAM's and SAM-HQ's processors).
+        encoder_outputs: what :func:`samtune.models.sam_ops.encode_images` returns, in words.
+        encoder_extras: parameters outside ``vision_encoder`` that
+            :func:`samtune.models.sam_ops.decode` applies to the encoder's output; they are not part
+            of what the embedding cache stores.
+        targets: regular expressions over full module names, one per part a strategy can
+            adapt: ``blocks`` (image-encoder blocks), ``qkv``, ``proj`` (attention output),
+            ``mlp`` (the blocks' MLP linears), ``decoder_attention`` (the mask decoder's
+            attention ``q_proj``/``v_proj``).
+        fixed: parameters no built-in strategy trains (SAM's random Fourier matrix, a buffer
+            in Meta's code and a parameter in transformers').
+    """
+
+    name: str
+    model_class: type
+    config_class: type
+    model_type: str
+    square_resize: bool
+    encoder_outputs: str
+    encoder_extras: tuple[str, ...] = ()
+    targets: dict[str, str] = field(default_factory=dict)
+    fixed: tuple[str, ...] = ()
+
+    def image_size(self, config: Any) -> int:
+        """The side of the square model input, in pixels."""
+        # SAM's vision config states it; SAM 2's sits in the backbone, the prompt encoder's
+        # copy is the one every family has.
+        size = getattr(config.vision_config, "image_size", None)
+        return int(size if size is not None else config.prompt_encoder_config.image_size)
+
+    def low_res_size(self, config: Any) -> int:
+        """The side of the mask decoder's low-resolution logits (4x the embedding grid)."""
+        patch = getattr(config.vision_config, "patch_size", None)
+        patch = patch if patch is not None else config.prompt_encoder_config.patch_size
+        return 4 * (self.image_size(config) // int(patch))
+
+
+_DECODER_ATTENTION = (
+    r"mask_decoder\.transformer\.(?:layers\.\d+\.(?:self_attn|cross_attn_token_to_image|"
+    r"cross_attn_image_to_token)|final_attn_token_to_image)\.(?:q_proj|v_proj)"
+)
+_VIT_BLOCKS = r"vision_encoder\.layers\.\d+"
+_VIT_TARGETS = {
+    "blocks": _VIT_BLOCKS,
+    "qkv": _VIT_BLOCKS + r"\.attn\.qkv",
+    "proj": _VIT_BLOCKS + r"\.attn\.proj",
+    "mlp": _VIT_BLOCKS + r"\.mlp\.lin[12]",
+    "decoder_attention": _DECODER_ATTENTION,
+}
+_HIERA_BLOCKS = r"vision_encoder\.backbone\.blocks\.\d+"
+
+SAM = Family(
+    name="sam",
+    model_class=SamModel,
+    config_class=SamConfig,
+    model_type="sam",
+    square_resize=False,
+    encoder_outputs="image embeddings (B, C, s, s)",
+    targets=_VIT_TARGETS,
+    fixed=("shared_image_embedding.positional_embedding",),
+)
+SAM_HQ = Family(
+    name="sam-hq",
+    model_class=SamHQModel,
+    config_class=SamHQConfig,
+    model_type="sam_hq",
+    square_resize=False,
+    encoder_outputs="(image embeddings (B, C, s, s), first global block's features "
+    "(B, s, s, D)): the HQ decoder fuses both",
+    targets=_VIT_TARGETS,
+    fixed=("shared_image_embedding.positional_embedding",),
+)
+SAM2 = Family(
+    name="sam2",
+    model_class=Sam2Model,
+    config_class=Sam2Config,
+    model_type="sam2",
+    square_resize=True,
+    encoder_outputs="the FPN levels (B, C, 4s, 4s), (B, C, 2s, 2s), (B, C, s, s) before the "
+    "decoder's conv_s0/conv_s1 and the no-memory embedding",
+    encoder_extras=("no_memory_embedding",),
+    targets={
+        "blocks": _HIERA_BLOCKS,
+        "qkv": _HIERA_BLOCKS + r"\.attn\.qkv",
+        "proj": _HIERA_BLOCKS + r"\.attn\.proj",
+        "mlp": _HIERA_BLOCKS + r"\.mlp\.proj_(?:in|out)",
+        "decoder_attention": _DECODER_ATTENTION,
+    },
+)
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (SAM, SAM_HQ, SAM2)}
+_BY_MODEL_TYPE = {f.model_type: f for f in FAMILIES.values()}
+
+
+def family_named(name: str) -> Family:
+    """The family called ``name`` (``sam``, ``sam-hq``, ``sam2``)."""
+    if name not in FAMILIES:
+        raise ConfigError(f"unknown SAM family {name!r}; samtune knows {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def family_of_model_type(model_type: Any, where: str = "the config") -> Family:
+    """The family whose config has this ``model_type`` (as in a ``config.json``)."""
+    if model_type not in _BY_MODEL_TYPE:
+        raise CheckpointError(
+            f"{where} holds a {model_type!r} model, not SAM, SAM-HQ or SAM 2 (model_type "
+            f"{', '.join(repr(t) for t in _BY_MODEL_TYPE)})"
+        )
+    return _BY_MODEL_TYPE[model_type]
+
+
+def family_of(model_or_config: Any) -> Family:
+    """The family of a model (wrapped by Accelerate/DDP or not), a config, or a model_type."""
+    if isinstance(model_or_config, str):
+        return family_of_model_type(model_or_config)
+    target = model_or_config
+    while hasattr(target, "module") and not hasattr(target, "config"):
+        target = target.module
+    config = getattr(target, "config", target)
+    return family_of_model_type(getattr(config, "model_type", None), type(target).__name__)
+
+
+__all__ = [
+    "FAMILIES",
+    "SAM",
+    "SAM2",
+    "SAM_HQ",
+    "Family",
+    "family_named",
+    "family_of",
+    "family_of_model_type",
+]

@@ -1,0 +1,184 @@
+"""Built-in models by name: ``tiny``/``tiny-hq``/``tiny-sam2`` (random, for tests), ``vit-b``-style
+configs, and ``demo`` (the bundled pretrained demo SAM); :func:`sam_from_config` builds any
+family's model from its config, initialised as the original code does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from transformers import PretrainedConfig, Sam2Config, SamConfig, SamHQConfig, SamModel
+
+from .family import family_of
+
+DEFAULT_HUB_MODEL = "facebook/sam-vit-base"
+
+
+def tiny_config(image_size: int = 128) -> SamConfig:
+    """A SAM small enough to train on a CPU in seconds; same structure as the real thing."""
+    grid = image_size // 16
+    return SamConfig(
+        vision_config=dict(
+            hidden_size=32,
+            output_channels=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=16,
+            mlp_dim=64,
+            window_size=max(grid // 2, 1),
+            global_attn_indexes=[1],
+            num_pos_feats=16,
+        ),
+        prompt_encoder_config=dict(hidden_size=32, image_size=image_size, patch_size=16),
+        mask_decoder_config=dict(
+            hidden_size=32,
+            mlp_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            iou_head_hidden_dim=32,
+        ),
+    )
+
+
+def vit_config(size: str, image_size: int = 1024) -> SamConfig:
+    """The architecture of Meta's SAM ViT-B / ViT-L / ViT-H."""
+    width, depth, heads, global_idx = {
+        "b": (768, 12, 12, [2, 5, 8, 11]),
+        "l": (1024, 24, 16, [5, 11, 17, 23]),
+        "h": (1280, 32, 16, [7, 15, 23, 31]),
+    }[size]
+    return SamConfig(
+        vision_config=dict(
+            hidden_size=width,
+            num_hidden_layers=depth,
+            num_attention_heads=heads,
+            global_attn_indexes=global_idx,
+            image_size=image_size,
+            mlp_dim=4 * width,
+        ),
+        prompt_encoder_config=dict(image_size=image_size),
+    )
+
+
+def tiny_hq_config(image_size: int = 128) -> SamHQConfig:
+    """:func:`tiny_config` with SAM-HQ's decoder (HQ token, HQ MLP, feature fusion)."""
+    sam = tiny_config(image_size).to_dict()
+    sam["mask_decoder_config"]["vit_dim"] = sam["vision_config"]["hidden_size"]
+    keep = ("vision_config", "prompt_encoder_config", "mask_decoder_config")
+    return SamHQConfig(**{k: sam[k] for k in keep})
+
+
+def tiny_sam2_config(image_size: int = 128) -> Sam2Config:
+    """A SAM 2 small enough to train on a CPU in seconds: a 4-stage Hiera (16 to 128 wide,
+    5 blocks, one global) and a 32-wide decoder, with the structure of the real thing."""
+    from transformers.models.sam2.configuration_sam2 import Sam2HieraDetConfig
+
+    grid = image_size // 4  # the Hiera patch embedding's stride
+    backbone = Sam2HieraDetConfig(
+        hidden_size=16,
+        num_attention_heads=1,
+        image_size=[image_size, image_size],
+        blocks_per_stage=[1, 1, 2, 1],
+        embed_dim_per_stage=[16, 32, 64, 128],
+        num_attention_heads_per_stage=[1, 1, 2, 2],
+        window_size_per_stage=[8, 4, 4, 2],
+        global_attention_blocks=[3],
+        window_positional_embedding_background_size=[4, 4],
+    )
+    return Sam2Config(
+        vision_config=dict(
+            backbone_config=backbone,
+            backbone_channel_list=[128, 64, 32, 16],
+            backbone_feature_sizes=[[grid, grid], [grid // 2, grid // 2], [grid // 4, grid // 4]],
+            fpn_hidden_size=32,
+        ),
+        prompt_encoder_config=dict(hidden_size=32, image_size=image_size, patch_size=16),
+        mask_decoder_config=dict(
+            hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32
+        ),
+    )
+
+
+def sam_from_config(config: PretrainedConfig, seed: int = 0) -> torch.nn.Module:
+    """A randomly initialised SAM-family model that trains from scratch the way Meta's does.
+
+    ``config`` is a ``SamConfig``, ``SamHQConfig`` or ``Sam2Config``; the model is of its
+    family's class.
+
+    Meta's code leaves every layer at PyTorch's default initialisation; transformers instead
+    draws linear and convolution weights from N(0, 0.02) (N(0, 1e-10) in the vision encoder,
+    whose sub-config has its own ``initializer_range``) and the prompt encoder's random Fourier
+    features from N(0, (hidden_size // 2)^2). Started that way a SAM cannot learn to use its
+    prompts: its mask logits start at ~1e-5 whatever the box, every prompt is encoded at
+    frequencies far above the image grid, and training collapses to empty masks. So every
+    layer is reset to PyTorch's default, the Fourier features to N(0, 1) as in Meta's
+    ``PositionEmbeddingRandom``, and the positional tables (zero in Meta's code) to small
+    random values so that position matters from the start.
+
+    SAM-HQ's code (built on SAM's) and SAM 2's do the same: PyTorch defaults, one random
+    Fourier matrix shared by the image and the prompts (transformers gives SAM 2's prompt
+    encoder a second, independent one), Hiera's windowed positional tables, and SAM 2's
+    no-memory embedding drawn from N(0, 0.02) (``trunc_normal_`` in Meta's code).
+    """
+    family = family_of(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = family.model_class(config)
+        with torch.no_grad():
+            for module in model.modules():
+                if hasattr(module, "reset_parameters") and not any(module.children()):
+                    module.reset_parameters()
+            model.shared_image_embedding.positional_embedding.normal_(std=1.0)
+            model.prompt_encoder.shared_embedding.positional_embedding.copy_(
+                model.shared_image_embedding.positional_embedding
+            )
+            for name, param in model.named_parameters():
+                if "rel_pos" in name or name.endswith(
+                    ("pos_embed", "pos_embed_window", "no_memory_embedding")
+                ):
+                    param.normal_(std=0.02)
+    return model.eval()
+
+
+def _load_demo(_seed: int) -> SamModel:
+    """The bundled demo model (pretrained: the seed of random presets does not apply)."""
+    from .demo import load_bundled_demo_model
+
+    return load_bundled_demo_model()
+
+
+def list_presets() -> dict[str, str]:
+    return {name: desc for name, (desc, _) in PRESETS.items()}
+
+
+PRESETS: dict[str, tuple[str, Callable[[int], SamModel]]] = {
+    "tiny": (
+        "tiny random SAM (32-wide, 2 layers, 128 px) for tests",
+        lambda s: sam_from_config(tiny_config(), s),
+    ),
+    "tiny-hq": (
+        "tiny random SAM-HQ (tiny's encoder, HQ decoder) for tests",
+        lambda s: sam_from_config(tiny_hq_config(), s),
+    ),
+    "tiny-sam2": (
+        "tiny random SAM 2 (4-stage Hiera, 16-128 wide, 128 px) for tests",
+        lambda s: sam_from_config(tiny_sam2_config(), s),
+    ),
+    "demo": (
+        "small SAM pretrained on synthetic scenes, bundled with samtune (demo only)",
+        _load_demo,
+    ),
+    "vit-b-random": (
+        "SAM ViT-B architecture, random weights (benchmarks)",
+        lambda s: sam_from_config(vit_config("b"), s),
+    ),
+    "vit-l-random": (
+        "SAM ViT-L architecture, random weights (benchmarks)",
+        lambda s: sam_from_config(vit_config("l"), s),
+    ),
+    "vit-h-random": (
+        "SAM ViT-H architecture, random weights (benchmarks)",
+        lambda s: sam_from_config(vit_config("h"), s),
+    ),
+}
