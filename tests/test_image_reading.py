@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samtune.data.images import _read_image
+from samtune.data.images import read_image
 
 
 @pytest.mark.parametrize(
@@ -22,8 +22,8 @@ def test_a_path_and_the_same_image_in_memory_give_the_same_pixels(tmp_path, make
     img = make(gray)
     path = tmp_path / ("x.tif" if img.mode == "F" else "x.png")
     img.save(path)
-    from_file, _ = _read_image(path)
-    in_memory, _ = _read_image(img)
+    from_file, _ = read_image(path)
+    in_memory, _ = read_image(img)
     assert from_file.dtype == np.uint8 and from_file.shape == (7, 25, 3)
     assert np.array_equal(from_file, in_memory)
     if img.mode != "P":

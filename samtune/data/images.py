@@ -1,4 +1,13 @@
-"""TODO docstring."""
+"""The one image reader: files and in-memory images become HxWx3 uint8 RGB the same way.
+
+:func:`load_image` reads a file (EXIF orientation applied, Pillow's decompression-bomb limit
+kept, one clear error for a missing, folder or unreadable path); :func:`read_oriented` also
+says how it was oriented (the COCO reader needs it to turn masks); :func:`pil_to_rgb_uint8`
+is the one mode conversion (16-bit, float, palette, CMYK, alpha), used for files and for PIL
+images given in memory alike, so a 16-bit PNG gives the same pixels as a path and as a PIL
+image; :func:`read_image` takes what the public API accepts (a path, an array, a PIL image, a
+tensor) and says how messages name it.
+"""
 
 from __future__ import annotations
 
@@ -45,13 +54,14 @@ def read_oriented(path: str | Path) -> tuple[np.ndarray, tuple[int, int], int | 
     Raises:
         MissingFileError, DataError: as :func:`load_image`.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"image {str(path)!r} is a folder; give image files")
     if not path.is_file():
         raise MissingFileError(
-            f"image {str(path)!r} does not exist; check the dataset's image folder "
-            f"({str(path.parent)!r}) or re-run the download"
+            f"image {str(path)!r} does not exist; check the image folder ({str(path.parent)!r})"
         )
     try:
         with _no_bomb_warning(), Image.open(path) as img:
@@ -69,8 +79,8 @@ def read_oriented(path: str | Path) -> tuple[np.ndarray, tuple[int, int], int | 
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
-            f"image {str(path)!r} cannot be read ({exc}); the file is corrupt or not an image: "
-            "replace it"
+            f"image {str(path)!r} cannot be read ({exc}); the file is corrupt, truncated or not "
+            "an image: replace it or leave it out"
         ) from exc  # the cause is the reader's own words (InstanceDataset's warning uses them)
 
 
@@ -95,7 +105,6 @@ def _exif_transpose_method(orientation: int):
 @contextlib.contextmanager
 def _no_bomb_warning() -> Iterator[None]:
     """Silence Pillow's multi-line DecompressionBombWarning (:func:`_note_if_huge` says it)."""
-    from PIL import Image
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -104,7 +113,6 @@ def _no_bomb_warning() -> Iterator[None]:
 
 def _note_if_huge(path: Path, size: tuple[int, int]) -> None:
     """One SamtuneWarning for an image over Pillow's decompression-bomb limit (read anyway)."""
-    from PIL import Image
 
     limit = Image.MAX_IMAGE_PIXELS
     if limit and size[0] * size[1] > limit:
@@ -122,7 +130,6 @@ def _unreadable(path: Path) -> str | None:
 
     A file truncated in the middle of its pixel data can pass; it fails when decoded.
     """
-    from PIL import Image
 
     try:
         with _no_bomb_warning(), Image.open(path) as img:
@@ -168,44 +175,26 @@ def to_rgb_uint8(image) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(
             f"expected an HxWx3 uint8 RGB image, found shape {image.shape} dtype {image.dtype}; "
-            "load images with samtune.data.coco.load_image to convert grayscale/RGBA/16-bit"
+            "load images with samtune.data.images.load_image to convert grayscale/RGBA/16-bit"
         )
     return image
 
 
-def _read_image(image: np.ndarray | PILImage | str | os.PathLike) -> tuple[np.ndarray, str]:
-    """HxWx3 uint8 RGB, and how messages name it."""
+def read_image(
+    image: np.ndarray | PILImage | torch.Tensor | str | os.PathLike,
+) -> tuple[np.ndarray, str]:
+    """An image path, HxWx3 uint8 array, PIL image or (3, H, W) uint8 tensor as HxWx3 uint8
+    RGB, and how messages name it ("image 'a.png'" or "the image").
+
+    Raises:
+        MissingFileError, InputError, DataError: as :func:`load_image`; InputError for an
+            array that is not HxWx3 uint8.
+    """
     name = "the image"
     if isinstance(image, (str, os.PathLike)):
         name = f"image {str(image)!r}"
-        image = load_image_file(image)
+        image = load_image(image)
     try:
         return to_rgb_uint8(image), name
     except (ValueError, AttributeError) as exc:
         raise InputError(str(exc)) from None
-
-
-def load_image_file(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB (EXIF orientation applied).
-
-    Raises:
-        MissingFileError: ``path`` does not exist.
-        InputError: ``path`` is a folder.
-        DataError: the file is not a readable image (corrupt, truncated, not an image, too big).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise MissingFileError(f"image {str(path)!r} does not exist")
-    if path.is_dir():
-        raise InputError(f"image {str(path)!r} is a folder; give image files")
-    try:
-        return load_image(path)
-    except DataError as exc:
-        cause = exc.__context__  # load_image raises "from None": the reader's own error
-        if isinstance(cause, Image.DecompressionBombError):
-            raise  # load_image's message names Pillow's limit and what to do
-        reason = f" ({cause})" if cause is not None and str(cause) else ""
-        raise DataError(
-            f"image {str(path)!r} cannot be read{reason}; the file is corrupt, truncated or not "
-            "an image: replace it or leave it out"
-        ) from None

@@ -52,7 +52,7 @@ from transformers.models.sam.image_processing_sam import (
     _pad_masks,
 )
 
-from ..data.images import _read_image, load_image_file
+from ..data.images import load_image, read_image
 from ..data.masks import encode_mask, semantic_label_map
 from ..data.transforms import Geometry, preprocess_image
 from ..io import atomic_dir, dump_json, output_lock
@@ -158,10 +158,10 @@ def generate_masks(
 
     Raises:
         ConfigError: an option out of range. InputError / DataError / MissingFileError: an
-            image that is not one (see :func:`samtune.data.images.load_image_file`).
+            image that is not one (see :func:`samtune.data.images.load_image`).
     """
     cfg = _config(config, options)
-    rgb, _ = _read_image(image)
+    rgb, _ = read_image(image)
     was_training = model.training
     model.eval()
     try:
@@ -343,7 +343,7 @@ def write_segmentation(
     """Generate the masks of the image ``path`` and write the folder ``target`` as a whole
     (``<stem>.json`` COCO-style results, ``<stem>_labels.png``, ``<stem>_overlay.png``),
     replacing only an earlier samtune result folder. Returns the number of masks."""
-    image = load_image_file(path)
+    image = load_image(path)
     found = generate_masks(model, image, cfg)
     doc = {
         "image": str(path),
@@ -390,7 +390,7 @@ def segment_files(
     targets = output_folders(paths, output)
     check_outputs(paths, targets, output, paths)
     for path in paths:
-        load_image_file(path)  # decodes it all: a file that is not an image fails here
+        load_image(path)  # decodes it all: a file that is not an image fails here
     sam = load_for_inference(model, adapter, device)
     with output_lock(output, command="segment"):  # one command writes a folder at a time
         for path, target in zip(paths, targets, strict=True):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from ..data.images import _read_image
+from ..data.images import read_image
 from ..data.transforms import Geometry, preprocess_image
 from ..errors import InputError
 from ..models.family import SAM2, family_of
@@ -125,7 +125,7 @@ class Predictor:
             MissingFileError: an image path that does not exist.
             DataError: an image file that cannot be read.
         """
-        rgb, read_as = _read_image(image)
+        rgb, read_as = read_image(image)
         pixel_values, geometry = preprocess_image(rgb, preprocess_config(self.model))
         with _inference(self.model):
             self._embeddings = encode_images(self.model, to_model(self.model, pixel_values[None]))

@@ -26,7 +26,7 @@ from numpy.typing import ArrayLike
 from PIL import Image
 
 from ..adapters import load_adapter, read_adapter
-from ..data.images import _read_image, load_image_file
+from ..data.images import load_image, read_image
 from ..data.masks import encode_mask
 from ..errors import InputError, MissingFileError
 from ..io import atomic_dir, check_replaceable, dump_json, output_lock, read_json
@@ -274,7 +274,7 @@ def predict(
     """
     from .predictor import Predictor  # it builds on this module's prompt checks
 
-    image, name = _read_image(image)
+    image, name = read_image(image)
     prepare_prompts(boxes, points, point_labels, size=image.shape[:2], image=name)
     if not isinstance(prompt_batch, int) or prompt_batch < 1:
         raise InputError(f"prompt_batch must be a whole number >= 1, found {prompt_batch!r}")
@@ -598,7 +598,7 @@ def predict_files(
     check_outputs(images, targets, output, protect)
     jobs = []
     for path in images:
-        size = load_image_file(path).shape[:2]  # decodes it all: corrupt files fail here
+        size = load_image(path).shape[:2]  # decodes it all: corrupt files fail here
         p = _prompts_for(table, path)
         checked = prepare_prompts(p["boxes"], p["points"], p["labels"], size=size,
                                   image=f"image {str(path)!r}")  # fmt: skip
@@ -606,7 +606,7 @@ def predict_files(
     sam = load_for_inference(model, adapter, device)
     with output_lock(output, command="predict"):  # one command writes a folder at a time
         for (path, prompts), target in zip(jobs, targets, strict=True):
-            image = load_image_file(path)  # read again, so that a long list never sits in memory
+            image = load_image(path)  # read again, so that a long list never sits in memory
             n = write_prediction(sam, path, image, prompts, target, overlay=overlay,
                                  multimask=multimask, protect=protect)  # fmt: skip
             if on_image is not None:
@@ -622,7 +622,6 @@ __all__ = [
     "check_outputs",
     "expand_images",
     "load_for_inference",
-    "load_image_file",
     "output_folders",
     "parse_boxes",
     "parse_points",
