@@ -1,4 +1,20 @@
-"""TODO docstring."""
+"""The one option machinery: every options dataclass of samtune derives from :class:`Options`.
+
+:class:`~samtune.train.config.FitConfig`, :class:`~samtune.evaluation.config.EvalConfig`,
+:class:`~samtune.segment.automatic_config.AutoMaskConfig` and every strategy's config
+(:class:`~samtune.strategies.StrategyConfig`) are :class:`Options`: on construction each field
+is normalised and type-checked from its annotation (:func:`check_type`), then the class's
+:meth:`Options.validate` checks values with :func:`check_range`, :func:`check_seed`,
+:func:`check_device` -- one set of checks, one wording of "expected / found". A field's help
+text is its ``metadata["help"]`` (the command line shows it).
+
+Precedence, the same everywhere (:func:`merge_options`): options given explicitly (CLI options
+the user typed, ``fit(**options)``) override the YAML file given with ``config=``, which
+overrides the defaults. "Not given" is :data:`NOT_GIVEN`, not ``None``: ``None`` is a value
+where a field allows it (``val_split=None`` turns validation off).
+
+This module imports no torch, so the command line's help stays fast.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +46,8 @@ NOT_GIVEN = _NotGiven.NOT_GIVEN
 
 
 class Options:
-    """What samtune's option dataclasses share (:class:`FitConfig`, ``EvalConfig``).
+    """What samtune's option dataclasses share (``FitConfig``, ``EvalConfig``, ``AutoMaskConfig``,
+    every ``StrategyConfig``).
 
     On construction every field is normalised (paths become text, YAML's ``off`` the word
     again, a single value for a list field a list of one) and :meth:`validate` checks every
@@ -52,7 +69,7 @@ class Options:
         """Check every field's type (ConfigError naming the field, what it expects, the value)."""
         hints = _hints(type(self))
         for f in dataclasses.fields(self):
-            check_type(f.name, getattr(self, f.name), hints[f.name])
+            check_type(f.name, getattr(self, f.name), hints[f.name], f.metadata.get("expected"))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -114,7 +131,8 @@ def _normalize(cls: type[Options], name: str, value: Any) -> Any:
         return _YAML_WORDS[name][value]
     kinds = _union_args(_hints(cls)[name])[0]
     if any(typing.get_origin(k) is list for k in kinds):
-        if isinstance(value, (str, os.PathLike)):
+        plain = [k for k in kinds if typing.get_origin(k) not in (list, tuple)]
+        if isinstance(value, (str, os.PathLike)) and not any(_matches(value, k) for k in plain):
             value = [value]  # one value for a list of them
         if name in cls.path_fields and isinstance(value, (list, tuple)):
             return [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
@@ -174,7 +192,7 @@ def _describe(kind: Any) -> str:
     return getattr(kind, "__name__", str(kind))
 
 
-def check_type(name: str, value: Any, hint: Any) -> None:
+def check_type(name: str, value: Any, hint: Any, expected: str | None = None) -> None:
     """ConfigError naming ``name``, the type ``hint`` expects and ``value``, if they differ.
 
     ``hint`` is a type annotation (``int``, ``float | None``, ``list[str]``, ``Path``...);
@@ -190,7 +208,8 @@ def check_type(name: str, value: Any, hint: Any) -> None:
             value, (typing.get_args(kind) or (Any,))[0]
         ):
             return
-    expected = " or ".join(_describe(k) for k in kinds) + (" or null" if nullable else "")
+    if expected is None:  # a field's metadata["expected"] words it for the user
+        expected = " or ".join(_describe(k) for k in kinds) + (" or null" if nullable else "")
     raise ConfigError(
         f"{name} must be {expected}; found {type(value).__name__} {quote_untrusted(value)}"
     )

@@ -162,7 +162,7 @@ def test_adapter_files_keep_the_blocks(name, tmp_path):
         ("adapter", [], "empty list"),
         ("adapter", [1, 1], "lists an index twice"),
         ("lora", [-1], "indices must be >= 0"),
-        ("lora", [True], "blocks index must be an integer"),
+        ("lora", [True], "blocks must be all, last:K"),
         ("adapter", 3, "blocks must be all"),
     ],
 )

@@ -258,7 +258,7 @@ def test_peft_methods_train_and_round_trip(method, tmp_path):
 @pytest.mark.parametrize(
     ("name", "options", "message"),
     [
-        ("lora", {"rank": 0}, "rank must be > 0; found 0"),
+        ("lora", {"rank": 0}, "rank must be a positive integer \\(>= 1\\); found 0"),
         ("lora", {"rank": 2.5}, "rank must be an integer"),
         ("lora", {"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
         ("lora", {"use_dora": "yes"}, "use_dora must be true or false"),

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Masks as samtune stores and exchanges them: COCO segmentations (polygons, RLE) decoded to
+HxW bool arrays, bool masks encoded as COCO RLE, and instance masks painted into one label map
+(by score, later wins on ties) -- used by the data readers, the evaluation and segmentation."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError, DataError, MissingFileError, UnknownNameError, quote_untrusted
 from ..io import atomic_write, dump_json
@@ -458,7 +459,7 @@ def load_dataset(
     name: str,
     split: str = "train",
     root: str | Path | None = None,
-    **options,
+    **options: Any,
 ) -> InstanceDataset:
     """Load one split of a dataset as an :class:`InstanceDataset` of :class:`Sample`.
 

@@ -11,6 +11,7 @@ so predicted mask logits can be brought back to the original resolution for metr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -156,7 +157,9 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size, mode="bilinear", align_corners=False, antialias=shrink)
 
 
-def preprocess_image(image, cfg: PreprocessConfig) -> tuple[torch.Tensor, Geometry]:
+def preprocess_image(
+    image: np.ndarray | Any, cfg: PreprocessConfig
+) -> tuple[torch.Tensor, Geometry]:
     """Prepare one image exactly as ``SamImageProcessor`` (or, with ``cfg.square``,
     ``Sam2ImageProcessor``) does.
 

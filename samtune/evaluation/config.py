@@ -19,6 +19,42 @@ from ..options import Options, check_device, check_range, check_seed
 
 
 @dataclass
+class PassOptions(Options):
+    """The options of one evaluation pass, besides the model, the data and the protocol: what
+    :func:`samtune.evaluate` takes as keywords. Their checks live here once; :class:`EvalConfig`
+    holds the same fields (with their help texts) and checks them through this class."""
+
+    noun = "evaluate option"
+
+    prompt_batch: int = 32
+    jitter: float = 0.0
+    seed: int = 0
+    max_images: int | None = None
+    worst: int = 0
+    box_source: str = "mask"
+
+    def validate(self) -> None:
+        """Types, then values (ConfigError naming the option)."""
+        super().validate()
+        check_range("prompt_batch", self.prompt_batch, minimum=1)
+        check_range("jitter", self.jitter, minimum=0)
+        check_seed("seed", self.seed)
+        check_range("max_images", self.max_images, minimum=1)
+        check_range("worst", self.worst, minimum=0)
+        from ..prompting import BOX_SOURCES
+
+        if self.box_source not in BOX_SOURCES:
+            raise ConfigError(
+                f"box_source must be one of {', '.join(BOX_SOURCES)}; found {self.box_source!r}"
+            )
+
+    @classmethod
+    def of(cls, options: Any) -> PassOptions:
+        """The pass options held by ``options`` (an :class:`EvalConfig`), checked."""
+        return cls(**{name: getattr(options, name) for name in cls.__dataclass_fields__})
+
+
+@dataclass
 class EvalConfig(Options):
     """Every option of an evaluation (``samtune eval``, ``run_evaluation``, an eval YAML file).
 
@@ -100,20 +136,10 @@ class EvalConfig(Options):
         loads.
         """
         super().validate()
-        check_range("jitter", self.jitter, minimum=0)
-        check_seed("seed", self.seed)
-        check_range("prompt_batch", self.prompt_batch, minimum=1)
+        PassOptions.of(self)
         check_range("points_per_side", self.points_per_side, minimum=1)
-        check_range("max_images", self.max_images, minimum=1)
         if self.device is not None:
             check_device("device", self.device)
-        check_range("worst", self.worst, minimum=0)
-        from ..prompting import BOX_SOURCES
-
-        if self.box_source not in BOX_SOURCES:
-            raise ConfigError(
-                f"box_source must be one of {', '.join(BOX_SOURCES)}; found {self.box_source!r}"
-            )
 
     @classmethod
     def read_file(cls, path: str | os.PathLike) -> dict[str, Any]:
@@ -132,4 +158,4 @@ class EvalConfig(Options):
         return out
 
 
-__all__ = ["EvalConfig"]
+__all__ = ["EvalConfig", "PassOptions"]

@@ -35,7 +35,7 @@ import torch
 
 from .. import prompting
 from ..data.masks import encode_mask, semantic_label_map
-from ..data.prompts import BOX_SOURCES, jitter_boxes, points_from_masks, prompt_boxes
+from ..data.prompts import jitter_boxes, points_from_masks, prompt_boxes
 from ..data.transforms import Geometry, preprocess_image
 from ..errors import ConfigError, RunError, UnknownNameError
 from ..models.identity import PreprocessConfig, base_fingerprint, model_source, preprocess_config
@@ -47,10 +47,10 @@ from ..models.sam_ops import (
     map_embeddings,
     to_model,
 )
-from ..options import check_range, check_seed, check_type
 from ..segment.automatic_config import AutoMaskConfig
 from . import metrics as M
 from .automatic import automatic_report, evaluate_automatic
+from .config import PassOptions
 from .report import EvalReport
 
 PROTOCOLS = prompting.EVAL_PROMPTS
@@ -414,23 +414,12 @@ def _check_options(
     worst: int,
     box_source: str = "mask",
 ) -> Protocol:
-    """The parsed protocol, once every option is checked (ConfigError naming the option)."""
+    """The parsed protocol, once every option is checked (:class:`PassOptions`, the checks
+    ``EvalConfig`` uses too), and how they combine with the protocol."""
     protocol = parse_protocol(prompt)
-    check_type("prompt_batch", prompt_batch, int)
-    check_range("prompt_batch", prompt_batch, minimum=1)
-    check_type("jitter", jitter, float)
-    check_range("jitter", jitter, minimum=0)
-    check_seed("seed", seed)
-    check_type("max_images", max_images, int | None)
-    check_range("max_images", max_images, minimum=1)
-    check_type("worst", worst, int)
-    check_range("worst", worst, minimum=0)
+    PassOptions(prompt_batch, jitter, seed, max_images, worst, box_source)
     if jitter > 0 and protocol.kind != "box":
         raise ConfigError(f"jitter applies to the box protocol only, not {protocol.name!r}")
-    if box_source not in BOX_SOURCES:
-        raise ConfigError(
-            f"box_source must be one of {', '.join(BOX_SOURCES)}; found {box_source!r}"
-        )
     if box_source != "mask" and protocol.kind != "box":
         raise ConfigError(
             f"box_source applies to the box protocol only, not {protocol.name!r}; leave it 'mask'"

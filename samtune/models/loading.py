@@ -69,10 +69,11 @@ def load_model(
         dtype: cast the weights to this dtype (default: keep them as stored, fp32 for presets).
         device: move the model there.
         revision: hub revision (branch, tag or commit) for hub ids.
-        decoder_num_heads, decoder_layer_norm_eps: for a Meta checkpoint without a samtune
-            sidecar, the mask decoder's attention heads and LayerNorm epsilon, which Meta's
-            format does not record (default: Meta's 8 and 1e-5, with a note that they were
-            assumed). Not accepted for other sources, whose config records them.
+        decoder_num_heads: for a Meta checkpoint without a samtune sidecar, the mask
+            decoder's attention heads, which Meta's format does not record (default: Meta's 8,
+            with a note that it was assumed). Not accepted for other sources, whose config
+            records it.
+        decoder_layer_norm_eps: likewise the mask decoder's LayerNorm epsilon (Meta's 1e-5).
 
     Returns:
         The model in eval mode; :func:`preprocess_config` gives its preprocessing and

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Masks drawn over an image: what ``samtune predict``/``samtune segment`` write and the
+evaluation's worst-case pictures show."""
 
 from __future__ import annotations
 

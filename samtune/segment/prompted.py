@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -446,7 +446,9 @@ def output_folders(images: list[Path], output: Path) -> list[Path]:
     return [output / path.stem for path in images]
 
 
-def check_outputs(images: list[Path], targets: list[Path], output: Path, protect=()) -> None:
+def check_outputs(
+    images: list[Path], targets: list[Path], output: Path, protect: Iterable[Path] = ()
+) -> None:
     """Refuse, before anything is written, to replace anything samtune did not write."""
     if output.exists() and not output.is_dir():
         raise InputError(f"--output {str(output)!r} is a file; give a folder")
@@ -530,7 +532,7 @@ def write_prediction(
     *,
     overlay: bool = False,
     multimask: bool = False,
-    protect=(),
+    protect: Iterable[Path] = (),
 ) -> int:
     """Predict, then write the folder ``target`` with ``<stem>_mask<i>.png``, ``<stem>.json``
     (and the overlay) as a whole: it replaces an earlier samtune result folder there (so no
@@ -571,7 +573,7 @@ def predict_files(
     overlay: bool = False,
     multimask: bool = False,
     device: str = "cpu",
-    protect=(),
+    protect: Iterable[Path] = (),
     on_image: Callable[[Path, Path, int], None] | None = None,
 ) -> list[Path]:
     """``samtune predict`` as a function: one result folder ``<output>/<stem>/`` per image.

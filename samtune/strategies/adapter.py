@@ -20,13 +20,13 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
+from ..options import check_range
 from .base import (
+    BLOCKS_EXPECTED,
     BLOCKS_HELP,
     Strategy,
     StrategyConfig,
     check_blocks,
-    check_positive,
-    check_type,
     encoder_blocks,
     select_blocks,
 )
@@ -74,18 +74,18 @@ class AdapterConfig(StrategyConfig):
         default=True, metadata={"help": "Adapter after each block's attention (serial)."}
     )
     train_decoder: bool = field(default=True, metadata={"help": "Train the mask decoder too."})
-    blocks: str | list[int] = field(default="all", metadata={"help": BLOCKS_HELP})
+    blocks: str | list[int] = field(
+        default="all", metadata={"help": BLOCKS_HELP, "expected": BLOCKS_EXPECTED}
+    )
 
-    def __post_init__(self) -> None:
-        check_positive("bottleneck", self.bottleneck, integer=True)
-        check_positive("scale", self.scale)
-        check_type("activation", self.activation, str, f"one of {', '.join(_ACTIVATIONS)}")
+    def validate(self) -> None:
+        super().validate()
+        check_range("bottleneck", self.bottleneck, minimum=1, integer=True)
+        check_range("scale", self.scale, minimum=0, strict=True)
         if self.activation not in _ACTIVATIONS:
             raise ConfigError(
                 f"activation must be one of {', '.join(_ACTIVATIONS)}; found {self.activation!r}"
             )
-        for flag in ("mlp_adapter", "attn_adapter", "train_decoder"):
-            check_type(flag, getattr(self, flag), bool, "true or false")
         check_blocks(self.blocks)
         if not (self.mlp_adapter or self.attn_adapter):
             raise ConfigError(

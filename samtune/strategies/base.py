@@ -4,8 +4,10 @@ A strategy is a small class with
 
 - ``name`` and ``description`` (class attributes; the name is the entry-point name under
   ``samtune.strategies``),
-- ``config_class``: a dataclass derived from :class:`StrategyConfig`, validated in
-  ``__post_init__`` (raise :class:`~samtune.errors.ConfigError`) and round-tripping through JSON,
+- ``config_class``: a dataclass derived from :class:`StrategyConfig` (an
+  :class:`~samtune.options.Options`: its fields are type-checked from their annotations; its
+  ``validate`` adds the checks of values, raising :class:`~samtune.errors.ConfigError`),
+  round-tripping through JSON,
 - ``freezes_image_encoder``: ``True`` when no image-encoder tensor trains (the training loop
   then serves image embeddings from its cache),
 - :meth:`Strategy.inject` (optional): add layers to the model (LoRA, adapters...),
@@ -38,6 +40,7 @@ import torch
 from ..errors import CheckpointError, ConfigError, InputError
 from ..models.family import SAM, Family, family_of
 from ..models.identity import base_fingerprint, samtune_info
+from ..options import Options
 
 # Meta's SAM keeps the random Fourier matrix of its positional encoding as a *buffer*; HF
 # makes it a parameter shared by two modules. No built-in strategy trains it.
@@ -45,12 +48,16 @@ POSITIONAL_MATRIX = "shared_image_embedding.positional_embedding"
 
 
 @dataclasses.dataclass
-class StrategyConfig:
-    """Base of every strategy config: a dataclass that validates itself and round-trips JSON.
+class StrategyConfig(Options):
+    """Base of every strategy config: an :class:`~samtune.options.Options` that round-trips JSON.
 
-    Subclasses add fields (with ``metadata={"help": ...}``) and check their values in
-    ``__post_init__``, raising :class:`~samtune.errors.ConfigError`.
+    Subclasses add annotated fields (with ``metadata={"help": ...}``): each is type-checked
+    from its annotation on construction. Checks of values go in :meth:`validate` (call
+    ``super().validate()`` first), raising :class:`~samtune.errors.ConfigError` with
+    :func:`~samtune.options.check_range` and friends.
     """
+
+    noun = "strategy option"
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-able values."""
@@ -92,27 +99,6 @@ class StrategyConfig:
         return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
 
 
-def check_type(name: str, value: Any, kind: type | tuple[type, ...], what: str) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is a ``kind`` (bools are not numbers)."""
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) and bool not in kinds:
-        ok = False
-    else:
-        ok = isinstance(value, kinds)
-    if not ok:
-        raise ConfigError(f"{name} must be {what}; found {value!r} ({type(value).__name__})")
-
-
-def check_positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False):
-    """Raise :class:`ConfigError` unless ``value`` is a positive (or non-negative) number."""
-    kind = int if integer else (int, float)
-    what = "an integer" if integer else "a number"
-    check_type(name, value, kind, what)
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be {bound}; found {value!r}")
-
-
 #: Help text of the ``blocks`` option of the strategies that adapt image-encoder blocks.
 BLOCKS_HELP = (
     "Image-encoder blocks to adapt: all, last:K (the K last blocks) or a list of block "
@@ -120,20 +106,26 @@ BLOCKS_HELP = (
 )
 
 
+#: What the ``blocks`` option takes, as its type-check message says it.
+BLOCKS_EXPECTED = "all, last:K (K >= 1) or a list of block indices such as [9, 10, 11]"
+
+
 def check_blocks(value: Any) -> None:
     """Raise :class:`ConfigError` unless ``value`` is ``"all"``, ``"last:K"`` (K >= 1) or a
     non-empty list of distinct block indices >= 0 (the depth is checked by :func:`select_blocks`)."""
-    what = "all, last:K (K >= 1) or a list of block indices such as [9, 10, 11]"
+    what = BLOCKS_EXPECTED
     if isinstance(value, str):
         head, sep, count = value.partition(":")
         if value == "all" or (head == "last" and sep and count.isdigit() and int(count) >= 1):
             return
         raise ConfigError(f"blocks must be {what}; found {value!r}")
-    check_type("blocks", value, list, what)
+    if not isinstance(value, list):
+        raise ConfigError(f"blocks must be {what}; found {type(value).__name__} {value!r}")
     if not value:
         raise ConfigError(f"blocks must be {what}; found an empty list (adapts nothing)")
     for index in value:
-        check_type("blocks index", index, int, "an integer >= 0")
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ConfigError(f"blocks indices must be integers >= 0; found {index!r}")
         if index < 0:
             raise ConfigError(
                 f"blocks indices must be >= 0 (use last:K to count from the end); found {index}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .base import Strategy, StrategyConfig, check_type
+from .base import Strategy, StrategyConfig
 
 
 @dataclass
@@ -12,9 +12,6 @@ class DecoderConfig(StrategyConfig):
     train_prompt_encoder: bool = field(
         default=False, metadata={"help": "Also train the prompt encoder's embeddings."}
     )
-
-    def __post_init__(self) -> None:
-        check_type("train_prompt_encoder", self.train_prompt_encoder, bool, "true or false")
 
 
 class DecoderStrategy(Strategy):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .base import Strategy, StrategyConfig, check_type
+from .base import Strategy, StrategyConfig
 
 
 @dataclass
@@ -13,9 +13,6 @@ class FullConfig(StrategyConfig):
         default=False,
         metadata={"help": "Keep the prompt encoder frozen (SAM's fine-tuning recipes often do)."},
     )
-
-    def __post_init__(self) -> None:
-        check_type("freeze_prompt_encoder", self.freeze_prompt_encoder, bool, "true or false")
 
 
 class FullStrategy(Strategy):

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from ..models.family import SAM
+from ..options import check_range
 from .base import (
+    BLOCKS_EXPECTED,
     BLOCKS_HELP,
     StrategyConfig,
     check_blocks,
-    check_positive,
-    check_type,
     encoder_blocks,
     select_blocks,
 )
@@ -46,16 +46,16 @@ class LoraConfig(StrategyConfig):
     train_decoder: bool = field(
         default=True, metadata={"help": "Train the mask decoder's weights directly."}
     )
-    blocks: str | list[int] = field(default="all", metadata={"help": BLOCKS_HELP})
+    blocks: str | list[int] = field(
+        default="all", metadata={"help": BLOCKS_HELP, "expected": BLOCKS_EXPECTED}
+    )
 
-    def __post_init__(self) -> None:
-        check_positive("rank", self.rank, integer=True)
-        check_positive("alpha", self.alpha)
-        check_type("dropout", self.dropout, (int, float), "a number in [0, 1)")
+    def validate(self) -> None:
+        super().validate()
+        check_range("rank", self.rank, minimum=1, integer=True)
+        check_range("alpha", self.alpha, minimum=0, strict=True)
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1); found {self.dropout!r}")
-        for flag in ("proj", "mlp", "decoder_attention", "use_dora", "train_decoder"):
-            check_type(flag, getattr(self, flag), bool, "true or false")
         check_blocks(self.blocks)
 
     def target_regex(self, targets: dict[str, str] = SAM.targets) -> str:

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..io import dump_json, read_json_object
 from ..models.family import SAM
 from ..models.identity import model_source
-from .base import Strategy, StrategyConfig, check_regex, check_type, clear_strategy
+from .base import Strategy, StrategyConfig, check_regex, clear_strategy
 
 #: SAM's image-encoder fused query/key/value projections, every block (other families:
 #: ``Family.targets["qkv"]``).
@@ -165,12 +165,8 @@ class PeftStrategyConfig(StrategyConfig):
         default=True, metadata={"help": "Also train the mask decoder (directly, not via peft)."}
     )
 
-    def __post_init__(self) -> None:
-        check_type("method", self.method, str, "a peft method name such as 'ia3'")
-        if self.target_modules is not None:
-            check_type("target_modules", self.target_modules, (str, list), "a regex or a list")
-        check_type("options", self.options, dict, "a mapping of peft config options")
-        check_type("train_decoder", self.train_decoder, bool, "true or false")
+    def validate(self) -> None:
+        super().validate()
         if isinstance(self.target_modules, str):
             check_regex("target_modules", self.target_modules)
         for key, why in _UNSAFE_OPTIONS.items():

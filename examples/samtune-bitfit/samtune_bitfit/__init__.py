@@ -20,11 +20,10 @@ class BitFitConfig(StrategyConfig):
         metadata={"help": "Which parts of SAM: vision_encoder, prompt_encoder, mask_decoder."},
     )
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.norms, bool):
-            raise ConfigError(f"norms must be true or false; found {self.norms!r}")
-        if not isinstance(self.parts, list) or not self.parts:
-            raise ConfigError(f"parts must be a non-empty list; found {self.parts!r}")
+    def validate(self) -> None:
+        super().validate()  # the types, from the annotations
+        if not self.parts:
+            raise ConfigError("parts must be a non-empty list; found []")
         unknown = [p for p in self.parts if p + "." not in _PARTS]
         if unknown:
             raise ConfigError(

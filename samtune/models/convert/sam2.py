@@ -22,6 +22,7 @@ import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import Sam2Config, Sam2HieraDetConfig, Sam2Model
@@ -217,12 +218,14 @@ def _unseen_defaults(shapes: dict, stated: dict) -> tuple[dict, list[str]]:
     return values, assumed
 
 
-def sam2_config_from_state_dict(state_dict: Mapping[str, torch.Tensor], **stated) -> Sam2Config:
+def sam2_config_from_state_dict(
+    state_dict: Mapping[str, torch.Tensor], **stated: Any
+) -> Sam2Config:
     """Read the architecture of an original SAM 2 / 2.1 checkpoint off its tensor shapes.
 
     Args:
         state_dict: original keys (the ``"model"`` entry of the ``.pt``).
-        stated: what the weights cannot show, to override the defaults:
+        **stated: what the weights cannot show, to override the defaults:
             ``num_attention_heads_per_stage``, ``global_attention_blocks``,
             ``window_size_per_stage`` (Hiera), ``image_size`` (square input side).
 
