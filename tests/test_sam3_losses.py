@@ -258,6 +258,26 @@ def test_without_pred_masks_the_mask_terms_are_zero():
     assert float(losses["loss_bbox"]) > 0
 
 
+def test_num_boxes_divides_the_box_and_mask_terms():
+    """A multi-process caller passes the averaged count (Meta's ``normalization: global``)."""
+    outputs, targets, _ = make_case(11, (2, 1), aux=0)
+    local, halved = sam3_loss(outputs, targets), sam3_loss(outputs, targets, num_boxes=6.0)
+    for name in ("loss_bbox", "loss_giou", "loss_mask", "loss_dice"):
+        assert halved[name].item() == pytest.approx(local[name].item() / 2, rel=1e-6)
+    assert halved["loss_ce"].item() == local["loss_ce"].item()
+
+
+@pytest.mark.slow  # importing transformers' modeling_sam3 takes seconds
+def test_takes_sam3models_output_object():
+    from transformers.models.sam3.modeling_sam3 import Sam3ImageSegmentationOutput
+
+    outputs, targets, _ = make_case(12, (1, 2), aux=0)
+    del outputs["aux_outputs"]
+    expected = sam3_loss(outputs, targets)
+    model_output = Sam3ImageSegmentationOutput(**outputs)
+    assert sam3_loss(model_output, targets)["total"].item() == expected["total"].item()
+
+
 @pytest.mark.parametrize(
     "change, words",
     [

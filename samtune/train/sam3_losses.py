@@ -341,7 +341,10 @@ def _layer_losses(
 
 
 def sam3_loss(
-    outputs: dict, targets: list[dict], cfg: Sam3LossConfig | None = None
+    outputs: dict,
+    targets: list[dict],
+    cfg: Sam3LossConfig | None = None,
+    num_boxes: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """SAM 3's training loss for a batch of ``B`` (image, phrase) rows.
 
@@ -355,6 +358,9 @@ def sam3_loss(
             category is absent from the image) and, with ``pred_masks``, ``masks`` ``(T_b, H, W)``
             binary at any one size (predictions are resized to it).
         cfg: weights and parameters; Meta's defaults when ``None``.
+        num_boxes: the instance count the box and mask terms are divided by; ``None`` counts
+            ``targets`` (at least 1). Meta's trainer passes the count averaged over processes
+            (``normalization: global``); a multi-process caller can pass that.
 
     Returns:
         Scalars by name: ``loss_ce``, ``presence_loss``, ``loss_bbox``, ``loss_giou``,
@@ -369,7 +375,8 @@ def sam3_loss(
     with_masks = outputs.get("pred_masks") is not None
     main = _layer_tensors(outputs, "outputs", with_masks)
     _check_targets(targets, main["pred_logits"].shape[0], with_masks)
-    num_boxes = max(float(sum(len(t["boxes"]) for t in targets)), 1.0)
+    if num_boxes is None:
+        num_boxes = max(float(sum(len(t["boxes"]) for t in targets)), 1.0)
     losses = _layer_losses(main, targets, num_boxes, cfg)
     if not with_masks:
         losses.update({k: main["pred_logits"].new_zeros(()) for k in MASK_TERMS})
