@@ -29,7 +29,7 @@ import types
 import pytest
 import torch
 
-from samtune.errors import InputError, RunError
+from samtune.errors import ConfigError, InputError, RunError
 from samtune.train.sam3_losses import Sam3LossConfig, joint_logits, sam3_loss
 from samtune.train.sam3_matching import MatcherWeights, hungarian_match, matching_cost
 
@@ -217,6 +217,21 @@ def test_default_config_is_metas():
     assert cfg.matcher == MatcherWeights(
         cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, alpha=0.25, gamma=2.0
     )
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"weight_giou": -1.0}, ["loss_giou", ">= 0", "-1.0"]),
+        ({"weight_ce": float("nan")}, ["loss_ce", "nan"]),
+        ({"pad_n_queries": 0}, ["pad_n_queries", "found 0"]),
+        ({"mask_alpha": 1.5}, ["mask_alpha", "[0, 1]", "1.5"]),
+    ],
+)
+def test_bad_config_values_are_config_errors(change, words):
+    with pytest.raises(ConfigError) as info:
+        Sam3LossConfig(**change)
+    assert all(w in str(info.value) for w in words), str(info.value)
 
 
 def test_absent_category_trains_presence_only():

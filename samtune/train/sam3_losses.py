@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from samtune.errors import InputError, RunError
+from samtune.errors import ConfigError, InputError, RunError
 from samtune.train.sam3_matching import MatcherWeights, hungarian_match, xyxy_to_cxcywh
 
 MASK_TERMS = ("loss_mask", "loss_dice")
@@ -79,6 +79,24 @@ class Sam3LossConfig:
     joint_scores: bool = True
     scale_by_batch_size: bool = True
     matcher: MatcherWeights = field(default_factory=MatcherWeights)
+
+    def __post_init__(self) -> None:
+        for name, value in self.weights().items():
+            if not value >= 0:
+                raise ConfigError(
+                    f"SAM 3 loss weight for {name} must be >= 0; found {value}: "
+                    "use 0 to turn the term off"
+                )
+        if self.pad_n_queries is not None and self.pad_n_queries < 1:
+            raise ConfigError(
+                f"SAM 3 loss pad_n_queries must be a positive query count or None; found "
+                f"{self.pad_n_queries}: Meta's config uses 200"
+            )
+        for name in ("iou_alpha", "presence_alpha", "mask_alpha"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(
+                    f"SAM 3 loss {name} must be in [0, 1]; found {getattr(self, name)}"
+                )
 
     def weights(self) -> dict[str, float]:
         """Each term's weight in the total, by term name."""
