@@ -6,7 +6,7 @@ The oracle is Meta's ``sam3`` package (PyPI ``sam3==0.1.4``): ``sam3/train/match
 numpy / tqdm / typing_extensions / huggingface_hub than samtune's environment, so it is not in
 the ``dev`` extra; the oracle tests run where it is importable, e.g.::
 
-    pip install --no-deps --target /tmp/oracle-sam3 sam3 torchmetrics lightning_utilities einops
+    pip install --no-deps --target /tmp/oracle-sam3 sam3 torchmetrics lightning_utilities
     PYTHONPATH=/tmp/oracle-sam3 python -m pytest -m slow tests/test_sam3_losses.py
 
 Only the four files above (and what they import) are loaded: ``sam3/__init__`` builds the whole
