@@ -183,6 +183,42 @@ def test_a_perfect_prediction_scores_one_everywhere():
     assert result["il_mcc"] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_an_instance_dataset_scores_as_its_own_annotation_file_does(tmp_path):
+    """Ground truth straight from an InstanceDataset; COCOeval run on the dataset's own
+    annotation file (polygons, an uncompressed-RLE crowd region) gives the same AP."""
+    from test_data_coco import make_coco
+
+    from samtune.data.coco import InstanceDataset
+
+    (tmp_path / "data").mkdir()
+    ann_file, images = make_coco(tmp_path / "data")
+    dataset = InstanceDataset(ann_file, images)
+    rng = np.random.default_rng(0)
+    predictions = {}
+    for s in (dataset[i] for i in range(len(dataset))):
+        found = [
+            ClassPrediction(m, int(c), float(rng.random()))
+            for m, c in zip(s.masks, s.category_ids, strict=True)
+        ]
+        predictions[s.image_id] = found + [
+            ClassPrediction(np.roll(m.mask, 3, axis=1), m.category_id, 0.7) for m in found[:1]
+        ]
+    predictions[99] = [
+        ClassPrediction(np.ones(dataset[2].size, bool), 3, 0.9)
+    ]  # "net": never in the truth
+    result = evaluate_class_aware(
+        dataset, predictions, dataset.categories, coco_folder=tmp_path / "out"
+    )
+    stats = _cocoeval(ann_file, tmp_path / "out" / COCO_RESULTS)
+    assert result["ap"] == pytest.approx(stats[0], abs=1e-12)
+    assert result["ar100"] == pytest.approx(stats[8], abs=1e-12)
+    assert list(result["per_class"]) == ["can", "bag", "net"]
+    assert math.isnan(result["per_class"]["net"]["ap"])
+    assert result["num_instances"] == 4  # the crowd regions are not instances
+    # net predicted on the empty image; net on img1 and img2, can and bag on the empty one: negatives
+    assert result["il_fp"] == 1 and result["il_tn"] == 2 + 2
+
+
 # --------------------------------------------------------------------------- semantic mIoU
 
 
