@@ -327,7 +327,7 @@ def _meta_cgf1_module():
     return module
 
 
-def _meta_inputs(samples, predictions, folder: Path) -> tuple[Path, Path]:
+def _meta_inputs(samples, predictions, folder: Path, classes=CATEGORIES) -> tuple[Path, Path]:
     """Meta's format: one COCO "image" per (image, category) query, all instance-exhaustive."""
     from pycocotools import mask as mask_utils
 
@@ -335,7 +335,7 @@ def _meta_inputs(samples, predictions, folder: Path) -> tuple[Path, Path]:
 
     images, annotations, results = [], [], []
     for s in samples:
-        for cid in CATEGORIES:
+        for cid in classes:
             query = len(images) + 1
             images.append({"id": query, "height": H, "width": W, "is_instance_exhaustive": True})
             for m, c, crowd in zip(s.masks, s.category_ids, s.iscrowd, strict=True):
@@ -371,9 +371,9 @@ def _meta_inputs(samples, predictions, folder: Path) -> tuple[Path, Path]:
     return gt, dt
 
 
-def _meta_cgf1(samples, predictions, folder: Path) -> dict:
+def _meta_cgf1(samples, predictions, folder: Path, classes=CATEGORIES) -> dict:
     meta = _meta_cgf1_module()
-    gt, dt = _meta_inputs(samples, predictions, folder)
+    gt, dt = _meta_inputs(samples, predictions, folder, classes)
     with contextlib.redirect_stdout(io.StringIO()):
         out = meta.CGF1Evaluator(str(gt), iou_type="segm").evaluate(str(dt))
     p = "cgF1_eval_segm_"
@@ -399,6 +399,13 @@ def test_cgf1_agrees_with_metas_cgf1_eval(tmp_path, seed):
     theirs = _meta_cgf1(samples, predictions, tmp_path)
     for key in META_KEYS:
         assert ours[key] == pytest.approx(theirs[key], abs=1e-9), key
+    compared = 0
+    for name, row in ours["per_class"].items():  # per class: Meta's code on its queries only
+        if not math.isnan(row["cgf1"]):  # NaN: no query of the class has ground truth
+            theirs = _meta_cgf1(samples, predictions, tmp_path, [row["category_id"]])
+            assert row["cgf1"] == pytest.approx(theirs["cgf1"], abs=1e-9), name
+            compared += 1
+    assert compared >= 2
     # the case holds what the test is for: a class predicted on an image that lacks it
     assert ours["il_fp"] > 0 and ours["il_tn"] > 0 and ours["il_fn"] + ours["il_tp"] > 0
 
@@ -485,6 +492,7 @@ def test_per_class_table_puts_zero_shot_and_fine_tuned_side_by_side():
         format_number(tuned["background_iou"], True)
     )
     assert rows[3][1] == "n/a"  # bag: no ground truth, no AP
+    assert rows[3][header.index("cgF1 zero-shot")] == "n/a"  # and no positive query
     text = class_metrics_markdown({"zero-shot": zero_shot, "fine-tuned": tuned})
     assert text.splitlines()[0] == "| " + " | ".join(header) + " |"
 

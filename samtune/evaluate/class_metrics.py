@@ -253,7 +253,9 @@ class ClassMetrics:
         semantic = semantic_metrics(self.confusion)
         cgf1 = {"all": cgf1_metrics(self.pairs)}
         for cid in self.categories:
-            cgf1[cid] = cgf1_metrics([p for p in self.pairs if p.category_id == cid])
+            queries = [p for p in self.pairs if p.category_id == cid]
+            positive = any(p.num_truth for p in queries)  # else its F1 and MCC do not exist
+            cgf1[cid] = cgf1_metrics(queries) if positive else {"cgf1": float("nan")}
         return combine(self, coco, semantic, cgf1)
 
     def write_coco_inputs(self, folder: str | Path) -> dict[str, Path]:
@@ -472,7 +474,9 @@ def combine(metrics: ClassMetrics, coco: dict, semantic: dict, cgf1: dict) -> di
         ``background_iou``, every key of :func:`cgf1_metrics` over all queries, counts
         (``num_images``, ``num_instances`` non-crowd, ``num_predictions``),
         ``score_threshold``, and ``per_class``: ``{name: {"category_id", "ap", "ap50",
-        "ap75", "ar100", "iou", "cgf1", "num_instances"}}`` in category-id order.
+        "ap75", "ar100", "iou", "cgf1", "num_instances"}}`` in category-id order; a class's
+        ``cgf1`` is cgF1 over its queries only, NaN when none has ground truth (Meta's formula
+        would give 0 there for want of positives, not for a wrong prediction).
     """
     counts = Counter(
         a["category_id"] for a in metrics.ground_truth["annotations"] if not a["iscrowd"]
