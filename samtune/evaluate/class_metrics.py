@@ -159,7 +159,9 @@ class ClassMetrics:
         ``category_ids``, ``iscrowd``, ``image_id``), ``predictions`` its instances."""
         image_id = int(sample.image_id)
         if image_id in self._image_ids:
-            raise DataError(f"image id {image_id} was added twice; COCOeval needs unique ids")
+            raise DataError(
+                f"image id {image_id} was added twice; COCOeval needs unique ids: add each image once"
+            )
         height, width = np.asarray(sample.image).shape[:2]
         self._check(sample, predictions, (height, width))
         self._image_ids.add(image_id)
@@ -189,13 +191,13 @@ class ClassMetrics:
         for i, p in enumerate(predictions):
             if int(p.category_id) not in self.categories:
                 raise DataError(
-                    f"{where}: prediction {i} has category id {p.category_id}; "
-                    f"expected one of {sorted(self.categories)}"
+                    f"{where}: prediction {i} has category id {p.category_id}; expected one of "
+                    f"the dataset's {sorted(self.categories)}: map the model's classes to them"
                 )
             if np.shape(p.mask) != size:
                 raise DataError(
                     f"{where}: prediction {i} has a mask of shape "
-                    f"{np.shape(p.mask)}; expected the image's {size} (H, W)"
+                    f"{np.shape(p.mask)}; expected the image's {size} (H, W): resize it to the image"
                 )
             if not math.isfinite(float(p.score)):
                 raise DataError(
