@@ -110,3 +110,24 @@ def test_training_validation_and_suites_refuse_auto():
         FitConfig(eval_prompt="auto")
     with pytest.raises(ConfigError, match="samtune eval --prompt auto"):
         _parse_protocols(["box", "auto"])
+
+
+def test_an_annotation_id_of_zero_is_still_matched():
+    """COCOeval treats id 0 as "no match": the ground truth is renumbered 1..N (source_id kept),
+    so a perfect mask scores AP 1 whatever the dataset's ids are."""
+    from samtune.data.masks import encode_mask
+    from samtune.data.sample import Sample
+    from samtune.evaluation.automatic import _coco_inputs, coco_metrics, ground_truth_annotations
+
+    mask = np.zeros((16, 16), bool)
+    mask[4:10, 3:12] = True
+    sample = Sample(image=np.zeros((16, 16, 3), np.uint8), masks=mask[None],
+                    boxes=np.array([[3, 4, 12, 10]], np.float32), category_ids=np.array([1]),
+                    iscrowd=np.array([False]), instance_ids=np.array([0]), image_id=7, file_name="a.png")  # fmt: skip
+    rle = encode_mask(mask)
+    item = {"index": 0, "image": {"id": 7, "height": 16, "width": 16, "file_name": ""},
+            "annotations": ground_truth_annotations(sample),
+            "results": [{"image_id": 7, "category_id": 1, "segmentation": rle, "score": 0.9}]}  # fmt: skip
+    results, ground_truth = _coco_inputs([item])
+    assert [(a["id"], a["source_id"]) for a in ground_truth["annotations"]] == [(1, 0)]
+    assert coco_metrics(results, ground_truth)["ap"] == pytest.approx(1.0)

@@ -84,9 +84,13 @@ def _coco_inputs(per_image: list[dict]) -> tuple[list[dict], dict]:
     items = [unique[i] for i in sorted(unique)]
     if len({item["image"]["id"] for item in items}) != len(items):
         raise DataError("image ids are not unique in this dataset; COCOeval needs unique ids")
+    annotations = [a for item in items for a in item["annotations"]]
+    # COCOeval reads an annotation id of 0 as "unmatched", so a dataset whose ids start at 0
+    # would lose its first instance: ids are renumbered 1..N, the dataset's kept as source_id
+    annotations = [{**a, "id": n, "source_id": a["id"]} for n, a in enumerate(annotations, 1)]
     ground_truth = {
         "images": [item["image"] for item in items],
-        "annotations": [a for item in items for a in item["annotations"]],
+        "annotations": annotations,
         "categories": [CATEGORY],
     }
     return [r for item in items for r in item["results"]], ground_truth
