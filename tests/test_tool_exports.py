@@ -162,9 +162,11 @@ def test_cvat_boxes_are_skipped_with_one_warning_unless_boxes_mask(tmp_path):
 def test_cvat_grouped_shapes_are_one_instance(tmp_path):
     left, right = [5, 5, 15, 5, 15, 15, 5, 15], [40, 5, 50, 5, 50, 15, 40, 15]
     blob = np.ones((2, 3), bool)
-    body = (f'<polygon label="can" group_id="3" points="{_points(left)}"></polygon>'
-            f'<polygon label="can" group_id="3" points="{_points(right)}"></polygon>'
-            + cvat_mask_element("can", blob, 0, 0).replace("<mask ", '<mask group_id="3" '))
+    body = (
+        f'<polygon label="can" group_id="3" points="{_points(left)}"></polygon>'
+        f'<polygon label="can" group_id="3" points="{_points(right)}"></polygon>'
+        + cvat_mask_element("can", blob, 0, 0).replace("<mask ", '<mask group_id="3" ')
+    )
     xml = cvat_xml(tmp_path / "export", {"a.png": body})
     masks = _all(f"cvat:{xml}")[0].masks
     expected = coco_polygon_mask([left, right])
@@ -339,10 +341,14 @@ def test_labelme_image_data_is_read_when_the_file_is_missing(tmp_path, monkeypat
     [
         ('<polygon label="can" points="1.00,1.00;5.00,5.00"></polygon>', "2 point(s)"),
         ('<polygon label="can" points="1,1;500,1;500,30"></polygon>', "far outside"),
-        ('<mask label="can" rle="1, 2" left="0" top="0" width="2" height="2"></mask>',
-         "covers 3 pixels but its box is 2x2"),
-        ('<mask label="can" rle="1, 3" left="59" top="0" width="2" height="2"></mask>',
-         "not inside"),
+        (
+            '<mask label="can" rle="1, 2" left="0" top="0" width="2" height="2"></mask>',
+            "covers 3 pixels but its box is 2x2",
+        ),
+        (
+            '<mask label="can" rle="1, 3" left="59" top="0" width="2" height="2"></mask>',
+            "not inside",
+        ),
         ('<polygon label="can" points="a,b;c,d;e,f"></polygon>', "'points' must be"),
     ],
 )
@@ -452,3 +458,35 @@ def test_labelme_shapes_against_labelmes_own_shape_to_mask(tmp_path):
         assert not (differ & ~_boundary(theirs)).any(), kind
         iou = (ours & theirs).sum() / (ours | theirs).sum()
         assert iou > 0.75, (kind, iou)
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_fit_trains_on_a_cvat_export_and_the_adapter_loads_back(tmp_path):
+    import torch
+    from typer.testing import CliRunner
+
+    import samtune
+    from samtune.cli import app
+
+    blob = np.zeros((8, 10), bool)
+    blob[2:7, 1:9] = True
+    body = (f'<polygon label="bottle" points="{_points(POLYGON)}"></polygon>'
+            + cvat_mask_element("can", blob, left=40, top=25))  # fmt: skip
+    xml = cvat_xml(tmp_path / "export", {f"{k}.png": body for k in "abc"})
+    run = tmp_path / "run"
+    args = ["fit", "--model", "tiny", "--strategy", "decoder", "--dataset", f"cvat:{xml}",
+            "--images", str(xml.parent / "images"), "--max-steps", "2", "-o", str(run), "-q"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output[-2000:]
+    assert (run / "adapter" / "adapter.safetensors").is_file()
+    config = (run / "config.yaml").read_text()
+    assert f"dataset: cvat:{xml}" in config and "images:" in config
+    tuned = samtune.load_tuned(run / "adapter")
+    base = samtune.load_model("tiny")
+    changed = [
+        name for name, p in tuned.state_dict().items()
+        if not torch.equal(p, base.state_dict()[name])
+    ]  # fmt: skip
+    assert changed and all("mask_decoder" in name for name in changed)
