@@ -103,16 +103,17 @@ class _Shape:
     label: str
     polygons: list[list[float]] = field(default_factory=list)
     mask: np.ndarray | None = None
-    crowd: bool = False
 
 
 class _Builder:
-    """Collects images and shapes, then writes the COCO dict with the categories fixed."""
+    """Collects images and instances (each encoded as it comes: a full-image mask is not kept
+    longer than one instance), then writes the COCO dict with the categories fixed."""
 
     def __init__(self, where: str, boxes: str) -> None:
         self.where, self.boxes = where, boxes
         self.images: list[dict] = []
-        self.instances: list[tuple[int, list[_Shape]]] = []
+        self.instances: list[dict] = []
+        self.labels: list[str] = []  # every shape's label, for the category check
         self.skipped: Counter = Counter()
 
     def add_image(self, file_name: str, width: int, height: int) -> int:
@@ -123,25 +124,27 @@ class _Builder:
         return image_id
 
     def add_instance(self, image_id: int, shapes: list[_Shape]) -> None:
-        if shapes:
-            self.instances.append((image_id, shapes))
+        """One instance of image ``image_id`` made of ``shapes`` (its label: the first's)."""
+        if not shapes:
+            return
+        rec = self.images[image_id - 1]
+        self.labels += [s.label for s in shapes]
+        self.instances.append({
+            "image_id": image_id,
+            "label": shapes[0].label,
+            "segmentation": _merge(shapes, rec["height"], rec["width"]),
+            "bbox": _bbox(shapes),
+            "iscrowd": 0,
+        })  # fmt: skip
 
     def coco(self, declared: list[str] | None, classes: list[str] | None) -> dict:
-        used = [s.label for _, shapes in self.instances for s in shapes]
-        names = _category_names(used, declared, classes, self.where)
+        names = _category_names(self.labels, declared, classes, self.where)
         ids = {name: i + 1 for i, name in enumerate(names)}
-        size = {rec["id"]: (rec["height"], rec["width"]) for rec in self.images}
-        annotations = []
-        for image_id, shapes in self.instances:
-            segmentation = _merge(shapes, *size[image_id])
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": ids[shapes[0].label],
-                "segmentation": segmentation,
-                "bbox": _bbox(shapes),
-                "iscrowd": int(any(s.crowd for s in shapes)),
-            })  # fmt: skip
+        annotations = [
+            {"id": k + 1, "category_id": ids[inst["label"]],
+             **{key: v for key, v in inst.items() if key != "label"}}
+            for k, inst in enumerate(self.instances)
+        ]  # fmt: skip
         categories = [{"id": i, "name": n} for n, i in ids.items()]
         return {"images": self.images, "annotations": annotations, "categories": categories}
 
@@ -296,7 +299,7 @@ def read_cvat_xml(path: Path, images: Path | None, options: dict) -> ToolExport:
             "as 'CVAT for images 1.1'"
         )
     builder = _Builder(where, options["boxes"])
-    for pos, element in enumerate(root.iter("image")):
+    for pos, element in enumerate(root.findall("image")):
         _cvat_image(builder, element, pos)
     declared = _cvat_labels(root)
     return ToolExport(
@@ -312,7 +315,12 @@ def _cvat_labels(root) -> list[str] | None:
     labels = None if meta is None else next(meta.iter("labels"), None)
     if labels is None:
         return None
-    return [str(lab.findtext("name", "")) for lab in labels.findall("label")]
+    # a skeleton's points are labels with a <parent>: not categories of their own
+    return [
+        str(lab.findtext("name", ""))
+        for lab in labels.findall("label")
+        if not (lab.findtext("parent") or "").strip()
+    ]
 
 
 def _int_attr(element, name: str, what: str) -> int:
