@@ -490,3 +490,19 @@ def test_fit_trains_on_a_cvat_export_and_the_adapter_loads_back(tmp_path):
         if not torch.equal(p, base.state_dict()[name])
     ]  # fmt: skip
     assert changed and all("mask_decoder" in name for name in changed)
+
+
+def test_eval_scores_a_labelme_folder_and_fits_default_run_folder_is_named_by_the_tool(tmp_path):
+    from typer.testing import CliRunner
+
+    from samtune.cli import app
+    from samtune.train.config import FitConfig
+
+    labelme_json(tmp_path / "lm", "a", [shape("can", pairs(POLYGON))])
+    args = ["eval", "-m", "tiny", "-d", f"labelme:{tmp_path / 'lm'}", "--split", "all", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output[-2000:]
+    report = json.loads(result.output[result.output.index("{") :])["tiny"]
+    assert report["metrics"]["num_instances"] == 1 and report["metrics"]["num_images"] == 1
+    # a path in the dataset name made runs/lora-cvat:/x/annotations.xml, nested folders
+    assert FitConfig(dataset="cvat:/x/annotations.xml").resolved().output_dir == "runs/lora-cvat"
