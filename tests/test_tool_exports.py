@@ -123,6 +123,57 @@ def test_cvat_rle_decodes_cvats_own_examples():
     assert cvat_mask2rle([0, 0, 0, 1]) == [3, 1] and cvat_mask2rle([1, 1, 0, 0]) == [0, 2, 2]
 
 
+SDK_BITMAP = np.zeros((H, W), bool)
+SDK_BITMAP[12:17, 20:27] = [[1, 1, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1, 0],
+                            [0, 0, 1, 1, 1, 0, 0], [1, 0, 0, 1, 0, 0, 1]]  # fmt: skip
+# cvat_sdk 2.80.0's masks.encode_mask(SDK_BITMAP): CVAT's own encoder, written down (the mask's
+# "points": its run lengths, then left, top, right, bottom)
+SDK_POINTS = [0, 2, 2, 10, 1, 5, 3, 3, 2, 1, 2, 1, 2, 1, 20, 12, 26, 16]
+
+
+def cvat_dump_mask(label: str, points: list) -> str:
+    """A mask shape's points as CVAT's XML exporter writes them (dump_as_cvat_annotation)."""
+    rle = f"{list(int(v) for v in points[:-4])}"[1:-1]
+    left, top, right, bottom = (int(v) for v in points[-4:])
+    return (f'<mask label="{label}" source="manual" occluded="0" rle="{rle}" left="{left}" '
+            f'top="{top}" width="{right - left + 1}" height="{bottom - top + 1}" z_order="0">'
+            "</mask>")  # fmt: skip
+
+
+def test_cvat_mask_written_by_cvats_encoder_reads_back(tmp_path):
+    xml = cvat_xml(tmp_path / "export", {"a.png": cvat_dump_mask("can", SDK_POINTS)})
+    assert np.array_equal(_all(f"cvat:{xml}")[0].masks[0], SDK_BITMAP)
+
+
+def _cvat_sdk_masks():
+    """cvat_sdk's ``masks`` module, loaded from its file (cvat_sdk's __init__ needs its whole
+    API client); skipped when cvat-sdk is absent."""
+    spec = importlib.util.find_spec("cvat_sdk")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("cvat-sdk is not installed")
+    path = Path(spec.submodule_search_locations[0]) / "masks.py"
+    module_spec = importlib.util.spec_from_file_location("cvat_sdk_masks_oracle", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def test_cvat_masks_against_cvat_sdks_own_encoder_and_decoder(tmp_path):
+    masks = _cvat_sdk_masks()
+    assert masks.encode_mask(SDK_BITMAP) == SDK_POINTS  # the values written down above
+    rng = np.random.default_rng(0)
+    bitmaps = [rng.random((H, W)) < p for p in (0.05, 0.5, 0.95)]
+    bitmaps.append(np.zeros((H, W), bool))
+    bitmaps[-1][0, 0] = True  # a mask whose first pixel is set: its RLE starts with 0
+    encoded = [masks.encode_mask(b) for b in bitmaps]
+    body = "".join(cvat_dump_mask("can", e) for e in encoded)
+    xml = cvat_xml(tmp_path / "export", {"a.png": body})
+    ours = _all(f"cvat:{xml}")[0].masks
+    for e, b, got in zip(encoded, bitmaps, ours, strict=True):
+        theirs = masks.decode_mask(e, image_width=W, image_height=H)
+        assert np.array_equal(got, theirs) and np.array_equal(got, b)
+
+
 def test_cvat_xml_polygons_and_masks_become_instances(tmp_path):
     blob = np.zeros((6, 9), bool)
     blob[1:5, 2:8] = True
