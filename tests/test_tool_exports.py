@@ -410,6 +410,14 @@ def test_cvat_xml_bad_shapes_are_one_data_error(tmp_path, body, words):
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_declared_size_no_image_can_have_is_refused_before_any_mask_is_made(tmp_path):
+    body = '<mask label="can" rle="0, 1" left="0" top="0" width="1" height="1"></mask>'
+    xml = cvat_xml(tmp_path / "export", {"a.png": body})
+    xml.write_text(xml.read_text().replace(f'width="{W}"', 'width="900000000"'))
+    with pytest.raises(DataError, match="declares 900000000x40"):
+        _all(f"cvat:{xml}")
+
+
 def test_xml_with_a_doctype_or_entities_is_refused_unexpanded(tmp_path):
     xml = tmp_path / "annotations.xml"
     xml.write_text('<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xxxxxxxxxx">]>'

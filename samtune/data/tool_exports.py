@@ -117,6 +117,7 @@ class _Builder:
         self.skipped: Counter = Counter()
 
     def add_image(self, file_name: str, width: int, height: int) -> int:
+        _check_size(width, height, f"{self.where}: image {quote_untrusted(file_name)}")
         image_id = len(self.images) + 1
         self.images.append(
             {"id": image_id, "file_name": file_name, "width": width, "height": height}
@@ -147,6 +148,20 @@ class _Builder:
         ]  # fmt: skip
         categories = [{"id": i, "name": n} for n, i in ids.items()]
         return {"images": self.images, "annotations": annotations, "categories": categories}
+
+
+def _check_size(width: int, height: int, what: str) -> None:
+    """Refuse a declared image size no image samtune reads can have (twice Pillow's
+    decompression-bomb limit, as :func:`~samtune.data.coco.load_image`), before any mask of
+    that size is allocated."""
+    from PIL import Image
+
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    if limit and width * height > limit:
+        raise DataError(
+            f"{what} declares {width}x{height} (WxH) pixels, more than the {limit} samtune reads "
+            "(twice PIL.Image.MAX_IMAGE_PIXELS); the size is wrong: fix it in the export"
+        )
 
 
 def _category_names(
