@@ -198,6 +198,16 @@ def test_cvat_export_folder_and_xml_prefix_read_the_same(tmp_path):
     assert np.array_equal(a.masks, b.masks)
 
 
+def test_cvat_project_export_finds_images_in_their_subset_folder(tmp_path):
+    body = f'<polygon label="can" points="{_points(POLYGON)}"></polygon>'
+    xml = cvat_xml(tmp_path / "export", {"a.png": body})
+    xml.write_text(xml.read_text().replace('name="a.png"', 'name="a.png" subset="Train"'))
+    (tmp_path / "export" / "images" / "Train").mkdir()
+    (tmp_path / "export" / "images" / "a.png").rename(tmp_path / "export/images/Train/a.png")
+    ds = _all(f"cvat:{xml}")
+    assert ds.image_path(0) == tmp_path / "export" / "images" / "Train" / "a.png"
+
+
 def test_cvat_boxes_are_skipped_with_one_warning_unless_boxes_mask(tmp_path):
     body = ('<box label="can" occluded="0" xtl="2.00" ytl="3.00" xbr="12.00" ybr="9.00" '
             f'z_order="0"></box><polygon label="can" points="{_points(POLYGON)}"></polygon>'

@@ -15,8 +15,9 @@ Formats read:
   ``is_crowd`` attribute that would tell a real crowd region apart), so these are read as
   ordinary instances unless ``keep_crowd=True``; the ``attributes`` field is ignored; a
   box-only annotation (empty ``segmentation``) follows ``boxes``.
-* CVAT "CVAT for images 1.1" (``annotations.xml``, images in ``images/``): per ``<image name
-  width height>``, ``<polygon points="x,y;x,y;...">``, ``<mask rle="n0, n1, ..." left top
+* CVAT "CVAT for images 1.1" (``annotations.xml``, images in ``images/``, or
+  ``images/<subset>/`` for a project's export, whose ``<image>`` has a ``subset``): per ``<image
+  name width height>``, ``<polygon points="x,y;x,y;...">``, ``<mask rle="n0, n1, ..." left top
   width height>`` (CVAT's own RLE: run lengths over the ``width`` x ``height`` box, row-major,
   starting with a run of background, as cvat-core's ``mask2Rle`` writes it), ``<box xtl ytl
   xbr ybr [rotation]>`` and ``<ellipse cx cy rx ry [rotation]>``. Shapes that share a
@@ -367,7 +368,8 @@ def _cvat_image(builder: _Builder, element, pos: int) -> None:
     height = _int_attr(element, "height", what)
     if width <= 0 or height <= 0:
         raise DataError(f"{what}: width and height must be positive, found {width}x{height}")
-    image_id = builder.add_image(name, width, height)
+    subset = element.get("subset")  # a project export: its images are in images/<subset>/
+    image_id = builder.add_image(f"{subset}/{name}" if subset else name, width, height)
     groups: dict[str, list[_Shape]] = {}
     for k, child in enumerate(element):
         shape = _cvat_shape(builder, child, width, height, f"{what}, <{child.tag}> #{k}")
