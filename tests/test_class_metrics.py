@@ -331,7 +331,7 @@ def _meta_inputs(samples, predictions, folder: Path, classes=CATEGORIES) -> tupl
     """Meta's format: one COCO "image" per (image, category) query, all instance-exhaustive."""
     from pycocotools import mask as mask_utils
 
-    from samtune.data.coco import encode_mask
+    from samtune.data.masks import encode_mask
 
     images, annotations, results = [], [], []
     for s in samples:

@@ -71,6 +71,15 @@ NOT_RUN = {
     "samtune fit --strategy lora --dataset demo --prompt point --point-sampling random": (
         "a second demo fine-tuning (minutes); test_point_sampling checks the prompts it trains on"
     ),
+    "samtune fit --strategy lora --dataset cvat:export/annotations.xml --images export/images": (
+        "needs a CVAT export; test_tool_exports trains on a fabricated one through the CLI"
+    ),
+    "samtune eval -m demo --adapter runs/lora-cvat/adapter --dataset cvat:export --split test": (
+        "needs a CVAT export and its run; test_tool_exports loads fabricated exports"
+    ),
+    "samtune fit --strategy lora --dataset labelme:photos/": (
+        "needs LabelMe files; test_tool_exports reads fabricated ones"
+    ),
     "samtune fit --config runs/lora-demo/config.yaml --output-dir runs/again": (
         "a second full main-job run; the config round trip is tested in test_train_units"
     ),

@@ -1,6 +1,6 @@
 """``samtune eval``: IoU of a model (and adapters) on a dataset with the box/point/click protocols.
 
-Parses the options and prints the reports; :func:`samtune.evaluate.run_evaluation` does the
+Parses the options and prints the reports; :func:`samtune.evaluation.run_evaluation` does the
 rest. Help texts and defaults are :class:`~samtune.evaluation.config.EvalConfig`'s.
 """
 

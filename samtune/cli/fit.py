@@ -21,6 +21,7 @@ def fit(
     strategy: Annotated[str | None, FIT.option("strategy", "--strategy", "-s")] = None,
     dataset: Annotated[str | None, FIT.option("dataset", "--dataset", "-d")] = None,
     model: Annotated[str | None, FIT.option("model", "--model", "-m")] = None,
+    images: Annotated[Path | None, FIT.option("images", "--images")] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="YAML file of options (a run's config.yaml)."),
@@ -67,6 +68,8 @@ def fit(
         samtune fit --strategy lora --dataset trashcan --epochs 20 --mixed-precision bf16
 
         samtune fit --config runs/lora-trashcan/config.yaml --resume
+
+        samtune fit --strategy lora --dataset cvat:export/annotations.xml --images export/images
 
         accelerate launch --num_processes 2 -m samtune fit --strategy decoder --dataset trashcan
     """

@@ -18,6 +18,7 @@ from ..io import atomic_write, dump_json
 from .coco import ON_ERROR, InstanceDataset, read_annotations, read_coco_json
 from .coco_schema import is_int
 from .synthetic import ensure_demo_dataset
+from .tool_exports import check_tool_export, load_tool_export, tool_export_name
 
 
 @dataclass(frozen=True)
@@ -415,6 +416,14 @@ def _check_options(name: str, options: dict) -> None:
         raise ConfigError(f"on_error must be one of {', '.join(ON_ERROR)}; found {on_error!r}")
 
 
+def _no_root(name: str, root: str | Path | None) -> None:
+    if root is not None:
+        raise ConfigError(
+            f"dataset {quote_untrusted(name)} names its export itself; leave root (dataset_root) "
+            "unset, and give the image folder as images="
+        )
+
+
 def check_dataset(
     name: str, splits: list[str] | tuple[str, ...], root: str | Path | None = None, **options
 ) -> None:
@@ -429,6 +438,9 @@ def check_dataset(
         ConfigError: an unknown or invalid option.
         MissingFileError: the dataset's files are not there (the message says how to get them).
     """
+    if tool_export_name(name) is not None:
+        _no_root(name, root)
+        return check_tool_export(name, splits, DATASET_OPTIONS, **options)
     recipe = get_recipe(name)
     _check_options(name, options)
     for split in splits:
@@ -464,8 +476,11 @@ def load_dataset(
     """Load one split of a dataset as an :class:`InstanceDataset` of :class:`Sample`.
 
     Args:
-        name: ``trashcan``, ``trashcan-material``, ``zerowaste``, ``taco``, ``demo`` or
-            ``coco`` (any COCO-format folder given as ``root``, or ``images=``/``annotations=``).
+        name: ``trashcan``, ``trashcan-material``, ``zerowaste``, ``taco``, ``demo``,
+            ``coco`` (any COCO-format folder given as ``root``, or ``images=``/``annotations=``),
+            or an annotation tool's export ``cvat:PATH``, ``labelme:DIR``... (see
+            :mod:`samtune.data.tool_exports`: splits ``train``/``val``/``test``/``all``,
+            options ``images``, ``classes``, ``boxes``, ``keep_crowd``, ``split_seed``).
         split: ``train``, ``val`` or ``test`` (TrashCan: ``test`` is the official val, ``val``
             whole videos held out of the official train, see :func:`trashcan_split_ids`).
         root: the dataset's folder (default ``$SAMTUNE_DATA/<name>``; for ``demo`` the cache
@@ -483,6 +498,9 @@ def load_dataset(
             the ``samtune data download`` command (or the manual steps) that fixes it.
         DataError: malformed annotations (see ``on_error``).
     """
+    if tool_export_name(name) is not None:
+        _no_root(name, root)
+        return load_tool_export(name, split, known=DATASET_OPTIONS, **options)
     recipe = get_recipe(name)
     _check_options(name, options)
     label = f"{name}/{split}"

@@ -1,6 +1,6 @@
 """The options of an evaluation: one dataclass, settable from YAML, the CLI and Python.
 
-:class:`EvalConfig` is to ``samtune eval`` and :func:`samtune.evaluate.run_evaluation` what
+:class:`EvalConfig` is to ``samtune eval`` and :func:`samtune.evaluation.run_evaluation` what
 :class:`~samtune.train.config.FitConfig` is to ``samtune fit``: the same merge (defaults < YAML
 file < options given, :func:`~samtune.train.config.merge_options`), the same checks, and each
 field's ``metadata["help"]`` is the command line's help text. Light: no torch until an
@@ -87,7 +87,9 @@ class EvalConfig(Options):
     root: str | None = field(
         default=None, metadata={"help": "Dataset folder (default: the recipe's)."}
     )
-    images: str | None = field(default=None, metadata={"help": "coco: image folder."})
+    images: str | None = field(
+        default=None, metadata={"help": "coco, cvat:..., labelme:...: image folder."}
+    )
     annotations: str | None = field(default=None, metadata={"help": "coco: annotation JSON."})
     prompt: str = field(
         default="box", metadata={"help": "Protocol: box, point, clicks:N or auto (no prompt)."}

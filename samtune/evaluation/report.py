@@ -1,7 +1,7 @@
 """Evaluation reports: :class:`EvalReport`, ``metrics.json``, markdown tables, model comparisons.
 
-Light (no torch): what a report is and how it reads; :mod:`samtune.evaluate.runner` makes
-them, :mod:`samtune.evaluate.evaluation` runs and writes several.
+Light (no torch): what a report is and how it reads; :mod:`samtune.evaluation.protocols` makes
+them, :mod:`samtune.evaluation.runs` runs and writes several.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import Any
 from ..adapters import load_tuned, read_adapter
 from ..data import load_dataset
 from ..data.recipes import check_dataset
+from ..data.tool_exports import tool_export_name
 from ..errors import ConfigError, MissingFileError
 from ..io import atomic_write, claim_output, is_main_process
 from ..models.family import SAM, family_of
@@ -73,7 +74,11 @@ def run_evaluation(
     if config.compare and not adapters:
         raise ConfigError("--compare needs at least one --adapter to compare with the base model")
     options = {}
-    if config.images is not None or config.annotations is not None:
+    if tool_export_name(config.dataset) is not None:  # cvat:PATH, labelme:DIR...
+        options = {} if config.images is None else {"images": config.images}
+        if config.annotations is not None:
+            raise ConfigError(f"--annotations applies to --dataset coco, not {config.dataset!r}")
+    elif config.images is not None or config.annotations is not None:
         if config.dataset != "coco":
             raise ConfigError(
                 f"--images and --annotations apply to --dataset coco only, not {config.dataset!r}"

@@ -49,7 +49,7 @@ class FitConfig(Options):
     """Every option of a training run (``samtune fit``, ``samtune.fit``, ``config.yaml``)."""
 
     noun = "training option"
-    path_fields = ("output_dir", "dataset_root", "cache_dir")
+    path_fields = ("output_dir", "dataset_root", "cache_dir", "images")
 
     strategy: str = field(
         default="lora",
@@ -57,7 +57,10 @@ class FitConfig(Options):
     )
     dataset: str = field(
         default="demo",
-        metadata={"help": "Dataset recipe (demo, trashcan, zerowaste, taco...) or coco."},
+        metadata={
+            "help": "Dataset recipe (demo, trashcan, zerowaste, taco...), coco, or a tool's "
+            "export: cvat:PATH, labelme:DIR, x-anylabeling:DIR."
+        },
     )
     model: str | None = field(
         default=None,
@@ -73,6 +76,10 @@ class FitConfig(Options):
     )
     dataset_root: str | None = field(default=None, metadata={"help": "Dataset folder."})
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    images: str | None = field(
+        default=None,
+        metadata={"help": "Image folder of a cvat:/labelme:... export (default: its own) or coco."},
+    )
     train_split: str = "train"
     val_split: str | None = field(default="val", metadata={"help": "Validation split; null: none."})
     test_split: str | None = field(
@@ -245,12 +252,19 @@ class FitConfig(Options):
         if out.compare_point is None:
             out.compare_point = self.dataset == "demo"
         if out.output_dir is None:
-            out.output_dir = str(Path("runs") / f"{out.strategy}-{out.dataset}")
+            # cvat:/path/to/export -> runs/lora-cvat
+            out.output_dir = str(Path("runs") / f"{out.strategy}-{out.dataset.partition(':')[0]}")
         out.validate()
         return out
 
 
 LOSS_WEIGHTS = ("focal_weight", "dice_weight", "iou_weight")
+
+
+def dataset_options(cfg: FitConfig) -> dict[str, Any]:
+    """``cfg.dataset_options`` with ``images`` (``--images``) in it when given."""
+    extra = {} if cfg.images is None else {"images": cfg.images}
+    return {**cfg.dataset_options, **extra}
 
 
 def check_inputs(cfg: FitConfig, *, strategy: Any = None, dataset: Any = None) -> Any:
@@ -284,7 +298,7 @@ def check_inputs(cfg: FitConfig, *, strategy: Any = None, dataset: Any = None) -
         from ..data.recipes import check_dataset
 
         splits = [s for s in (cfg.train_split, cfg.val_split, cfg.test_split) if s]
-        check_dataset(cfg.dataset, splits, cfg.dataset_root, **cfg.dataset_options)
+        check_dataset(cfg.dataset, splits, cfg.dataset_root, **dataset_options(cfg))
     elif isinstance(dataset, dict) and cfg.train_split not in dataset:
         raise ConfigError(
             f"train_split {cfg.train_split!r} is not among the splits given "

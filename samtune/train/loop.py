@@ -54,7 +54,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import FitConfig, build_config, check_inputs, save_yaml
+from .config import FitConfig, build_config, check_inputs, dataset_options, save_yaml
 from .step import FrozenEncoderEmbeddings, SamTrainStep, batch_inputs, training_loss
 
 
@@ -166,7 +166,7 @@ def _load_splits(cfg: FitConfig, dataset: Any) -> dict[str, Any]:
     splits = {}
     for split in dict.fromkeys(s for s in (cfg.train_split, cfg.val_split, cfg.test_split) if s):
         splits[split] = load_dataset(
-            cfg.dataset, split, root=cfg.dataset_root, **cfg.dataset_options
+            cfg.dataset, split, root=cfg.dataset_root, **dataset_options(cfg)
         )
     return splits
 
@@ -367,7 +367,8 @@ def _run_entries(cfg: FitConfig) -> list[str]:
 
 def _input_paths(cfg: FitConfig) -> list[Path]:
     """The local files and folders the run reads: the model, the dataset's files."""
-    given = [cfg.model, cfg.dataset_root, *cfg.dataset_options.values()]
+    export = cfg.dataset.partition(":")[2]  # cvat:PATH, labelme:DIR...
+    given = [cfg.model, cfg.dataset_root, export, *dataset_options(cfg).values()]
     return [Path(v) for v in given if isinstance(v, (str, Path)) and str(v) and Path(v).exists()]
 
 
