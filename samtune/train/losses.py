@@ -32,18 +32,24 @@ class LossOutput:
     best: torch.Tensor
 
 
-def sigmoid_focal_loss(
-    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+def sigmoid_focal(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float
 ) -> torch.Tensor:
-    """Per-mask focal loss: ``logits``/``targets`` (..., H, W) -> (...), mean over pixels."""
-    targets = targets.to(logits.dtype)
+    """Element-wise sigmoid focal loss (RetinaNet), ``alpha < 0`` for no weighting; same shape."""
     prob = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     p_t = prob * targets + (1 - prob) * (1 - targets)
     loss = ce * (1 - p_t) ** gamma
     if alpha >= 0:
         loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return loss.flatten(-2).mean(-1)
+    return loss
+
+
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
+    """Per-mask focal loss: ``logits``/``targets`` (..., H, W) -> (...), mean over pixels."""
+    return sigmoid_focal(logits, targets.to(logits.dtype), alpha, gamma).flatten(-2).mean(-1)
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0) -> torch.Tensor:

@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from samtune.errors import ConfigError, InputError, RunError
-from samtune.train.sam3_matching import MatcherWeights, hungarian_match, xyxy_to_cxcywh
+from ..errors import ConfigError, InputError, RunError
+from .losses import sigmoid_focal
+from .sam3_matching import MatcherWeights, hungarian_match, xyxy_to_cxcywh
 
 MASK_TERMS = ("loss_mask", "loss_dice")
 # Which loss terms each model output feeds: named in the error when an output is not finite.
@@ -117,19 +118,6 @@ def joint_logits(pred_logits: torch.Tensor, presence_logits: torch.Tensor) -> to
     """
     prob = (pred_logits.sigmoid() * presence_logits.sigmoid()[:, None]).clamp(0, 1)
     return torch.log(prob.clamp(min=1e-3) / (1 - prob).clamp(min=1e-3)).clamp(-10.0, 10.0)
-
-
-def sigmoid_focal(
-    logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float
-) -> torch.Tensor:
-    """Element-wise sigmoid focal loss (RetinaNet), ``alpha < 0`` for no weighting; same shape."""
-    prob = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = prob * targets + (1 - prob) * (1 - targets)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return loss
 
 
 def matched_box_iou(

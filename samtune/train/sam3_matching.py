@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from samtune.errors import InputError, RunError
+from ..errors import InputError, RunError
 
 
 @dataclass(frozen=True)

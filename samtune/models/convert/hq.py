@@ -220,11 +220,8 @@ def load_original(path: str | Path, **config_overrides) -> SamHQModel:
         MissingFileError: no such file.
         CheckpointError: not a readable checkpoint, or not SAM-HQ.
     """
-    path = Path(path)
-    sd = convert.strip_wrapper_prefix(convert.read_torch_checkpoint(path))
-    if not is_hq_state_dict(sd):
-        raise convert.wrong_family_error(path, sd, "SAM-HQ")
-    return model_from_original(path, sd, **config_overrides)
+    sd = convert.read_family_checkpoint(path, is_hq_state_dict, "SAM-HQ")
+    return model_from_original(Path(path), sd, **config_overrides)
 
 
 def model_from_original(path: Path, sd: Mapping[str, torch.Tensor], **config_overrides):

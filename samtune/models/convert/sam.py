@@ -15,7 +15,7 @@ without one the loader assumes Meta's values and says so.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -484,6 +484,21 @@ def load_converted(model: torch.nn.Module, hf_sd: Mapping[str, torch.Tensor], fa
 def sidecar_path(path: str | Path) -> Path:
     """Where :func:`save_meta_checkpoint` puts what a Meta ``.pth`` cannot record."""
     return Path(str(path) + SIDECAR_SUFFIX)
+
+
+def read_family_checkpoint(
+    path: str | Path, is_family: Callable[[Mapping[str, Any]], bool], wanted: str
+) -> dict[str, Any]:
+    """The state dict of an original checkpoint of one family (wrapper prefixes stripped).
+
+    Raises:
+        MissingFileError: no such file.
+        CheckpointError: not a readable checkpoint, or of another family than ``wanted``.
+    """
+    sd = strip_wrapper_prefix(read_torch_checkpoint(Path(path)))
+    if not is_family(sd):
+        raise wrong_family_error(Path(path), sd, wanted)
+    return sd
 
 
 def wrong_family_error(path: Path, state_dict: Mapping[str, Any], wanted: str) -> CheckpointError:

@@ -338,11 +338,8 @@ def load_original(path: str | Path, **stated) -> Sam2Model:
         MissingFileError: no such file.
         CheckpointError: not a readable checkpoint, or not SAM 2.
     """
-    path = Path(path)
-    sd = convert.strip_wrapper_prefix(convert.read_torch_checkpoint(path))
-    if not is_sam2_state_dict(sd):
-        raise convert.wrong_family_error(path, sd, "SAM 2")
-    return model_from_original(path, sd, **stated)
+    sd = convert.read_family_checkpoint(path, is_sam2_state_dict, "SAM 2")
+    return model_from_original(Path(path), sd, **stated)
 
 
 def model_from_original(path: Path, sd: Mapping[str, torch.Tensor], **stated):
