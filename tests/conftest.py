@@ -20,6 +20,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture
+def server(tmp_path):
+    """(folder, base URL): ``tmp_path/served`` on a local HTTP server (tests/local_http.py)."""
+    from local_http import serving
+
+    served = tmp_path / "served"
+    served.mkdir()
+    with serving(served) as url:
+        yield served, url
+
+
+@pytest.fixture
 def tiny_model():
     from samtune.models.loading import load_model
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import http.server
 import io
 import json
 import os
 import tarfile
-import threading
 import zipfile
 
 import numpy as np
 import pytest
+from local_http import RangeHandler
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -21,59 +20,6 @@ from samtune.cli import app
 from samtune.data import load_dataset
 from samtune.data.download import download_dataset, download_file, safe_extract
 from samtune.errors import DataError, OfflineError
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Static files with Range support; ``?cut=N`` drops the connection after N bytes."""
-
-    ranges: list = []
-
-    def log_message(self, *args):  # keep test output clean
-        pass
-
-    def do_GET(self):
-        path, _, query = self.path.partition("?")
-        file = os.path.join(self.directory, path.lstrip("/"))
-        if not os.path.isfile(file):
-            self.send_error(404)
-            return
-        data = open(file, "rb").read()
-        start = 0
-        rng = self.headers.get("Range")
-        type(self).ranges.append(rng)
-        if rng:
-            start = int(rng.split("=")[1].split("-")[0])
-            if start >= len(data):
-                self.send_response(416)
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if query.startswith("cut="):
-            self.wfile.write(body[: int(query[4:])])
-            self.wfile.flush()
-            self.connection.shutdown(2)
-            return
-        self.wfile.write(body)
-
-
-@pytest.fixture
-def server(tmp_path):
-    served = tmp_path / "served"
-    served.mkdir()
-    _Handler.ranges = []
-    handler = functools.partial(_Handler, directory=str(served))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def _sha(data: bytes) -> str:
@@ -95,7 +41,7 @@ def test_download_progress_resume_and_checksum(server, tmp_path, monkeypatch):
     monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
     download_file(f"{base}/blob.bin", dest, sha256=_sha(payload))
     assert dest.read_bytes() == payload and not part.exists()
-    assert _Handler.ranges[-1] == f"bytes={partial}-"
+    assert RangeHandler.ranges[-1] == f"bytes={partial}-"
 
 
 def test_checksum_mismatch_is_retried_then_reported(server, tmp_path):
@@ -105,7 +51,7 @@ def test_checksum_mismatch_is_retried_then_reported(server, tmp_path):
     with pytest.raises(DataError, match="corrupt: sha256 .*expected 0000"):
         download_file(f"{base}/a.bin", dest, sha256="0" * 64, quiet=True)
     assert not dest.exists() and not dest.with_name("a.bin.part").exists()
-    assert len(_Handler.ranges) == 2  # one retry from scratch
+    assert len(RangeHandler.ranges) == 2  # one retry from scratch
     md5 = hashlib.md5(b"x" * 1000).hexdigest()
     assert download_file(f"{base}/a.bin", dest, md5=md5, quiet=True).read_bytes() == b"x" * 1000
 
@@ -189,9 +135,9 @@ def test_trashcan_recipe_end_to_end(server, tmp_path, monkeypatch):
     assert len(train) + len(val) == 3 and len(test) == 2 and test.name == "trashcan-material/test"
     assert train[0].masks.shape == (1, 24, 32) and train[0].masks[0].sum() == 64
     # re-running is instant: the extraction marker skips the archive
-    n_requests = len(_Handler.ranges)
+    n_requests = len(RangeHandler.ranges)
     download_dataset("trashcan", root, quiet=True)
-    assert len(_Handler.ranges) == n_requests
+    assert len(RangeHandler.ranges) == n_requests
 
 
 def test_zerowaste_recipe_via_cli(server, tmp_path, monkeypatch):

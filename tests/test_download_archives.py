@@ -3,19 +3,17 @@ images listed but missing, and untrusted file names (a local HTTP server, fabric
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import json
 import os
 import struct
-import threading
 import warnings
 import zipfile
 import zlib
 
 import pytest
-from test_data_download import _coco_split, _Handler, _sha, _zip
+from local_http import RangeHandler
+from test_data_download import _coco_split, _sha, _zip
 from typer.testing import CliRunner
 
 from samtune.cli import app
@@ -30,21 +28,6 @@ from samtune.data.download import (
 )
 from samtune.errors import DataError, SamtuneWarning
 from samtune.io import join_inside
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A local HTTP server of ``tmp_path/served`` (test_data_download's handler: Range, cuts)."""
-    served = tmp_path / "served"
-    served.mkdir()
-    _Handler.ranges = []
-    handler = functools.partial(_Handler, directory=str(served))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
 
 # --------------------------------------------------------------------------- ZipCrypto writer
 
@@ -163,12 +146,12 @@ def test_a_truncated_copy_is_resumed_to_the_published_size(server, tmp_path):
     dest.write_bytes(payload[:50_000])  # an interrupted copy, e.g. from a browser
     md5 = hashlib.md5(payload).hexdigest()
     download_file(f"{base}/f.bin", dest, md5=md5, size=len(payload), quiet=True)
-    assert dest.read_bytes() == payload and _Handler.ranges == ["bytes=50000-"]
+    assert dest.read_bytes() == payload and RangeHandler.ranges == ["bytes=50000-"]
     # a partial file longer than the published size cannot be a prefix: started afresh
     dest.unlink()
     dest.with_name("f.bin.part").write_bytes(os.urandom(300_000))
     download_file(f"{base}/f.bin", dest, md5=md5, size=len(payload), quiet=True)
-    assert dest.read_bytes() == payload and _Handler.ranges[-1] is None
+    assert dest.read_bytes() == payload and RangeHandler.ranges[-1] is None
 
 
 def test_a_truncated_download_is_deleted_and_fetched_again(server, tmp_path, monkeypatch):
@@ -235,12 +218,12 @@ def test_taco_from_the_zenodo_archive_loads(server, tmp_path, monkeypatch):
     assert not any(p.name.startswith(".") for p in (root / "data").rglob("*"))
     sizes = [len(load_dataset("taco", s, root)) for s in ("train", "val", "test")]
     assert sizes == [8, 1, 1]
-    n = len(_Handler.ranges)
+    n = len(RangeHandler.ranges)
     assert CliRunner().invoke(app, args).exit_code == 0
-    assert len(_Handler.ranges) == n  # re-running fetches nothing
+    assert len(RangeHandler.ranges) == n  # re-running fetches nothing
     (root / "data" / "batch_2" / "4.png").unlink()  # lost: a re-run extracts it again
     assert CliRunner().invoke(app, args).exit_code == 0
-    assert (root / "data" / "batch_2" / "4.png").is_file() and len(_Handler.ranges) == n
+    assert (root / "data" / "batch_2" / "4.png").is_file() and len(RangeHandler.ranges) == n
 
 
 def test_taco_images_missing_from_the_archive_are_counted(server, tmp_path, monkeypatch):
@@ -386,7 +369,7 @@ def test_a_file_that_is_not_the_published_one_is_reported_not_deleted(server, tm
     md5 = hashlib.md5(b"published").hexdigest()
     with pytest.raises(DataError, match=r"is not the published file: md5 .*--checksum f\.bin="):
         download_file(f"{base}/f.bin", dest, md5=md5, quiet=True)
-    assert dest.read_bytes() == b"somebody's own copy" and _Handler.ranges == []
+    assert dest.read_bytes() == b"somebody's own copy" and RangeHandler.ranges == []
 
 
 @pytest.mark.parametrize(
