@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_write
+from ..io import atomic_write, write_safetensors
 
 Entry = torch.Tensor | tuple[torch.Tensor, ...]
 """One image's cached embedding: a tensor (SAM) or a tuple of tensors (SAM-HQ, SAM 2)."""
@@ -145,10 +145,8 @@ class EmbeddingCache:
         if self.directory is not None:
             path = self._path(key)
             if not path.exists():
-                from safetensors.torch import save_file
-
                 with atomic_write(path) as tmp:
-                    save_file(_to_file(embedding), str(tmp))
+                    write_safetensors(_to_file(embedding), tmp)
 
     def _remember(self, key: str, tensor: Entry) -> None:
         size = _nbytes(tensor)
