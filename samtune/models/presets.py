@@ -105,7 +105,7 @@ def tiny_sam3_config(image_size: int = 112) -> Sam3Config:
     """A SAM 3 small enough to run on a CPU in a second, with the structure of the real one:
     a 2-layer 32-wide ViT (patch 14, one windowed and one global layer) and its 4-level FPN, a
     2-layer CLIP text encoder over :func:`samtune.models.text.tiny_clip_tokenizer`'s
-    vocabulary (16 positions), one geometry and one DETR encoder layer, two DETR decoder
+    vocabulary (32 positions, as Sam3Processor pads), one geometry and one DETR encoder layer, two DETR decoder
     layers with 8 queries, and a 32-wide mask decoder."""
     from .text import tiny_vocabulary
 
@@ -135,7 +135,7 @@ def tiny_sam3_config(image_size: int = 112) -> Sam3Config:
             projection_dim=32,
             num_hidden_layers=2,
             num_attention_heads=2,
-            max_position_embeddings=16,
+            max_position_embeddings=32,  # Sam3Processor pads phrases to 32 tokens
             bos_token_id=vocab["<|startoftext|>"],
             eos_token_id=vocab["<|endoftext|>"],
             pad_token_id=vocab["<|endoftext|>"],
