@@ -216,6 +216,16 @@ def _load_demo(_seed: int) -> SamModel:
     return load_bundled_demo_model()
 
 
+PRESET_FAMILIES = {"tiny-hq": "sam-hq", "tiny-sam2": "sam2", "tiny-sam3": "sam3"}
+"""The family of each preset that is not SAM (``samtune.models.family``), known without
+building it."""
+
+
+def preset_family(name: str) -> str:
+    """The family name of the preset ``name``."""
+    return PRESET_FAMILIES.get(name, "sam")
+
+
 def list_presets() -> dict[str, str]:
     return {name: desc for name, (desc, _) in PRESETS.items()}
 

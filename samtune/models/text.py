@@ -148,9 +148,7 @@ def tokenize_phrases(model: torch.nn.Module, phrases: list[str]) -> dict[str, to
                 f"phrase {quote_untrusted(phrase)} is {count} tokens long (start and end "
                 f"included); this model's text encoder reads at most {length}: shorten it"
             )
-    encoded = tokenizer(
-        list(phrases), padding="max_length", max_length=length, return_tensors="pt"
-    )
+    encoded = tokenizer(list(phrases), padding="max_length", max_length=length, return_tensors="pt")
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 

@@ -122,7 +122,9 @@ def _expand(vision: Any, size: int) -> Any:
     if size == 1:
         return vision
     return type(vision)(
-        last_hidden_state=vision.last_hidden_state.expand(size, *vision.last_hidden_state.shape[1:]),
+        last_hidden_state=vision.last_hidden_state.expand(
+            size, *vision.last_hidden_state.shape[1:]
+        ),
         fpn_hidden_states=tuple(f.expand(size, *f.shape[1:]) for f in vision.fpn_hidden_states),
         fpn_position_encoding=tuple(
             f.expand(size, *f.shape[1:]) for f in vision.fpn_position_encoding

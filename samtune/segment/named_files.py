@@ -79,9 +79,7 @@ def phrase_table(
         return dataset_phrases(classes, root)
     for text in texts:
         if not text.strip():
-            raise InputError(
-                f"--text {text!r} is empty; give a phrase such as 'plastic bottle'"
-            )
+            raise InputError(f"--text {text!r} is empty; give a phrase such as 'plastic bottle'")
     return {i + 1: text for i, text in enumerate(texts)}
 
 

@@ -90,9 +90,7 @@ class PeftBasedStrategy(Strategy):
             return True
         # The decoder trains directly (requires_grad, no modules_to_save), except the frozen
         # base weights of decoder layers that carry their own peft layers.
-        return (
-            self.train_decoder and self.family.is_decoder(name) and ".base_layer." not in name
-        )
+        return self.train_decoder and self.family.is_decoder(name) and ".base_layer." not in name
 
     def merge(self, model: torch.nn.Module) -> torch.nn.Module:
         return remove_tuner_layers(model, merge=True)
