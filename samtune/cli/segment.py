@@ -54,7 +54,8 @@ def segment_command(
         float | None,
         typer.Option("--score-threshold", help="By name: keep instances scored above this [0.5]."),
     ] = None,
-    mask_threshold: Annotated[
+    # not mask_threshold: that is AutoMaskConfig's (a logit), whose defaults the context fills
+    probability_threshold: Annotated[
         float | None,
         typer.Option("--mask-threshold", help="By name: mask probability threshold [0.5]."),
     ] = None,
@@ -94,10 +95,10 @@ def segment_command(
     options = {k: v for k, v in given(ctx).items() if k in AutoMaskConfig.__dataclass_fields__}
     if text or classes:
         _segment_by_name(images, model, adapter, output, text, classes, root, options,
-                         score_threshold, mask_threshold, device, quiet)  # fmt: skip
+                         score_threshold, probability_threshold, device, quiet)  # fmt: skip
         return
     for flag, value in (("--score-threshold", score_threshold),
-                        ("--mask-threshold", mask_threshold), ("--root", root)):  # fmt: skip
+                        ("--mask-threshold", probability_threshold), ("--root", root)):  # fmt: skip
         if value is not None:
             raise InputError(f"{flag} applies to segmenting by name (--text or --classes)")
     cfg = merge_options(AutoMaskConfig, None, options)
