@@ -142,7 +142,7 @@ def tokenize_phrases(model: torch.nn.Module, phrases: list[str]) -> dict[str, to
             raise InputError(
                 f"phrase {quote_untrusted(phrase)} is empty; give a name such as 'plastic bottle'"
             )
-        count = len(tokenizer(phrase)["input_ids"])
+        count = len(tokenizer(phrase, verbose=False)["input_ids"])
         if count > length:
             raise InputError(
                 f"phrase {quote_untrusted(phrase)} is {count} tokens long (start and end "
