@@ -374,3 +374,23 @@ def test_evaluate_text_on_a_sam_model_or_box_on_sam3_is_refused(sam3, tiny_model
         evaluate(tiny_model, samples, "text")
     with pytest.raises(ConfigError, match="evaluate it with prompt 'text', not 'box'"):
         evaluate(sam3, samples, "box")
+
+
+def test_text_reports_compare_side_by_side_per_class(sam3, tmp_path):
+    from samtune.data import load_dataset
+    from samtune.evaluation import evaluate
+    from samtune.evaluation.report import EvalReport, format_comparison
+
+    images, annotations = _dataset_of_its_own_masks(tmp_path / "data", sam3)
+    data = load_dataset("coco", "train", images=str(images), annotations=str(annotations))
+    reports = {
+        "seed 0": evaluate(sam3, data, "text", progress=False),
+        "seed 1": evaluate(load_model("tiny-sam3", seed=1), data, "text", progress=False),
+    }
+    assert reports["seed 0"].metrics["per_class"]["bottle"]["ap"] > 0.3
+    table = format_comparison(reports)
+    assert "| AP seed 0 | AP seed 1 |" in table and "| cgF1 seed 0 | cgF1 seed 1 |" in table
+    rows = [line for line in table.splitlines() if line.startswith(("| bottle", "| can", "| mean"))]
+    assert len(rows) == 3
+    again = EvalReport.from_dict(reports["seed 0"].to_dict())  # rebuilt from metrics.json
+    assert "| bottle |" in again.to_markdown()
