@@ -102,6 +102,20 @@ CASES = [
         kept={"out/scene/mine.txt": "mine"},
     ),
     Case(
+        "segment-everything-with-sam3",
+        [*SEGMENT, "-m", "tiny-sam3"],
+        ["segmenting everything", "sam3 (Sam3Model)", "--text PHRASE"],
+        setup=_scene,
+        absent=["out"],
+    ),
+    Case(
+        "predict-boxes-with-sam3",
+        ["predict", "scene.png", "-m", "tiny-sam3", "--boxes", "1,1,20,20", "-o", "out"],
+        ["samtune predict", "point and box prompts", "--text PHRASE"],
+        setup=_scene,
+        absent=["out"],
+    ),
+    Case(
         "eval-text-on-a-sam-model",
         ["eval", "-m", "tiny", "-d", "demo", "--prompt", "text", "-o", "ev"],
         ["--prompt text", "text encoder", "'tiny' is sam"],

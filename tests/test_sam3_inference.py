@@ -156,6 +156,16 @@ def test_a_model_without_text_encoder_is_refused(tiny_model):
         segment_by_name(tiny_model, _image(), ["can"])
 
 
+def test_point_and_box_prompting_of_sam3_is_refused_with_what_to_use(sam3):
+    from samtune.segment.automatic import generate_masks
+    from samtune.segment.predictor import Predictor
+
+    with pytest.raises(InputError, match="prompted by name: use `samtune segment IMAGES --text"):
+        Predictor(sam3)
+    with pytest.raises(InputError, match="automatic mask generation needs a SAM, SAM-HQ or SAM 2"):
+        generate_masks(sam3, _image())
+
+
 def test_public_api_exports_segment_by_name():
     import samtune
 
@@ -394,3 +404,20 @@ def test_text_reports_compare_side_by_side_per_class(sam3, tmp_path):
     assert len(rows) == 3
     again = EvalReport.from_dict(reports["seed 0"].to_dict())  # rebuilt from metrics.json
     assert "| bottle |" in again.to_markdown()
+
+
+def test_text_protocol_gathered_through_rle_scores_the_same(sam3, tmp_path):
+    """The several-process path (predictions sent as RLE, scored in image order) gives the
+    numbers of the one-process path; with one process, gather_object hands the list back."""
+    from samtune.data import load_dataset
+    from samtune.evaluation.named import evaluate_text
+
+    images, annotations = _dataset_of_its_own_masks(tmp_path / "data", sam3)
+    data = load_dataset("coco", "train", images=str(images), annotations=str(annotations))
+    direct, _ = evaluate_text(sam3, data, [0, 1])
+    gathered, _ = evaluate_text(sam3, data, [1, 0, 1], gather=True)  # a padded shard
+    assert gathered.results == direct.results
+    a, b = direct.compute(), gathered.compute()
+    assert {k: a[k] for k in ("ap", "ap50", "semantic_miou", "cgf1")} == {
+        k: b[k] for k in ("ap", "ap50", "semantic_miou", "cgf1")
+    }

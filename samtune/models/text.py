@@ -119,6 +119,18 @@ def text_tokenizer(model: torch.nn.Module) -> Any:
     return tokenizer
 
 
+def check_geometric_prompts(model: torch.nn.Module, what: str) -> None:
+    """InputError when ``model`` is prompted by name (SAM 3) and ``what`` (a task, in words)
+    needs SAM's point and box prompts: say what to use instead."""
+    family = family_of(model)
+    if family.has_text:
+        raise InputError(
+            f"{what} needs a SAM, SAM-HQ or SAM 2 model (point and box prompts); this model "
+            f"is {family.name} ({type(model).__name__}), prompted by name: use "
+            "`samtune segment IMAGES --text PHRASE` or samtune.segment_by_name"
+        )
+
+
 def context_length(model: torch.nn.Module) -> int:
     """How many tokens the text encoder reads (start and end tokens included)."""
     positions = int(model.config.text_config.max_position_embeddings)
@@ -154,6 +166,7 @@ def tokenize_phrases(model: torch.nn.Module, phrases: list[str]) -> dict[str, to
 
 __all__ = [
     "TINY_WORDS",
+    "check_geometric_prompts",
     "context_length",
     "has_tokenizer_files",
     "load_tokenizer",
