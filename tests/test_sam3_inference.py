@@ -421,3 +421,11 @@ def test_text_protocol_gathered_through_rle_scores_the_same(sam3, tmp_path):
     assert {k: a[k] for k in ("ap", "ap50", "semantic_miou", "cgf1")} == {
         k: b[k] for k in ("ap", "ap50", "semantic_miou", "cgf1")
     }
+
+
+def test_a_suite_refuses_the_text_protocol_it_cannot_rank():
+    from samtune.suite.spec import _parse_protocols
+
+    assert _parse_protocols(["box", "point"]) == ("box", "point")
+    with pytest.raises(ConfigError, match="'text' is scored by COCO AP/AR.*--prompt text"):
+        _parse_protocols(["box", "text"])
