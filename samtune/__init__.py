@@ -68,6 +68,7 @@ _EXPORTS: dict[str, str] = {
     "Predictor": "samtune.segment.predictor",
     "AutoMaskConfig": "samtune.segment.automatic_config",
     "generate_masks": "samtune.segment.automatic",
+    "segment_by_name": "samtune.segment.by_name",
     "run_suite": "samtune.suite.run",
 }
 

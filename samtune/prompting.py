@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 PAD_LABEL = -10
 """The label of a padding point, which SAM ignores."""
 
-PROMPT_FORMS = ("box", "point", "points:P,N", "clicks:N", "interactive", "auto")
+PROMPT_FORMS = ("box", "point", "points:P,N", "clicks:N", "interactive", "auto", "text")
 """Every prompt protocol samtune knows."""
-EVAL_PROMPTS = ("box", "point", "clicks:N", "auto")
+EVAL_PROMPTS = ("box", "point", "clicks:N", "auto", "text")
 """What :func:`samtune.evaluation.protocols.evaluate` runs."""
 VALIDATION_PROMPTS = ("box", "point", "clicks:N")
 """What training's validation (``eval_prompt``) runs: the protocols that score each instance."""
@@ -70,7 +70,7 @@ class Prompt:
     ``points`` (``points:P,N``: P positive, N negative), ``clicks`` (``clicks:N``: N rounds
     of corrective clicks, evaluation) or ``interactive`` (a point, then simulated corrective
     clicks, training) or ``auto`` (no prompt: a grid of points, automatic mask generation,
-    evaluation). ``args``: the numbers of ``points`` (P, N) and ``clicks`` (N,).
+    evaluation) or ``text`` (SAM 3 prompted by every category name, evaluation). ``args``: the numbers of ``points`` (P, N) and ``clicks`` (N,).
     """
 
     kind: str
@@ -88,7 +88,8 @@ class Prompt:
     def n_pos(self) -> int:
         """Positive points of the first prompt: P for ``points``, 0 for ``box`` and ``auto``,
         else 1."""
-        return self.args[0] if self.kind == "points" else int(self.kind not in ("box", "auto"))
+        no_point = ("box", "auto", "text")
+        return self.args[0] if self.kind == "points" else int(self.kind not in no_point)
 
     @property
     def n_neg(self) -> int:

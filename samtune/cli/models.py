@@ -61,6 +61,9 @@ def info(
     typer.echo(
         f"encoder       {e['kind']} width {e['width']}, depth {e['depth']}, heads {e['heads']}"
     )
+    if "text_encoder" in summary:  # SAM 3: prompted by name
+        _echo_text_model(summary)
+        return
     typer.echo(
         f"decoder       width {d['width']}, depth {d['depth']}, heads {d['heads']}, "
         f"LayerNorm eps {d['layer_norm_eps']:g}"
@@ -69,6 +72,23 @@ def info(
         f"parameters    {p['total']:,} (image encoder {p['image_encoder']:,}, prompt encoder "
         f"{p['prompt_encoder']:,}, mask decoder {p['mask_decoder']:,})"
     )
+    typer.echo(f"fingerprint   {summary['fingerprint']}")
+
+
+def _echo_text_model(summary: dict) -> None:
+    """The rest of ``samtune info`` for a model prompted by name (SAM 3)."""
+    t, d, p = summary["text_encoder"], summary["decoder"], summary["parameters"]
+    tokenizer = "" if t["tokenizer"] else " (no tokenizer found: it cannot read phrases)"
+    typer.echo(
+        f"text encoder  {t['kind']} width {t['width']}, depth {t['depth']}, heads "
+        f"{t['heads']}, at most {t['max_tokens']} tokens{tokenizer}"
+    )
+    typer.echo(
+        f"decoder       DETR width {d['width']}, depth {d['depth']}, heads {d['heads']}, "
+        f"{d['queries']} queries"
+    )
+    parts = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in p.items() if k != "total")
+    typer.echo(f"parameters    {p['total']:,} ({parts})")
     typer.echo(f"fingerprint   {summary['fingerprint']}")
 
 

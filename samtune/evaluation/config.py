@@ -92,7 +92,11 @@ class EvalConfig(Options):
     )
     annotations: str | None = field(default=None, metadata={"help": "coco: annotation JSON."})
     prompt: str = field(
-        default="box", metadata={"help": "Protocol: box, point, clicks:N or auto (no prompt)."}
+        default="box",
+        metadata={
+            "help": "Protocol: box, point, clicks:N, auto (no prompt) or text (SAM 3: every "
+            "category name)."
+        },
     )
     jitter: float = field(
         default=0.0, metadata={"help": "Box noise (fraction of box side), box only."}

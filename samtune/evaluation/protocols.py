@@ -20,6 +20,9 @@ Protocols (``prompt=``, parsed by :func:`samtune.prompting.parse_prompt`):
   clicks so far and the previous low-resolution logits fed back as mask input, single output.
 - ``auto``: no ground-truth prompt; automatic mask generation on every image, scored as
   class-agnostic COCO instance segmentation (:mod:`samtune.evaluation.automatic`).
+- ``text``: no ground-truth prompt; SAM 3 prompted by every category name on every image,
+  scored class-aware: COCO mask AP per class, semantic mIoU, cgF1
+  (:mod:`samtune.evaluation.named`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from ..data.masks import encode_mask, semantic_label_map
 from ..data.prompts import jitter_boxes, points_from_masks, prompt_boxes
 from ..data.transforms import Geometry, preprocess_image
 from ..errors import ConfigError, RunError, UnknownNameError
+from ..models.family import family_of
 from ..models.identity import PreprocessConfig, base_fingerprint, model_source, preprocess_config
 from ..models.sam_ops import (
     Embeddings,
@@ -50,7 +54,9 @@ from ..models.sam_ops import (
 from ..segment.automatic_config import AutoMaskConfig
 from . import metrics as M
 from .automatic import automatic_report, evaluate_automatic
+from .class_metrics import SCORE_THRESHOLD
 from .config import PassOptions
+from .named import AP_SCORE_FLOOR, check_text_model, evaluate_text, text_report
 from .report import EvalReport
 
 PROTOCOLS = prompting.EVAL_PROMPTS
@@ -58,8 +64,8 @@ Protocol = prompting.Prompt  # the name the evaluation docs use for a parsed pro
 
 
 def parse_protocol(spec: str | Protocol) -> Protocol:
-    """Parse an evaluation protocol: ``"box"``, ``"point"``, ``"clicks:N"`` (N >= 1) or
-    ``"auto"``.
+    """Parse an evaluation protocol: ``"box"``, ``"point"``, ``"clicks:N"`` (N >= 1),
+    ``"auto"`` or ``"text"``.
 
     Raises:
         UnknownNameError: an unknown protocol name.
@@ -322,8 +328,8 @@ def evaluate(
             It is put in eval mode for the run and its training mode restored afterwards.
         dataset: a ``samtune.data`` ``InstanceDataset`` (or any sequence of ``Sample``, with
             optional ``.categories`` ``{id: name}`` and ``.name``).
-        prompt: ``"box"``, ``"point"``, ``"clicks:N"`` or ``"auto"`` (see the module
-            docstring).
+        prompt: ``"box"``, ``"point"``, ``"clicks:N"``, ``"auto"`` or ``"text"`` (see the
+            module docstring; ``text`` needs a SAM 3 model).
         accelerator: an ``accelerate.Accelerator``; images are sharded over its processes and
             the results gathered on every process. ``None``: this process does everything.
         prompt_batch: prompts per decoder call (memory: ``prompt_batch x H x W`` floats).
@@ -343,13 +349,24 @@ def evaluate(
 
     Returns:
         :class:`EvalReport`; ``report.metrics["miou"]`` is the headline mean instance IoU
-        (``auto``: COCO ``ap``, ``ar100`` ..., see :mod:`samtune.evaluation.automatic`).
+        (``auto``: COCO ``ap``, ``ar100`` ..., see :mod:`samtune.evaluation.automatic`;
+        ``text``: class-aware ``ap``, ``semantic_miou``, ``cgf1`` ..., see
+        :mod:`samtune.evaluation.named`).
 
     Raises:
-        UnknownNameError / ConfigError: a bad ``prompt`` or option value.
+        UnknownNameError / ConfigError: a bad ``prompt`` or option value; ``text`` on a
+            model without a text encoder.
     """
     protocol = _check_options(prompt, prompt_batch, jitter, seed, max_images, worst, box_source)
     sam = _unwrap(model, accelerator)
+    if protocol.kind == "text":
+        check_text_model(sam)
+    elif family_of(sam).has_text:
+        raise ConfigError(
+            f"a SAM 3 model is prompted by name: evaluate it with prompt 'text', not "
+            f"{protocol.name!r} (samtune's box, point, clicks and auto protocols run SAM, "
+            "SAM-HQ and SAM 2)"
+        )
     was_training = sam.training
     sam.eval()
     categories = dict(getattr(dataset, "categories", {}) or {})
@@ -363,6 +380,8 @@ def evaluate(
         if protocol.kind == "auto":
             auto = auto if auto is not None else AutoMaskConfig(points_per_batch=prompt_batch)
             return _auto_report(sam, dataset, indices, opts, auto, show, world, name)
+        if protocol.kind == "text":
+            return _text_report(sam, dataset, indices, opts, show, world, name)
         results = _run_images(sam, dataset, indices, opts, show)
     finally:
         sam.train(was_training)
@@ -396,6 +415,36 @@ def _auto_report(
             "num_images": len(ground_truth["images"]),
         },  # fmt: skip
         options={**auto.to_dict(), "max_images": opts.max_images},
+        processes=world,
+    )
+
+
+def _text_report(
+    sam: torch.nn.Module,
+    dataset: Any,
+    indices: list[int],
+    opts: _Options,
+    show: bool,
+    world: int,
+    name: str | None,
+) -> EvalReport:
+    """The ``text`` protocol on this process's images, gathered; class-aware metrics."""
+    metrics, seconds = evaluate_text(
+        sam, dataset, indices, progress=_progress(len(indices), show), gather=world > 1
+    )
+    return text_report(
+        metrics,
+        seconds,
+        model=_model_record(sam, name),
+        dataset={
+            "name": getattr(dataset, "name", type(dataset).__name__),
+            "num_images": len(metrics.ground_truth["images"]),
+        },
+        options={
+            "score_threshold": SCORE_THRESHOLD,
+            "ap_score_floor": AP_SCORE_FLOOR,
+            "max_images": opts.max_images,
+        },  # fmt: skip
         processes=world,
     )
 

@@ -39,6 +39,10 @@ METRIC_COLUMNS: dict[str, tuple[str, bool, bool]] = {
     "ar_small": ("AR small", True, True),
     "ar_medium": ("AR medium", True, True),
     "ar_large": ("AR large", True, True),
+    # the text protocol: class-aware (evaluation.class_metrics); ap ... ar100 are per-class means
+    "cgf1": ("cgF1", True, True),
+    "il_mcc": ("IL-MCC", False, True),
+    "positive_micro_f1": ("pmF1", True, True),
 }
 
 
@@ -47,7 +51,7 @@ class EvalReport:
     """The result of :func:`samtune.evaluation.protocols.evaluate`.
 
     Attributes:
-        protocol: ``"box"``, ``"point"``, ``"clicks:N"`` or ``"auto"``.
+        protocol: ``"box"``, ``"point"``, ``"clicks:N"``, ``"auto"`` or ``"text"``.
         metrics: aggregate metrics (fractions in [0, 1]; NoC in clicks). ``metrics["miou"]`` is
             the headline; see ``docs/evaluation.md`` for every key.
         records: one dict per evaluated instance (``image_index``, ``instance_id``,
@@ -58,8 +62,8 @@ class EvalReport:
         worst: the lowest-IoU predictions kept for overlays (``mask`` as COCO RLE).
         categories: ``{category_id: name}``.
         model, dataset, timing, options: provenance (timing is not part of the metrics).
-        coco: ``auto`` protocol only: ``results`` (COCO result list) and ``ground_truth`` (COCO
-            dataset), the exact input of its COCOeval run.
+        coco: ``auto`` and ``text`` protocols only: ``results`` (COCO result list) and
+            ``ground_truth`` (COCO dataset), the exact input of its COCOeval run.
     """
 
     protocol: str
@@ -105,7 +109,11 @@ class EvalReport:
         clicks = sorted((k for k in m if k.startswith("miou@")), key=lambda k: int(k[5:]))
         rows += [[f"mIoU after {k[5:]} click(s)", format_number(m[k], True)] for k in clicks]
         parts = [title, markdown_table(["metric", "value"], rows)]
-        if m.get("per_class"):
+        if m.get("per_class") and self.protocol == "text":  # class-aware: AP, IoU, cgF1
+            from .class_metrics import class_metrics_markdown
+
+            parts.append(class_metrics_markdown({self.model.get("name", "model"): m}))
+        elif m.get("per_class"):
             per_class = [
                 [name, c["count"], format_number(c["miou"], True)]
                 for name, c in m["per_class"].items()
@@ -140,7 +148,8 @@ class EvalReport:
 
     def save(self, directory: str | Path) -> dict[str, Path]:
         """Write ``metrics.json``, ``report.md`` and ``records.jsonl`` into ``directory`` (and,
-        for the ``auto`` protocol, ``coco_results.json`` and ``coco_ground_truth.json``)."""
+        for the ``auto`` and ``text`` protocols, ``coco_results.json`` and
+        ``coco_ground_truth.json``)."""
         directory = Path(directory)
         paths = {
             "metrics": directory / "metrics.json",
@@ -243,7 +252,12 @@ def format_comparison(
     ]
     lines.append(markdown_table(["model", *(title for _, (title, _, _) in columns)], rows))
     classes = list(base.metrics.get("per_class", {})) if per_class else []
-    if classes:
+    if classes and all(r.protocol == "text" for r in reports.values()):
+        from .class_metrics import class_metrics_markdown
+
+        ordered = {base_label: base.metrics, **{k: r.metrics for k, r in reports.items()}}
+        lines.append(class_metrics_markdown(ordered))
+    elif classes:
         rows = [
             [c]
             + [

@@ -22,10 +22,11 @@ from ..adapters import load_tuned, read_adapter
 from ..data import load_dataset
 from ..data.recipes import check_dataset
 from ..data.tool_exports import tool_export_name
-from ..errors import ConfigError, MissingFileError
-from ..io import atomic_write, claim_output, is_main_process
-from ..models.family import SAM, family_of
+from ..errors import CheckpointError, ConfigError, MissingFileError
+from ..io import atomic_write, claim_output, is_main_process, read_json_object
+from ..models.family import SAM, Family, family_named, family_of, family_of_model_type
 from ..models.loading import load_model
+from ..models.presets import PRESETS, preset_family
 from ..segment.automatic_config import AutoMaskConfig
 from . import plots as P
 from .config import EvalConfig
@@ -67,6 +68,8 @@ def run_evaluation(
         raise ConfigError(
             f"box_source applies to the box protocol only, not {protocol.name!r}; leave it 'mask'"
         )
+    if protocol.kind == "text" or config.model in PRESETS:
+        _check_family_fits(config.model, protocol)
     adapters = list(config.adapter or [])
     for a in adapters:
         if (a.startswith((".", "/", "~")) or Path(a).suffix) and not Path(a).expanduser().exists():
@@ -96,6 +99,37 @@ def run_evaluation(
         if config.output is not None and accelerator.is_main_process:
             write_outputs(reports, config.output, data, plots=config.plots)
     return reports
+
+
+def _source_family(source: str) -> Family | None:
+    """The family a model source names without loading it: a preset's, or the
+    ``config.json`` of a folder; ``None`` where that takes loading (a hub id, a checkpoint)."""
+    if source in PRESETS:
+        return family_named(preset_family(source))
+    config_file = Path(source).expanduser() / "config.json"
+    if not config_file.is_file():
+        return None
+    model_type = read_json_object(config_file, CheckpointError).get("model_type")
+    return family_of_model_type(model_type, f"folder {source!r}")
+
+
+def _check_family_fits(source: str, protocol) -> None:
+    """ConfigError, before anything is loaded or written, when the protocol and the model's
+    family do not go together: ``text`` needs a SAM 3, a SAM 3 evaluates only with ``text``.
+    (A hub model is checked once loaded, by :func:`evaluate`.)"""
+    family = _source_family(source)
+    if family is None or family.has_text == (protocol.kind == "text"):
+        return
+    if protocol.kind == "text":
+        raise ConfigError(
+            f"--prompt text needs a model with a text encoder (SAM 3, family sam3); "
+            f"{source!r} is {family.name}. Use box, point, clicks:N or auto with it, or "
+            "evaluate a SAM 3 model (facebook/sam3, tiny-sam3)"
+        )
+    raise ConfigError(
+        f"{source!r} is a SAM 3 model, prompted by name: evaluate it with --prompt text, not "
+        f"{protocol.name!r}"
+    )
 
 
 def _claim(config: EvalConfig, labels: list[str], inputs) -> Any:
@@ -145,14 +179,14 @@ def output_names(config: EvalConfig, labels: list[str]) -> list[str]:
     """The entries :func:`write_outputs` may write into ``config.output`` for these runs."""
     kind = parse_protocol(config.prompt).kind
     files = list(_REPORT_FILES)
-    if kind == "auto":
+    if kind in ("auto", "text"):
         files += ["coco_results.json", "coco_ground_truth.json"]
     elif config.plots:
         files += [*_PLOTS, *(["click_curve.png"] if kind == "clicks" else [])]
         files += ["worst"] if config.worst else []
     if len(labels) == 1:
         return files
-    plots = list(_PLOTS) if config.plots and kind != "auto" else []
+    plots = list(_PLOTS) if config.plots and kind not in ("auto", "text") else []
     folders = [_folder_name(i, label) for i, label in enumerate(labels)]
     return [*folders, "comparison.md", "comparison.json", *plots]
 

@@ -21,7 +21,7 @@ from ..io import (
 )
 from ..models.convert import save_original_checkpoint
 from ..models.family import SAM, SAM_HQ, family_of
-from ..models.identity import model_source, preprocess_config
+from ..models.identity import model_source, preprocess_config, samtune_info
 from .card import model_card
 from .onnx import export_onnx
 
@@ -140,7 +140,9 @@ def save_hf_folder(model: torch.nn.Module, folder: str | os.PathLike) -> Path:
     mean = [m / 255.0 for m in pre.mean]
     std = [s / 255.0 for s in pre.std]
     side = {"height": pre.image_size, "width": pre.image_size}
-    if pre.square:  # SAM 2: stretched to the square, no padding
+    if family_of(model).has_text:  # SAM 3: its processor holds the tokenizer of its phrases
+        processor = _text_processor(model, side, mean, std)
+    elif pre.square:  # SAM 2: stretched to the square, no padding
         processor = Sam2Processor(
             image_processor=Sam2ImageProcessor(size=side, image_mean=mean, image_std=std)
         )
@@ -153,3 +155,15 @@ def save_hf_folder(model: torch.nn.Module, folder: str | os.PathLike) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+def _text_processor(model: torch.nn.Module, side: dict, mean: list, std: list):
+    """A ``Sam3Processor`` (image processor and the model's tokenizer), or only the image
+    processor for a model that came without a tokenizer."""
+    from transformers import Sam3ImageProcessor, Sam3Processor
+
+    image_processor = Sam3ImageProcessor(size=side, image_mean=mean, image_std=std)
+    tokenizer = samtune_info(model).tokenizer
+    if tokenizer is None:
+        return image_processor
+    return Sam3Processor(image_processor=image_processor, tokenizer=tokenizer)

@@ -1,7 +1,7 @@
-"""The SAM family a model belongs to, in one place: SAM, SAM-HQ or SAM 2.
+"""The SAM family a model belongs to, in one place: SAM, SAM-HQ, SAM 2 or SAM 3.
 
-Everything that differs between ``transformers.SamModel``, ``SamHQModel`` and ``Sam2Model``
-and that samtune needs to know lives in one :class:`Family` record: the classes, the config's
+Everything that differs between ``transformers.SamModel``, ``SamHQModel``, ``Sam2Model`` and
+``Sam3Model`` (SAM 3: a text or concept prompt finds every instance) and that samtune needs to know lives in one :class:`Family` record: the classes, the config's
 ``model_type``, how images are resized, what the image encoder hands to the mask decoder, and
 the names of the parts a strategy adapts (:attr:`Family.targets`). Callers ask
 :func:`family_of` (a model, a config, a ``model_type``) and never guess from module names.
@@ -17,6 +17,8 @@ from typing import Any
 from transformers import (
     Sam2Config,
     Sam2Model,
+    Sam3Config,
+    Sam3Model,
     SamConfig,
     SamHQConfig,
     SamHQModel,
@@ -47,6 +49,15 @@ class Family:
             attention ``q_proj``/``v_proj``).
         fixed: parameters no built-in strategy trains (SAM's random Fourier matrix, a buffer
             in Meta's code and a parameter in transformers').
+        has_text: the model takes text (concept) prompts through a text encoder (SAM 3).
+        pixel_mean, pixel_std: the image normalisation in 0-255 units, where it is not SAM's
+            ImageNet statistics (SAM 3: 127.5 and 127.5, its processor's 0.5 and 0.5).
+        decoder_modules: the top-level modules the ``decoder`` strategy (and the
+            ``train_decoder`` option of the others) trains.
+        prompt_modules: the top-level modules that encode prompts other than the image
+            (``train_prompt_encoder`` / ``freeze_prompt_encoder``).
+        block_attention: the attribute name of an image-encoder block's attention (the
+            ``adapter`` strategy hooks it; its MLP is ``mlp`` in every family).
     """
 
     name: str
@@ -58,6 +69,20 @@ class Family:
     encoder_extras: tuple[str, ...] = ()
     targets: dict[str, str] = field(default_factory=dict)
     fixed: tuple[str, ...] = ()
+    has_text: bool = False
+    pixel_mean: tuple[float, float, float] | None = None
+    pixel_std: tuple[float, float, float] | None = None
+    decoder_modules: tuple[str, ...] = ("mask_decoder",)
+    prompt_modules: tuple[str, ...] = ("prompt_encoder",)
+    block_attention: str = "attn"
+
+    def is_decoder(self, name: str) -> bool:
+        """Whether the parameter ``name`` belongs to :attr:`decoder_modules`."""
+        return name.split(".", 1)[0] in self.decoder_modules
+
+    def is_prompt_encoder(self, name: str) -> bool:
+        """Whether the parameter ``name`` belongs to :attr:`prompt_modules`."""
+        return name.split(".", 1)[0] in self.prompt_modules
 
     def image_size(self, config: Any) -> int:
         """The side of the square model input, in pixels."""
@@ -126,12 +151,40 @@ SAM2 = Family(
     },
 )
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (SAM, SAM_HQ, SAM2)}
+_SAM3_BLOCKS = r"vision_encoder\.backbone\.layers\.\d+"
+_SAM3_TEXT_LAYERS = r"text_encoder\.text_model\.encoder\.layers\.\d+"
+SAM3 = Family(
+    name="sam3",
+    model_class=Sam3Model,
+    config_class=Sam3Config,
+    model_type="sam3",
+    square_resize=True,
+    encoder_outputs="the vision encoder's output (Sam3VisionEncoderOutput: FPN levels and "
+    "their position encodings), reused for every phrase",
+    targets={
+        "blocks": _SAM3_BLOCKS,
+        # the encoders' attention: the ViT backbone's and the CLIP text encoder's
+        "qkv": rf"(?:{_SAM3_BLOCKS}\.attention|{_SAM3_TEXT_LAYERS}\.self_attn)\.[qkv]_proj",
+        "proj": rf"(?:{_SAM3_BLOCKS}\.attention\.o_proj|{_SAM3_TEXT_LAYERS}\.self_attn\.out_proj)",
+        "mlp": _SAM3_BLOCKS + r"\.mlp\.fc[12]",
+        # the DETR encoder's and decoder's attention (self, text and image cross-attention)
+        "decoder_attention": r"detr_(?:encoder|decoder)\.layers\.\d+\."
+        r"(?:self_attn|cross_attn|text_cross_attn|vision_cross_attn)\.(?:q_proj|v_proj)",
+    },
+    has_text=True,
+    pixel_mean=(127.5, 127.5, 127.5),
+    pixel_std=(127.5, 127.5, 127.5),
+    decoder_modules=("detr_decoder", "mask_decoder", "dot_product_scoring"),
+    prompt_modules=("geometry_encoder", "text_projection"),
+    block_attention="attention",
+)
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (SAM, SAM_HQ, SAM2, SAM3)}
 _BY_MODEL_TYPE = {f.model_type: f for f in FAMILIES.values()}
 
 
 def family_named(name: str) -> Family:
-    """The family called ``name`` (``sam``, ``sam-hq``, ``sam2``)."""
+    """The family called ``name`` (``sam``, ``sam-hq``, ``sam2``, ``sam3``)."""
     if name not in FAMILIES:
         raise ConfigError(f"unknown SAM family {name!r}; samtune knows {', '.join(FAMILIES)}")
     return FAMILIES[name]
@@ -141,7 +194,7 @@ def family_of_model_type(model_type: Any, where: str = "the config") -> Family:
     """The family whose config has this ``model_type`` (as in a ``config.json``)."""
     if model_type not in _BY_MODEL_TYPE:
         raise CheckpointError(
-            f"{where} holds a {model_type!r} model, not SAM, SAM-HQ or SAM 2 (model_type "
+            f"{where} holds a {model_type!r} model, not SAM, SAM-HQ, SAM 2 or SAM 3 (model_type "
             f"{', '.join(repr(t) for t in _BY_MODEL_TYPE)})"
         )
     return _BY_MODEL_TYPE[model_type]
@@ -162,6 +215,7 @@ __all__ = [
     "FAMILIES",
     "SAM",
     "SAM2",
+    "SAM3",
     "SAM_HQ",
     "Family",
     "family_named",

@@ -66,6 +66,9 @@ class SamtuneInfo:
         base_fingerprint: :func:`fingerprint` of the untouched base, taken before training
             changes anything (:func:`base_fingerprint`).
         strategy: the :class:`~samtune.strategies.Strategy` applied to it, if any.
+        tokenizer: a family with a text encoder (SAM 3): the tokenizer of its phrases (a
+            ``transformers.CLIPTokenizer``), from its folder or hub repository, or built with
+            a preset; ``None`` when none came with the model.
     """
 
     source: str = ""
@@ -73,6 +76,7 @@ class SamtuneInfo:
     preprocess: PreprocessConfig | None = None
     base_fingerprint: str | None = None
     strategy: Any = None
+    tokenizer: Any = None
 
 
 INFO_ATTR = "samtune_info"
@@ -98,7 +102,12 @@ def preprocess_config(model: torch.nn.Module) -> PreprocessConfig:
     if declared is not None:
         return declared
     family = family_of(model)
-    return PreprocessConfig(image_size=family.image_size(model.config), square=family.square_resize)
+    return PreprocessConfig(
+        image_size=family.image_size(model.config),
+        mean=family.pixel_mean or SAM_PIXEL_MEAN,
+        std=family.pixel_std or SAM_PIXEL_STD,
+        square=family.square_resize,
+    )
 
 
 # --------------------------------------------------------------------------- fingerprints

@@ -27,7 +27,7 @@ from transformers import PretrainedConfig, SamModel
 
 from ..errors import CheckpointError, ConfigError, MissingFileError
 from ..io import read_json, read_json_object
-from . import hub
+from . import hub, text
 from .convert import hq as convert_hq
 from .convert import load_original_checkpoint
 from .family import SAM_HQ, family_of, family_of_model_type
@@ -166,6 +166,8 @@ def _load_folder(path: Path) -> torch.nn.Module:
     _attach_legacy_preprocess(model)
     if preprocess is not None:
         samtune_info(model).preprocess = preprocess
+    if family.has_text and text.has_tokenizer_files(path):
+        samtune_info(model).tokenizer = text.load_tokenizer(path)
     return model
 
 
@@ -315,9 +317,14 @@ def _load_hub(repo_id: str, revision: str | None) -> torch.nn.Module:
             repo_id, revision=revision, local_files_only=local_only
         )
         family = family_of_model_type(config.get("model_type"), f"hub repository {repo_id!r}")
-        return family.model_class.from_pretrained(
+        model, info = family.model_class.from_pretrained(
             repo_id, revision=revision, output_loading_info=True, local_files_only=local_only
         )
+        if family.has_text:  # SAM 3 reads phrases with the repository's CLIP tokenizer
+            samtune_info(model).tokenizer = text.load_tokenizer(
+                repo_id, revision=revision, local_files_only=local_only
+            )
+        return model, info
 
     try:
         model, info = hub.hub_fetch(
@@ -355,9 +362,55 @@ def _encoder_summary(model: torch.nn.Module) -> dict:
     }
 
 
+def _parts_summary(model: torch.nn.Module) -> dict:
+    """Parameter counts: the total and one per top-level module (SAM 3's many parts)."""
+    counts = {"total": sum(p.numel() for p in model.parameters())}
+    for name, module in model.named_children():
+        counts[name] = sum(p.numel() for p in module.parameters())
+    return counts
+
+
+def _describe_text_model(model: torch.nn.Module, family) -> dict:
+    """:func:`describe` of a model with a text encoder (SAM 3)."""
+    backbone = model.config.vision_config.backbone_config
+    text_config = model.config.text_config
+    detr = model.config.detr_decoder_config
+    return {
+        "source": model_source(model),
+        "family": family.name,
+        "class": type(model).__name__,
+        "image_size": family.image_size(model.config),
+        "encoder": {
+            "kind": "ViT",
+            "width": backbone.hidden_size,
+            "depth": backbone.num_hidden_layers,
+            "heads": backbone.num_attention_heads,
+        },
+        "text_encoder": {
+            "kind": "CLIP",
+            "width": text_config.hidden_size,
+            "depth": text_config.num_hidden_layers,
+            "heads": text_config.num_attention_heads,
+            "max_tokens": text.context_length(model),
+            "tokenizer": samtune_info(model).tokenizer is not None,
+        },
+        "decoder": {
+            "width": detr.hidden_size,
+            "depth": detr.num_layers,
+            "heads": detr.num_attention_heads,
+            "queries": detr.num_queries,
+        },
+        "parameters": _parts_summary(model),
+        "preprocess": asdict(preprocess_config(model)),
+        "fingerprint": base_fingerprint(model),
+    }
+
+
 def describe(model: torch.nn.Module) -> dict:
     """A short summary: family, sizes, parameter counts, preprocessing, fingerprint."""
     family = family_of(model)
+    if family.has_text:
+        return _describe_text_model(model, family)
     decoder = model.config.mask_decoder_config
     return {
         "source": model_source(model),

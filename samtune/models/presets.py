@@ -1,15 +1,16 @@
-"""Built-in models by name: ``tiny``/``tiny-hq``/``tiny-sam2`` (random, for tests), ``vit-b``-style
-configs, and ``demo`` (the bundled pretrained demo SAM); :func:`sam_from_config` builds any
-family's model from its config, initialised as the original code does."""
+"""Built-in models by name: ``tiny``/``tiny-hq``/``tiny-sam2``/``tiny-sam3`` (random, for tests),
+``vit-b``-style configs, and ``demo`` (the bundled pretrained demo SAM); :func:`sam_from_config`
+builds any family's model from its config, initialised as the original code does."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
-from transformers import PretrainedConfig, Sam2Config, SamConfig, SamHQConfig, SamModel
+from transformers import PretrainedConfig, Sam2Config, Sam3Config, SamConfig, SamHQConfig, SamModel
 
-from .family import family_of
+from .family import SAM3, family_of
+from .identity import samtune_info
 
 DEFAULT_HUB_MODEL = "facebook/sam-vit-base"
 
@@ -100,6 +101,68 @@ def tiny_sam2_config(image_size: int = 128) -> Sam2Config:
     )
 
 
+def tiny_sam3_config(image_size: int = 112) -> Sam3Config:
+    """A SAM 3 small enough to run on a CPU in a second, with the structure of the real one:
+    a 2-layer 32-wide ViT (patch 14, one windowed and one global layer) and its 4-level FPN, a
+    2-layer CLIP text encoder over :func:`samtune.models.text.tiny_clip_tokenizer`'s
+    vocabulary (32 positions, as Sam3Processor pads), one geometry and one DETR encoder layer, two DETR decoder
+    layers with 8 queries, and a 32-wide mask decoder."""
+    from .text import tiny_vocabulary
+
+    vocab, _ = tiny_vocabulary()
+    grid = image_size // 14
+    return Sam3Config(
+        vision_config=dict(
+            backbone_config=dict(
+                model_type="sam3_vit_model",
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                image_size=image_size,
+                patch_size=14,
+                window_size=max(grid // 2, 1),
+                global_attn_indexes=[1],
+                pretrain_image_size=image_size,
+            ),
+            fpn_hidden_size=32,
+            backbone_feature_sizes=[[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]],
+        ),
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            projection_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=32,  # Sam3Processor pads phrases to 32 tokens
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=vocab["<|endoftext|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+        ),
+        geometry_encoder_config=dict(
+            hidden_size=32, num_layers=1, num_attention_heads=2, intermediate_size=64
+        ),
+        detr_encoder_config=dict(
+            hidden_size=32, num_layers=1, num_attention_heads=2, intermediate_size=64
+        ),
+        detr_decoder_config=dict(
+            hidden_size=32, num_layers=2, num_queries=8, num_attention_heads=2, intermediate_size=64
+        ),
+        mask_decoder_config=dict(hidden_size=32, num_attention_heads=2),
+    )
+
+
+def _tiny_sam3(seed: int) -> torch.nn.Module:
+    """The ``tiny-sam3`` preset: :func:`tiny_sam3_config`, initialised as transformers does,
+    with its tiny tokenizer attached."""
+    from .text import tiny_clip_tokenizer
+
+    model = sam_from_config(tiny_sam3_config(), seed)
+    samtune_info(model).tokenizer = tiny_clip_tokenizer()
+    return model
+
+
 def sam_from_config(config: PretrainedConfig, seed: int = 0) -> torch.nn.Module:
     """A randomly initialised SAM-family model that trains from scratch the way Meta's does.
 
@@ -120,11 +183,16 @@ def sam_from_config(config: PretrainedConfig, seed: int = 0) -> torch.nn.Module:
     Fourier matrix shared by the image and the prompts (transformers gives SAM 2's prompt
     encoder a second, independent one), Hiera's windowed positional tables, and SAM 2's
     no-memory embedding drawn from N(0, 0.02) (``trunc_normal_`` in Meta's code).
+
+    SAM 3 (``Sam3Config``) is initialised as transformers does (its ``post_init``), seeded:
+    it has no prompt-encoder Fourier features to repair.
     """
     family = family_of(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = family.model_class(config)
+        if family is SAM3:
+            return model.eval()
         with torch.no_grad():
             for module in model.modules():
                 if hasattr(module, "reset_parameters") and not any(module.children()):
@@ -148,6 +216,16 @@ def _load_demo(_seed: int) -> SamModel:
     return load_bundled_demo_model()
 
 
+PRESET_FAMILIES = {"tiny-hq": "sam-hq", "tiny-sam2": "sam2", "tiny-sam3": "sam3"}
+"""The family of each preset that is not SAM (``samtune.models.family``), known without
+building it."""
+
+
+def preset_family(name: str) -> str:
+    """The family name of the preset ``name``."""
+    return PRESET_FAMILIES.get(name, "sam")
+
+
 def list_presets() -> dict[str, str]:
     return {name: desc for name, (desc, _) in PRESETS.items()}
 
@@ -164,6 +242,10 @@ PRESETS: dict[str, tuple[str, Callable[[int], SamModel]]] = {
     "tiny-sam2": (
         "tiny random SAM 2 (4-stage Hiera, 16-128 wide, 128 px) for tests",
         lambda s: sam_from_config(tiny_sam2_config(), s),
+    ),
+    "tiny-sam3": (
+        "tiny random SAM 3 (32-wide ViT and CLIP text encoder, 8 queries, 112 px) for tests",
+        _tiny_sam3,
     ),
     "demo": (
         "small SAM pretrained on synthetic scenes, bundled with samtune (demo only)",

@@ -58,6 +58,7 @@ from ..data.transforms import Geometry, preprocess_image
 from ..io import atomic_dir, dump_json, output_lock
 from ..models.identity import PreprocessConfig, preprocess_config
 from ..models.sam_ops import decode, encode_images, to_model
+from ..models.text import check_geometric_prompts
 from ..options import merge_options
 from .automatic_config import AutoMaskConfig
 from .overlay import overlay as blend
@@ -160,6 +161,7 @@ def generate_masks(
         ConfigError: an option out of range. InputError / DataError / MissingFileError: an
             image that is not one (see :func:`samtune.data.images.load_image`).
     """
+    check_geometric_prompts(model, "automatic mask generation")
     cfg = _config(config, options)
     rgb, _ = read_image(image)
     was_training = model.training
@@ -392,6 +394,7 @@ def segment_files(
     for path in paths:
         load_image(path)  # decodes it all: a file that is not an image fails here
     sam = load_for_inference(model, adapter, device)
+    check_geometric_prompts(sam, "segmenting everything (no --text)")
     with output_lock(output, command="segment"):  # one command writes a folder at a time
         for path, target in zip(paths, targets, strict=True):
             n = write_segmentation(sam, path, target, cfg, protect=paths)

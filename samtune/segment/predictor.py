@@ -37,6 +37,7 @@ from ..models.sam_ops import (
     select_embeddings,
     to_model,
 )
+from ..models.text import check_geometric_prompts
 from .prompted import Prediction, Prompts, prepare_prompts
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module) -> None:
         """``model``: a ``SamModel``, ``SamHQModel`` or ``Sam2Model`` (with or without an adapter)."""
+        check_geometric_prompts(model, "prompting with points and boxes")
         self.model = model
         self.family = family_of(model)
         self.low_res_size = self.family.low_res_size(model.config)

@@ -31,6 +31,7 @@ from ..data.masks import encode_mask
 from ..errors import InputError, MissingFileError
 from ..io import atomic_dir, check_replaceable, dump_json, output_lock, read_json
 from ..models.loading import load_model
+from ..models.text import check_geometric_prompts
 from .overlay import overlay as blend
 
 if TYPE_CHECKING:
@@ -606,6 +607,7 @@ def predict_files(
                                   image=f"image {str(path)!r}")  # fmt: skip
         jobs.append((path, checked))
     sam = load_for_inference(model, adapter, device)
+    check_geometric_prompts(sam, "samtune predict")
     with output_lock(output, command="predict"):  # one command writes a folder at a time
         for (path, prompts), target in zip(jobs, targets, strict=True):
             image = load_image(path)  # read again, so that a long list never sits in memory

@@ -27,11 +27,11 @@ class FullStrategy(Strategy):
     name = "full"
     description = "Fine-tune all weights (image encoder, prompt encoder, mask decoder)."
     config_class = FullConfig
-    families = ("sam", "sam-hq", "sam2")
+    families = ("sam", "sam-hq", "sam2", "sam3")
 
     def is_trainable(self, name: str) -> bool:
         if name in self.family.fixed:
             return False
-        if self.config.freeze_prompt_encoder and name.startswith("prompt_encoder."):
+        if self.config.freeze_prompt_encoder and self.family.is_prompt_encoder(name):
             return False
         return True

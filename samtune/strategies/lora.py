@@ -6,7 +6,11 @@ directly. Optional targets: the attention output ``proj``, the MLP (``lin1``/``l
 Hiera: ``proj_in``/``proj_out``), and the mask decoder's attention ``q_proj``/``v_proj``
 (which then stay LoRA while the rest of the decoder trains). Module names come from the
 model's family (:attr:`samtune.models.family.Family.targets`), so the same options adapt the ViT of
-SAM and SAM-HQ and the Hiera blocks of SAM 2.
+SAM and SAM-HQ and the Hiera blocks of SAM 2. On SAM 3, ``qkv`` is the attention of both
+encoders (the ViT's and the CLIP text encoder's ``q/k/v_proj``), ``proj`` their output
+projections, ``mlp`` the ViT's, ``decoder_attention`` the DETR encoder's and decoder's
+attention ``q_proj``/``v_proj``, and the decoder that trains is the DETR decoder, the mask
+decoder and the scoring head.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ class LoraStrategy(PeftBasedStrategy):
     name = "lora"
     description = "LoRA/DoRA (peft) on the image encoder's qkv; mask decoder trains."
     config_class = LoraConfig
-    families = ("sam", "sam-hq", "sam2")
+    families = ("sam", "sam-hq", "sam2", "sam3")
 
     def peft_config(self, modules_to_save: list[str] | None = None, model=None):
         """The peft ``LoraConfig``; ``model`` resolves ``blocks`` (without it, every block)."""

@@ -90,9 +90,7 @@ class PeftBasedStrategy(Strategy):
             return True
         # The decoder trains directly (requires_grad, no modules_to_save), except the frozen
         # base weights of decoder layers that carry their own peft layers.
-        return (
-            self.train_decoder and name.startswith("mask_decoder.") and ".base_layer." not in name
-        )
+        return self.train_decoder and self.family.is_decoder(name) and ".base_layer." not in name
 
     def merge(self, model: torch.nn.Module) -> torch.nn.Module:
         return remove_tuner_layers(model, merge=True)
@@ -217,7 +215,7 @@ class PeftStrategy(PeftBasedStrategy):
     name = "peft"
     description = "Any peft method (IA3, LoHa, LoKr, ...) on the image encoder; decoder trains."
     config_class = PeftStrategyConfig
-    families = ("sam", "sam-hq", "sam2")
+    families = ("sam", "sam-hq", "sam2", "sam3")
 
     def peft_config(self, modules_to_save: list[str] | None = None, model=None):
         return self.config.build(modules_to_save, self.family.targets["qkv"])

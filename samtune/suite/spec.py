@@ -291,10 +291,10 @@ def _parse_protocols(value: Any) -> tuple[str, ...]:
         with _at(f"protocols[{i}]"):
             check_type("protocol", item, str)
             name = parse_protocol(item).name
-        if name == "auto":  # the suite ranks cells by instance mIoU, which auto has not
+        if name in ("auto", "text"):  # the suite ranks cells by instance mIoU: these have none
             raise ConfigError(
-                f"protocols[{i}]: 'auto' is scored by COCO AP/AR, not the mIoU the suite ranks "
-                "by; evaluate it with `samtune eval --prompt auto`"
+                f"protocols[{i}]: {name!r} is scored by COCO AP/AR, not the mIoU the suite ranks "
+                f"by; evaluate it with `samtune eval --prompt {name}`"
             )
         if name in names:
             raise ConfigError(f"protocols[{i}]: {name!r} is listed twice")
