@@ -427,7 +427,7 @@ def _setup(
     """Everything before the first step; writes config.yaml only once all of it succeeded."""
     accelerator = _make_accelerator(cfg, Path(cfg.output_dir))
     _seed(cfg, accelerator)
-    model, splits = _model_and_data(cfg, model, dataset, accelerator)
+    model, splits, phrases = _model_and_data(cfg, model, dataset, accelerator)
     comparison: dict[str, Any] = previous
     test_ds = splits.get(cfg.test_split) if cfg.test_split else None
     if cfg.prompt in TEXT_PROMPTS:
@@ -439,7 +439,7 @@ def _setup(
                                             cfg.box_source)  # fmt: skip
     model = _apply_strategy(cfg, model, strategy, accelerator)
     if cfg.prompt in TEXT_PROMPTS:
-        run = _prepare_text(cfg, model, splits, accelerator, callbacks, tokenize)
+        run = _prepare_text(cfg, model, splits, phrases, accelerator, callbacks, tokenize)
     else:
         run = _prepare(cfg, model, splits, accelerator, callbacks)
     run.comparison = comparison
@@ -471,19 +471,45 @@ def _seed(cfg: FitConfig, accelerator) -> None:
         torch.use_deterministic_algorithms(True)
 
 
-def _model_and_data(cfg: FitConfig, model, dataset, accelerator) -> tuple[nn.Module, dict]:
+def _model_and_data(
+    cfg: FitConfig, model, dataset, accelerator
+) -> tuple[nn.Module, dict, dict[int, str] | None]:
+    """The model and the splits; for ``prompt: text`` also each category's phrase, checked
+    before the model loads (a wrong prompt map should not wait for a download)."""
+    text = cfg.prompt in TEXT_PROMPTS
+    splits, phrases = None, None
+    if text:
+        splits = _main_first(accelerator, _load_splits, cfg, dataset)
+        phrases = _text_phrases(cfg, splits)
     if model is None:
         model = load_model(cfg.model, seed=cfg.seed)
-    if cfg.prompt in TEXT_PROMPTS and not has_text_encoder(model):
+    if text and not has_text_encoder(model):
         raise ConfigError(
             f"prompt {cfg.prompt} asks the model for each category by name, and "
             f"{type(model).__name__} ({model_source(model)}) has no text encoder: use a SAM 3 "
             "model (--model facebook/sam3), or --prompt box"
         )
     base_fingerprint(model)  # remember the base weights before anything changes them
+    if splits is None:
+        splits = _main_first(accelerator, _load_splits, cfg, dataset)
+    return model, splits, phrases
+
+
+def _main_first(accelerator, work, *args):
     with accelerator.main_process_first():  # one process generates/downloads, the others wait
-        splits = _load_splits(cfg, dataset)
-    return model, splits
+        return work(*args)
+
+
+def _text_phrases(cfg: FitConfig, splits: dict) -> dict[int, str]:
+    """``{category id: phrase}`` of the training split (prompt map > recipe map > name)."""
+    from ..data.recipes import RECIPES
+
+    train_ds = splits[cfg.train_split]
+    recipe = RECIPES.get(cfg.dataset)
+    name = getattr(train_ds, "name", None) or cfg.dataset
+    return category_phrases(getattr(train_ds, "categories", None) or {}, cfg.prompt_map,
+                            recipe.prompt_map if recipe else {},
+                            dataset=f"dataset {quote_untrusted(name)}")  # fmt: skip
 
 
 def _apply_strategy(cfg: FitConfig, model, strategy, accelerator) -> nn.Module:
@@ -560,18 +586,11 @@ def _prepare(cfg: FitConfig, model, splits: dict, accelerator, callbacks: Callba
 
 
 def _prepare_text(
-    cfg: FitConfig, model, splits: dict, accelerator, callbacks: CallbackList,
-    tokenize: Callable | None,
+    cfg: FitConfig, model, splits: dict, phrases: dict[int, str], accelerator,
+    callbacks: CallbackList, tokenize: Callable | None,
 ) -> Run:  # fmt: skip
     """:func:`_prepare` for ``prompt: text``: every category of the dataset asked by name."""
-    from ..data.recipes import RECIPES
-
     train_ds = splits[cfg.train_split]
-    recipe = RECIPES.get(cfg.dataset) if train_ds is not None else None
-    name = getattr(train_ds, "name", None) or cfg.dataset
-    phrases = category_phrases(getattr(train_ds, "categories", None) or {}, cfg.prompt_map,
-                               recipe.prompt_map if recipe else {},
-                               dataset=f"dataset {quote_untrusted(name)}")  # fmt: skip
     step = Sam3TextStep(model, list(phrases.values()), tokenize or load_tokenizer(model))
     prompted = TextPromptDataset(train_ds, sam3_preprocess(model), list(phrases),
                                  mask_side(model), exemplar=cfg.prompt == "text+exemplar",
