@@ -52,13 +52,7 @@ def fit(
     seed: Annotated[int | None, FIT.option("seed")] = None,
     resume: Annotated[bool, FIT.option("resume", "--resume")] = False,
     quiet: Annotated[bool, FIT.option("quiet", "--quiet", "-q")] = False,
-    prompt_map: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--prompt-map",
-            help="prompt text: NAME=PHRASE, the phrase category NAME is asked by (repeatable).",
-        ),
-    ] = None,
+    prompt_map: Annotated[list[str] | None, FIT.option("prompt_map", "--prompt-map")] = None,
     strategy_option: Annotated[
         list[str] | None, FIT.option("strategy_options", "--strategy-option", "-S")
     ] = None,

@@ -126,8 +126,8 @@ class FitConfig(Options):
     prompt_map: dict[str, str] = field(
         default_factory=dict,
         metadata={
-            "help": "prompt text: category name -> phrase (default: the recipe's map, else "
-            "the names)."
+            "help": "prompt text: NAME=PHRASE, the phrase category NAME is asked by "
+            "(repeatable; default: the recipe's phrase, else the name)."
         },
     )
     sam3_loss: dict[str, Any] = field(
