@@ -37,7 +37,7 @@ NOT_RUN = {
     "samtune fit --model facebook/sam3 --strategy lora --prompt text --dataset zerowaste": (
         NEEDS_NETWORK
     ),
-    "samtune fit --model facebook/sam3 --prompt text --dataset taco --prompt-map \"Shoe=old shoe\"": (
+    'samtune fit --model facebook/sam3 --prompt text --dataset taco --prompt-map "Shoe=old shoe"': (
         NEEDS_NETWORK
     ),
     "samtune fit --model facebook/sam2.1-hiera-small --strategy lora --dataset trashcan": (
