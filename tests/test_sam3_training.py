@@ -186,6 +186,32 @@ def test_rows_follow_image_then_category_order():
     torch.testing.assert_close(rows[4], one["pred_boxes"][0], atol=1e-5, rtol=1e-5)
 
 
+def test_negatives_cap_absent_rows_and_rows_equal_the_full_grid():
+    model = tiny_sam3().eval()
+    phrases = ["bottle", "soft plastic", "metal can", "glass jar"]  # 3 and 4 absent
+    ds = TextPromptDataset([scene(0), scene(1)], sam3_preprocess(model), [1, 2, 3, 4],
+                           mask_side(model), negatives=1)  # fmt: skip
+    batch = collate_text([ds[0], ds[1]])
+    assert batch["image_index"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert [p for p in batch["phrase_index"].tolist()[:2]] == [0, 1]  # present: always asked
+    assert [len(t["boxes"]) for t in batch["targets"]] == [1, 1, 0, 1, 1, 0]
+    step = Sam3TextStep(model, phrases, word_tokenize)
+    with torch.no_grad():
+        rows = step(batch["pixel_values"], batch["image_index"], batch["phrase_index"])
+        grid = step(batch["pixel_values"])
+    pairs = zip(batch["image_index"].tolist(), batch["phrase_index"].tolist(), strict=True)
+    for row, (image, phrase) in enumerate(pairs):
+        torch.testing.assert_close(
+            rows["pred_logits"][row], grid["pred_logits"][image * 4 + phrase]
+        )
+    drawn = set()
+    for epoch in range(8):  # the absent category asked changes with the epoch, not the read
+        ds.set_epoch(epoch)
+        assert ds[0]["phrase_index"].tolist() == ds[0]["phrase_index"].tolist()
+        drawn.add(ds[0]["phrase_index"].tolist()[2])
+    assert drawn == {2, 3}
+
+
 def test_frozen_text_encoder_runs_once_per_phrase_per_run():
     model = tiny_sam3()
     model.text_encoder.requires_grad_(False)
@@ -324,6 +350,7 @@ def test_fit_config_text_options():
         ({"sam3_loss": {"weight_mask": -1}}, ["weight_mask", ">= 0"]),
         ({"sam3_loss": {"matcher": {"cost": 1}}}, ["matcher has no setting 'cost'"]),
         ({"prompt": "text", "augment": True}, ["augment"]),
+        ({"text_negatives": -1}, ["text_negatives", ">= 0"]),
         ({"prompt": "words"}, ["text"]),
     ],
 )

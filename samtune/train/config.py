@@ -130,6 +130,13 @@ class FitConfig(Options):
             "(repeatable; default: the recipe's phrase, else the name)."
         },
     )
+    text_negatives: int | None = field(
+        default=None,
+        metadata={
+            "help": "prompt text: at most N absent categories asked per image per step "
+            "(null: all of them)."
+        },
+    )
     sam3_loss: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "prompt text: SAM 3 loss settings (weight_mask: 100, ...)."},
@@ -228,7 +235,7 @@ class FitConfig(Options):
                     "keep_checkpoints"]  # fmt: skip
         for name in positive:
             check_range(name, getattr(self, name), minimum=1)
-        for name in ("warmup_steps", "num_workers", "cache_memory_mb"):
+        for name in ("warmup_steps", "num_workers", "cache_memory_mb", "text_negatives"):
             check_range(name, getattr(self, name), minimum=0)
         check_seed("seed", self.seed)
         check_range("lr", self.lr, minimum=0, strict=True)

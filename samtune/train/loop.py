@@ -594,7 +594,7 @@ def _prepare_text(
     step = Sam3TextStep(model, list(phrases.values()), tokenize or load_tokenizer(model))
     prompted = TextPromptDataset(train_ds, sam3_preprocess(model), list(phrases),
                                  mask_side(model), exemplar=cfg.prompt == "text+exemplar",
-                                 seed=cfg.seed)  # fmt: skip
+                                 seed=cfg.seed, negatives=cfg.text_negatives)  # fmt: skip
     sampler = EpochSampler(len(prompted), cfg.seed)
     loader = torch.utils.data.DataLoader(prompted, batch_size=cfg.batch_size, sampler=sampler,
                                          collate_fn=collate_text, num_workers=cfg.num_workers,
@@ -708,7 +708,8 @@ def _train_step(run: Run, batch: dict) -> tuple[float, float]:
 def _text_forward_loss(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward of :class:`~samtune.train.sam3_step.Sam3TextStep` and the SAM 3 loss."""
     device = run.accelerator.device
-    prompts = {k: batch[k].to(device) for k in ("input_boxes", "input_boxes_labels") if k in batch}
+    keys = ("image_index", "phrase_index", "input_boxes", "input_boxes_labels")
+    prompts = {k: batch[k].to(device) for k in keys if k in batch}
     outputs = run.step_module(batch["pixel_values"].to(device), **prompts)  # forward
     targets = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
     loss, iou, _ = text_step_loss(outputs, targets, run.text_loss)  # loss

@@ -1,9 +1,10 @@
 """One training step of SAM 3 prompted by category names (``prompt: text``).
 
 Every image is asked for every category of the dataset by name: with ``C`` categories and ``B``
-images a step runs ``B x C`` (image, phrase) rows, row ``b * C + c`` being image ``b`` asked
-for category ``c``. A category with no instance in the image is a negative row (no target
-boxes: presence target 0). The phrase of a category is its name, or what the prompt map gives
+images a step runs ``B x C`` (image, phrase) rows, image by image. A category with no instance
+in the image is a negative row (no target boxes: presence target 0); ``negatives`` caps how
+many of those an image gets per step (drawn per epoch), so many categories need not mean many
+rows. The phrase of a category is its name, or what the prompt map gives
 for it (``{"trash_plastic": "plastic trash"}``).
 
 What is computed how often:
@@ -13,7 +14,7 @@ What is computed how often:
 * the text encoder runs once per phrase per run when it does not train (its output is cached
   on the step module), else once per phrase per step; the text projection runs every step (it
   may train);
-* the DETR encoder, decoder and mask decoder run once on the ``B x C`` rows.
+* the DETR encoder, decoder and mask decoder run once on the rows.
 
 Targets, per row (:func:`image_targets`): ``boxes`` ``(T, 4)`` normalised XYXY in the model's
 input frame and ``masks`` ``(T, m, m)`` bool at the predicted mask resolution. SAM 3's image
@@ -221,13 +222,28 @@ def exemplar_boxes(
     return boxes, labels
 
 
+def choose_rows(
+    targets: list[dict[str, torch.Tensor]], negatives: int | None, generator: torch.Generator
+) -> list[int]:
+    """The categories an image is asked for: every present one and, of the absent ones, all
+    (``negatives=None``) or ``negatives`` drawn uniformly; in category order."""
+    absent = [c for c, t in enumerate(targets) if len(t["boxes"]) == 0]
+    if negatives is not None and len(absent) > negatives:
+        pick = torch.randperm(len(absent), generator=generator)[:negatives].tolist()
+        dropped = set(absent) - {absent[i] for i in pick}
+        return [c for c in range(len(targets)) if c not in dropped]
+    return list(range(len(targets)))
+
+
 class TextPromptDataset(torch.utils.data.Dataset):
     """A dataset of :class:`~samtune.data.Sample` as SAM 3 trains on it by category name.
 
-    Item ``i``: ``pixel_values`` ``(3, S, S)`` float32, ``targets`` (one per category, see
-    :func:`image_targets`) and, with ``exemplar``, ``input_boxes`` ``(C, 1, 4)`` and
-    ``input_boxes_labels`` ``(C, 1)`` (see :func:`exemplar_boxes`, drawn from ``seed``, the
-    epoch and ``i``).
+    Item ``i``: ``pixel_values`` ``(3, S, S)`` float32; ``phrase_index`` ``(R,)`` int64, the
+    categories (indices into ``category_ids``) the image is asked for (:func:`choose_rows`:
+    all of them unless ``negatives`` caps the absent ones); ``targets``, one per asked category
+    (:func:`image_targets`); with ``exemplar``, ``input_boxes`` ``(R, 1, 4)`` and
+    ``input_boxes_labels`` ``(R, 1)`` (:func:`exemplar_boxes`). What is drawn depends on
+    ``seed``, the epoch and ``i`` only.
     """
 
     def __init__(
@@ -238,9 +254,11 @@ class TextPromptDataset(torch.utils.data.Dataset):
         side: int,
         exemplar: bool = False,
         seed: int = 0,
+        negatives: int | None = None,
     ) -> None:
         self.dataset, self.preprocess, self.category_ids = dataset, preprocess, list(category_ids)
         self.side, self.exemplar, self.seed, self.epoch = side, exemplar, seed, 0
+        self.negatives = negatives
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -253,25 +271,32 @@ class TextPromptDataset(torch.utils.data.Dataset):
 
         sample = self.dataset[index]
         pixel_values, _ = preprocess_image(sample.image, self.preprocess)
+        g = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 1_000_003 + index)
+        targets = image_targets(sample, self.category_ids, self.side)
+        rows = choose_rows(targets, self.negatives, g)
         item: dict[str, Any] = {
             "pixel_values": pixel_values,
-            "targets": image_targets(sample, self.category_ids, self.side),
+            "phrase_index": torch.tensor(rows, dtype=torch.int64),
+            "targets": [targets[c] for c in rows],
         }
         if self.exemplar:
-            g = torch.Generator().manual_seed(
-                (self.seed * 100_003 + self.epoch) * 1_000_003 + index
-            )
             item["input_boxes"], item["input_boxes_labels"] = exemplar_boxes(item["targets"], g)
         return item
 
 
 def collate_text(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack :class:`TextPromptDataset` items: ``pixel_values`` ``(B, 3, S, S)``, ``targets``
-    a flat list of ``B x C`` (row ``b * C + c``), exemplar tensors concatenated to ``B x C``."""
+    """Stack :class:`TextPromptDataset` items into one batch of rows, image by image:
+    ``pixel_values`` ``(B, 3, S, S)``; ``image_index`` and ``phrase_index`` ``(R,)`` (row ``r``
+    is image ``image_index[r]`` asked for phrase ``phrase_index[r]``); ``targets`` a list of
+    ``R``; exemplar tensors concatenated to ``R`` rows."""
     if not items:
         raise ValueError("cannot collate an empty batch")
     out: dict[str, Any] = {
         "pixel_values": torch.stack([item["pixel_values"] for item in items]),
+        "image_index": torch.cat(
+            [torch.full_like(item["phrase_index"], b) for b, item in enumerate(items)]
+        ),
+        "phrase_index": torch.cat([item["phrase_index"] for item in items]),
         "targets": [target for item in items for target in item["targets"]],
     }
     for key in ("input_boxes", "input_boxes_labels"):
@@ -287,7 +312,8 @@ class Sam3TextStep(nn.Module):
     """Everything of one SAM 3 step that needs gradients, in one forward (what DDP wraps).
 
     ``Sam3TextStep(model, phrases, tokenize)`` tokenizes the ``C`` phrases once.
-    ``forward(pixel_values)`` returns ``Sam3Model``'s outputs for the ``B x C`` rows.
+    ``forward(pixel_values, image_index, phrase_index)`` returns ``Sam3Model``'s outputs for
+    the ``R`` rows (default: every image asked for every phrase, ``R = B x C``).
     ``text_encodings`` counts the phrases run through the text encoder (tests, benches).
     """
 
@@ -326,35 +352,41 @@ class Sam3TextStep(nn.Module):
     def forward(
         self,
         pixel_values: torch.Tensor,
+        image_index: torch.Tensor | None = None,
+        phrase_index: torch.Tensor | None = None,
         input_boxes: torch.Tensor | None = None,
         input_boxes_labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """``pixel_values`` ``(B, 3, S, S)``; optional exemplar prompts ``(B x C, 1, 4)``
-        normalised cxcywh and labels ``(B x C, 1)``. Returns ``pred_logits`` ``(B x C, Q)``,
-        ``presence_logits`` ``(B x C, 1)``, ``pred_boxes`` ``(B x C, Q, 4)`` normalised XYXY,
-        ``pred_masks`` ``(B x C, Q, m, m)`` logits."""
+        """``pixel_values`` ``(B, 3, S, S)``; ``image_index``, ``phrase_index`` ``(R,)`` int64
+        (both or neither); optional exemplar prompts ``(R, 1, 4)`` normalised cxcywh and labels
+        ``(R, 1)``. Returns ``pred_logits`` ``(R, Q)``, ``presence_logits`` ``(R, 1)``,
+        ``pred_boxes`` ``(R, Q, 4)`` normalised XYXY, ``pred_masks`` ``(R, Q, m, m)`` logits."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        sam, count = self.sam, len(self.phrases)
+        sam, device = self.sam, pixel_values.device
+        if image_index is None or phrase_index is None:
+            grid = torch.arange(pixel_values.shape[0] * len(self.phrases), device=device)
+            image_index, phrase_index = grid // len(self.phrases), grid % len(self.phrases)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self._trains(sam.vision_encoder)):
             vision = sam.get_vision_features(pixel_values=pixel_values)
+        # index_select, not x[index]: its backward (index_add_) sums rows in a fixed order.
         rows = type(vision)(
             fpn_hidden_states=tuple(
-                x.repeat_interleave(count, 0) for x in vision.fpn_hidden_states
+                x.index_select(0, image_index) for x in vision.fpn_hidden_states
             ),
             fpn_position_encoding=tuple(
-                x.repeat_interleave(count, 0) for x in vision.fpn_position_encoding
+                x.index_select(0, image_index) for x in vision.fpn_position_encoding
             ),
         )
-        batch = pixel_values.shape[0]
         hidden = self.text_hidden()
         text = BaseModelOutputWithPooling(
-            last_hidden_state=hidden, pooler_output=sam.text_projection(hidden).repeat(batch, 1, 1)
+            last_hidden_state=hidden,
+            pooler_output=sam.text_projection(hidden).index_select(0, phrase_index),
         )
         out = sam(
             vision_embeds=rows,
             text_embeds=text,
-            attention_mask=self.attention_mask.repeat(batch, 1),
+            attention_mask=self.attention_mask.index_select(0, phrase_index),
             input_boxes=input_boxes,
             input_boxes_labels=input_boxes_labels,
         )
@@ -393,6 +425,7 @@ __all__ = [
     "TextPromptDataset",
     "Tokenize",
     "category_phrases",
+    "choose_rows",
     "collate_text",
     "exemplar_boxes",
     "has_text_encoder",
