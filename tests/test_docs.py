@@ -34,6 +34,12 @@ NOT_RUN = {
         "checks the shipped specs"
     ),
     "samtune data download taco": NEEDS_NETWORK,
+    "samtune fit --model facebook/sam3 --strategy lora --prompt text --dataset zerowaste": (
+        NEEDS_NETWORK
+    ),
+    'samtune fit --model facebook/sam3 --prompt text --dataset taco --prompt-map "Shoe=old shoe"': (
+        NEEDS_NETWORK
+    ),
     "samtune fit --model facebook/sam2.1-hiera-small --strategy lora --dataset trashcan": (
         NEEDS_NETWORK
     ),

@@ -53,6 +53,7 @@ def fit(
     seed: Annotated[int | None, FIT.option("seed")] = None,
     resume: Annotated[bool, FIT.option("resume", "--resume")] = False,
     quiet: Annotated[bool, FIT.option("quiet", "--quiet", "-q")] = False,
+    prompt_map: Annotated[list[str] | None, FIT.option("prompt_map", "--prompt-map")] = None,
     strategy_option: Annotated[
         list[str] | None, FIT.option("strategy_options", "--strategy-option", "-S")
     ] = None,
@@ -80,10 +81,28 @@ def fit(
     options.pop("config", None)
     if "strategy_option" in options:
         options["strategy_options"] = parse_key_values(options.pop("strategy_option"))
+    if "prompt_map" in options:
+        options["prompt_map"] = _phrases(options["prompt_map"])
     result = run_fit(config=config, **options)
     typer.echo(f"run folder: {result.output_dir}")
     if result.best_metric is not None:
         typer.echo(f"best validation mIoU {result.best_metric:.4f} at step {result.best_step}")
+
+
+def _phrases(items: list[str]) -> dict[str, str]:
+    """``["trash_plastic=plastic trash"]`` -> ``{"trash_plastic": "plastic trash"}`` (text as typed)."""
+    from ..errors import ConfigError, quote_untrusted
+
+    out = {}
+    for item in items:
+        name, sep, phrase = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(
+                f"--prompt-map expects NAME=PHRASE (e.g. trash_plastic='plastic trash'); found "
+                f"{quote_untrusted(item)}"
+            )
+        out[name] = phrase
+    return out
 
 
 def register(app: typer.Typer) -> None:

@@ -61,6 +61,13 @@ class Recipe:
     def default_root(self) -> Path:
         return data_home() / self.folder
 
+    @property
+    def prompt_map(self) -> dict[str, str]:
+        """``{category name: phrase}`` SAM 3 is asked by (``prompt: text``); see ``data.phrases``."""
+        from .phrases import PROMPT_MAPS
+
+        return dict(PROMPT_MAPS.get(self.name, {}))
+
 
 def data_home() -> Path:
     """``$SAMTUNE_DATA``, default ``~/.cache/samtune/datasets``."""

@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import ConfigError, quote_untrusted
 from ..options import Options, check_range, check_seed, merge_options
 
-PROMPTS = ("box", "point", "interactive")
+PROMPTS = ("box", "point", "interactive", "text", "text+exemplar")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SCHEDULES = ("cosine", "constant")
 POINT_SAMPLING = ("center", "random")
@@ -124,7 +124,29 @@ class FitConfig(Options):
         },
     )
     prompt: str = field(
-        default="box", metadata={"help": "Training prompts: box, point or interactive."}
+        default="box",
+        metadata={
+            "help": "Training prompts: box, point or interactive; SAM 3: text (each category "
+            "by name) or text+exemplar (and one of its boxes)."
+        },
+    )
+    prompt_map: dict[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "help": "prompt text: NAME=PHRASE, the phrase category NAME is asked by "
+            "(repeatable; default: the recipe's phrase, else the name)."
+        },
+    )
+    text_negatives: int | None = field(
+        default=None,
+        metadata={
+            "help": "prompt text: at most N absent categories asked per image per step "
+            "(null: all of them)."
+        },
+    )
+    sam3_loss: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "prompt text: SAM 3 loss settings (weight_mask: 100, ...)."},
     )
     point_sampling: str = field(
         default="center",
@@ -220,7 +242,7 @@ class FitConfig(Options):
                     "keep_checkpoints"]  # fmt: skip
         for name in positive:
             check_range(name, getattr(self, name), minimum=1)
-        for name in ("warmup_steps", "num_workers", "cache_memory_mb"):
+        for name in ("warmup_steps", "num_workers", "cache_memory_mb", "text_negatives"):
             check_range(name, getattr(self, name), minimum=0)
         check_seed("seed", self.seed)
         check_range("lr", self.lr, minimum=0, strict=True)
@@ -234,6 +256,18 @@ class FitConfig(Options):
         for name in ("strategy", "dataset", "train_split"):
             if not getattr(self, name).strip():
                 raise ConfigError(f"{name} must not be empty")
+        self._validate_text_options()
+
+    def _validate_text_options(self) -> None:
+        """``prompt_map``, ``sam3_loss`` and what ``prompt: text`` cannot do (yet)."""
+        from .sam3_options import TEXT_PROMPTS, check_prompt_map, sam3_loss_config
+
+        self.prompt_map = check_prompt_map(self.prompt_map)
+        sam3_loss_config(self.sam3_loss)
+        if self.prompt in TEXT_PROMPTS and self.augment:
+            raise ConfigError(
+                f"augment is not available with prompt {self.prompt}; turn augment off"
+            )
 
     def resolved(self) -> FitConfig:
         """A copy with every default filled in (the demo defaults for ``dataset='demo'``)."""

@@ -16,10 +16,10 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from torch import nn
 from ..adapters import save_adapter
 from ..data import PromptedDataset, collate_prompted, load_dataset
 from ..data.transforms import AugmentConfig
-from ..errors import ConfigError, InputError, RunError, SamtuneError
+from ..errors import ConfigError, InputError, RunError, SamtuneError, quote_untrusted
 from ..evaluation import EvalReport, evaluate, format_comparison
 from ..io import (
     RUN_MARKER,
@@ -55,6 +55,19 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import FitConfig, build_config, check_inputs, dataset_options, save_yaml
+from .recompute import enable_checkpointing
+from .sam3_options import TEXT_PROMPTS, sam3_loss_config
+from .sam3_step import (
+    Sam3TextStep,
+    TextPromptDataset,
+    category_phrases,
+    collate_text,
+    has_text_encoder,
+    load_tokenizer,
+    mask_side,
+    sam3_preprocess,
+    text_step_loss,
+)
 from .step import FrozenEncoderEmbeddings, SamTrainStep, batch_inputs, training_loss
 
 
@@ -91,6 +104,7 @@ def fit(
     *,
     config: str | Path | dict | FitConfig | None = None,
     callbacks: list[Callback] | None = None,
+    tokenize: Callable | None = None,
     **options: Any,
 ) -> FitResult:
     """Fine-tune SAM with a strategy on a dataset; the Python twin of ``samtune fit``.
@@ -105,6 +119,8 @@ def fit(
         config: a YAML file, mapping or :class:`FitConfig`; explicit arguments override it.
         callbacks: :class:`~samtune.train.callbacks.Callback` objects told of epochs, steps,
             validations and checkpoints.
+        tokenize: for ``prompt="text"``, ``tokenize(phrases) -> (input_ids, attention_mask)``;
+            default: the tokenizer saved with the model.
         **options: any :class:`FitConfig` field (``epochs``, ``lr``, ``prompt``, ``resume``...).
 
     Returns:
@@ -125,7 +141,7 @@ def fit(
         given[key] = str(value)
     inputs = [config] if isinstance(config, (str, Path)) else []
     cfg = build_config(config, **given).resolved()
-    return train(cfg, callbacks=callbacks, inputs=inputs, **objects)
+    return train(cfg, callbacks=callbacks, inputs=inputs, tokenize=tokenize, **objects)
 
 
 def _describe_object(kind: str, value: Any) -> str:
@@ -181,23 +197,6 @@ def _tracker(cfg: FitConfig) -> str | None:
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
         return "tensorboard"
     return None
-
-
-def enable_checkpointing(model: nn.Module) -> None:
-    """Recompute the image encoder's activations in backward (non-reentrant checkpointing).
-
-    transformers 5.24 renamed ``gradient_checkpointing_enable`` to
-    ``activation_checkpointing_enable``; older 5.x releases only have the first.
-    """
-    enable = getattr(model, "activation_checkpointing_enable", None)
-    if enable is None:
-        enable = model.gradient_checkpointing_enable
-        kwargs = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
-    else:
-        params = inspect.signature(enable).parameters
-        key = next((k for k in params if k.endswith("checkpointing_kwargs")), None)
-        kwargs = {key: {"use_reentrant": False}} if key else {}
-    enable(**kwargs)
 
 
 def _make_accelerator(cfg: FitConfig, run_dir: Path):
@@ -298,6 +297,7 @@ class Run:
     comparison: dict[str, Any] = field(default_factory=dict)
     stop: bool = False
     running_iou: float | None = None
+    text_loss: Any = None  # Sam3LossConfig, for prompt: text
 
     @property
     def trainable(self) -> list[nn.Parameter]:
@@ -329,6 +329,7 @@ def train(
     dataset: Any = None,
     callbacks: list[Callback] | None = None,
     inputs: list[str | Path] | tuple = (),
+    tokenize: Callable | None = None,
 ) -> FitResult:
     """Run training for a resolved :class:`FitConfig` (see :func:`fit`): setup, epochs, finish.
 
@@ -337,7 +338,8 @@ def train(
     """
     strategy, previous = _check(cfg, strategy, dataset)
     with _claim_run_folder(cfg, [*inputs, *_input_paths(cfg)]):
-        run = _setup(cfg, model, strategy, dataset, CallbackList(callbacks or []), previous)
+        run = _setup(cfg, model, strategy, dataset, CallbackList(callbacks or []), previous,
+                     tokenize)  # fmt: skip
         run.callbacks.on_train_begin(run)
         show = not cfg.quiet and sys.stderr.isatty() and run.accelerator.is_local_main_process
         from tqdm.auto import tqdm
@@ -415,20 +417,32 @@ def _check(cfg: FitConfig, strategy, dataset) -> tuple[Any, dict[str, Any]]:
 
 
 def _setup(
-    cfg: FitConfig, model, strategy, dataset, callbacks: CallbackList, previous: dict[str, Any]
+    cfg: FitConfig,
+    model,
+    strategy,
+    dataset,
+    callbacks: CallbackList,
+    previous: dict[str, Any],
+    tokenize: Callable | None = None,
 ) -> Run:
     """Everything before the first step; writes config.yaml only once all of it succeeded."""
     accelerator = _make_accelerator(cfg, Path(cfg.output_dir))
     _seed(cfg, accelerator)
-    model, splits = _model_and_data(cfg, model, dataset, accelerator)
+    model, splits, phrases = _model_and_data(cfg, model, dataset, accelerator)
     comparison: dict[str, Any] = previous
     test_ds = splits.get(cfg.test_split) if cfg.test_split else None
-    if cfg.compare and test_ds is not None and not cfg.resume:  # before the model changes
+    if cfg.prompt in TEXT_PROMPTS:
+        accelerator.print(f"prompt {cfg.prompt}: no validation or zero-shot/fine-tuned table "
+                          "during fit yet; evaluate the adapter afterwards")  # fmt: skip
+    elif cfg.compare and test_ds is not None and not cfg.resume:  # before the model changes
         protocols = ["box"] + (["point"] if cfg.compare_point else [])
         comparison["zero_shot"] = _evaluate(model, test_ds, protocols, accelerator, "zero-shot",
                                             cfg.box_source)  # fmt: skip
     model = _apply_strategy(cfg, model, strategy, accelerator)
-    run = _prepare(cfg, model, splits, accelerator, callbacks)
+    if cfg.prompt in TEXT_PROMPTS:
+        run = _prepare_text(cfg, model, splits, phrases, accelerator, callbacks, tokenize)
+    else:
+        run = _prepare(cfg, model, splits, accelerator, callbacks)
     run.comparison = comparison
     if cfg.resume:
         _resume(run)
@@ -458,13 +472,45 @@ def _seed(cfg: FitConfig, accelerator) -> None:
         torch.use_deterministic_algorithms(True)
 
 
-def _model_and_data(cfg: FitConfig, model, dataset, accelerator) -> tuple[nn.Module, dict]:
+def _model_and_data(
+    cfg: FitConfig, model, dataset, accelerator
+) -> tuple[nn.Module, dict, dict[int, str] | None]:
+    """The model and the splits; for ``prompt: text`` also each category's phrase, checked
+    before the model loads (a wrong prompt map should not wait for a download)."""
+    text = cfg.prompt in TEXT_PROMPTS
+    splits, phrases = None, None
+    if text:
+        splits = _main_first(accelerator, _load_splits, cfg, dataset)
+        phrases = _text_phrases(cfg, splits)
     if model is None:
         model = load_model(cfg.model, seed=cfg.seed)
+    if text and not has_text_encoder(model):
+        raise ConfigError(
+            f"prompt {cfg.prompt} asks the model for each category by name, and "
+            f"{type(model).__name__} ({model_source(model)}) has no text encoder: use a SAM 3 "
+            "model (--model facebook/sam3), or --prompt box"
+        )
     base_fingerprint(model)  # remember the base weights before anything changes them
+    if splits is None:
+        splits = _main_first(accelerator, _load_splits, cfg, dataset)
+    return model, splits, phrases
+
+
+def _main_first(accelerator, work, *args):
     with accelerator.main_process_first():  # one process generates/downloads, the others wait
-        splits = _load_splits(cfg, dataset)
-    return model, splits
+        return work(*args)
+
+
+def _text_phrases(cfg: FitConfig, splits: dict) -> dict[int, str]:
+    """``{category id: phrase}`` of the training split (prompt map > recipe map > name)."""
+    from ..data.recipes import RECIPES
+
+    train_ds = splits[cfg.train_split]
+    recipe = RECIPES.get(cfg.dataset)
+    name = getattr(train_ds, "name", None) or cfg.dataset
+    return category_phrases(getattr(train_ds, "categories", None) or {}, cfg.prompt_map,
+                            recipe.prompt_map if recipe else {},
+                            dataset=f"dataset {quote_untrusted(name)}")  # fmt: skip
 
 
 def _apply_strategy(cfg: FitConfig, model, strategy, accelerator) -> nn.Module:
@@ -538,6 +584,33 @@ def _prepare(cfg: FitConfig, model, splits: dict, accelerator, callbacks: Callba
     else:
         _embedding_cache(cfg, frozen, accelerator)  # says why the cache is off, if asked for
     return run
+
+
+def _prepare_text(
+    cfg: FitConfig, model, splits: dict, phrases: dict[int, str], accelerator,
+    callbacks: CallbackList, tokenize: Callable | None,
+) -> Run:  # fmt: skip
+    """:func:`_prepare` for ``prompt: text``: every category of the dataset asked by name."""
+    train_ds = splits[cfg.train_split]
+    step = Sam3TextStep(model, list(phrases.values()), tokenize or load_tokenizer(model))
+    prompted = TextPromptDataset(train_ds, sam3_preprocess(model), list(phrases),
+                                 mask_side(model), exemplar=cfg.prompt == "text+exemplar",
+                                 seed=cfg.seed, negatives=cfg.text_negatives)  # fmt: skip
+    sampler = EpochSampler(len(prompted), cfg.seed)
+    loader = torch.utils.data.DataLoader(prompted, batch_size=cfg.batch_size, sampler=sampler,
+                                         collate_fn=collate_text, num_workers=cfg.num_workers,
+                                         pin_memory=accelerator.device.type == "cuda")  # fmt: skip
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step_module, optimizer, loader = accelerator.prepare(step, optimizer, loader)
+    total_steps = max(1, math.ceil(len(loader) / cfg.grad_accum)) * cfg.epochs
+    total_steps = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, total_steps))
+    accelerator.print(f"prompt {cfg.prompt}: {len(phrases)} phrases per image: "
+                      + ", ".join(quote_untrusted(p, 40) for p in phrases.values()))  # fmt: skip
+    return Run(cfg, accelerator, model, step_module, optimizer, scheduler, loader, prompted,
+               sampler, None, splits, callbacks, total_steps,
+               text_loss=sam3_loss_config(cfg.sam3_loss))  # fmt: skip
 
 
 def _checkpointed(run: Run) -> dict[str, Any]:
@@ -615,10 +688,13 @@ def _train_step(run: Run, batch: dict) -> tuple[float, float]:
     """One micro-step in Accelerate's accumulate idiom; returns (loss, mean predicted IoU)."""
     acc, cfg = run.accelerator, run.cfg
     with acc.accumulate(run.step_module):
-        inputs, targets, weight = batch_inputs(batch, cfg, run.embed, run.model, acc.device)
-        inputs["seed"] = cfg.seed * 1_000_003 + run.state.step
-        rounds = run.step_module(**inputs)  # forward
-        loss, iou = training_loss(rounds, targets, weight, cfg)  # loss
+        if run.text_loss is not None:  # SAM 3 by name: forward and loss
+            loss, iou = _text_forward_loss(run, batch)
+        else:
+            inputs, targets, weight = batch_inputs(batch, cfg, run.embed, run.model, acc.device)
+            inputs["seed"] = cfg.seed * 1_000_003 + run.state.step
+            rounds = run.step_module(**inputs)  # forward
+            loss, iou = training_loss(rounds, targets, weight, cfg)  # loss
         values = _finite_or_stop(run, loss, iou)
         acc.backward(loss)  # backward
         if acc.sync_gradients and cfg.max_grad_norm:
@@ -628,6 +704,17 @@ def _train_step(run: Run, batch: dict) -> tuple[float, float]:
             run.scheduler.step()  # schedule
         run.optimizer.zero_grad()  # zero_grad
     return values
+
+
+def _text_forward_loss(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward of :class:`~samtune.train.sam3_step.Sam3TextStep` and the SAM 3 loss."""
+    device = run.accelerator.device
+    keys = ("image_index", "phrase_index", "input_boxes", "input_boxes_labels")
+    prompts = {k: batch[k].to(device) for k in keys if k in batch}
+    outputs = run.step_module(batch["pixel_values"].to(device), **prompts)  # forward
+    targets = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
+    loss, iou, _ = text_step_loss(outputs, targets, run.text_loss)  # loss
+    return loss, iou
 
 
 def _finite_or_stop(run: Run, loss: torch.Tensor, iou: torch.Tensor) -> tuple[float, float]:
@@ -684,7 +771,7 @@ def _checkpoint(run: Run) -> None:
 def _validate(run: Run) -> None:
     """Validate, keep the best adapter, log, and stop early when it stopped improving."""
     val_ds, state, cfg = run.split(run.cfg.val_split), run.state, run.cfg
-    if val_ds is None:
+    if val_ds is None or cfg.prompt in TEXT_PROMPTS:
         return
     report = _evaluate_one(run.model, val_ds, cfg.eval_prompt, run.accelerator, "validation",
                            cfg.box_source)  # fmt: skip
@@ -724,7 +811,7 @@ def _finish(run: Run) -> FitResult:
     run.model.eval()
     table = ""
     test_ds = run.split(cfg.test_split)
-    if cfg.compare and test_ds is not None:
+    if cfg.compare and test_ds is not None and cfg.prompt not in TEXT_PROMPTS:
         run.comparison["fine_tuned"] = _evaluate(run.model, test_ds, run.protocols, acc,
                                                  "fine-tuned", cfg.box_source)  # fmt: skip
         if "zero_shot" in run.comparison:
