@@ -367,21 +367,19 @@ def test_fit_config_refuses(options, words):
 
 
 def test_fit_by_name_end_to_end(tmp_path):
-    """``samtune.fit`` with ``prompt="text"`` on the demo data: 2 LoRA steps, an adapter."""
-    from samtune.errors import SamtuneError
-    from samtune.models.family import family_of
-
-    model = tiny_sam3()
-    try:
-        family_of(model)
-    except SamtuneError:
-        pytest.skip("the sam3 family (models/family.py, branch sam3core) is not merged yet")
+    """``samtune.fit`` with ``prompt="text"`` on the demo data: 2 LoRA steps, an adapter, and
+    the zero-shot/fine-tuned table of the text protocol (class-aware AP, semantic mIoU)."""
     import samtune
 
+    model = samtune.load_model("tiny-sam3")
+    counts = {"train": 4, "val": 1, "test": 2}
     result = samtune.fit(model=model, strategy="lora", dataset="demo",
-                         output_dir=tmp_path / "run", prompt="text", tokenize=word_tokenize,
+                         dataset_options={"counts": counts},
+                         output_dir=tmp_path / "run", prompt="text",
                          max_steps=2, epochs=1, batch_size=2, quiet=True,
                          log_with="none")  # fmt: skip
-    assert result.steps == 2 and result.table == ""
+    assert result.steps == 2
+    assert "text prompts" in result.table and "zero-shot" in result.table
+    assert {"ap", "semantic_miou"} <= set(result.comparison["fine_tuned"]["text"])
     assert (tmp_path / "run" / "adapter" / "adapter.safetensors").is_file()
     assert "prompt: text" in (tmp_path / "run" / "config.yaml").read_text()

@@ -309,7 +309,7 @@ class Run:
 
     @property
     def protocols(self) -> list[str]:
-        return ["box"] + (["point"] if self.cfg.compare_point else [])
+        return compare_protocols(self.cfg)
 
     def split(self, name: str | None) -> Any:
         return self.splits.get(name) if name else None
@@ -431,13 +431,9 @@ def _setup(
     model, splits, phrases = _model_and_data(cfg, model, dataset, accelerator)
     comparison: dict[str, Any] = previous
     test_ds = splits.get(cfg.test_split) if cfg.test_split else None
-    if cfg.prompt in TEXT_PROMPTS:
-        accelerator.print(f"prompt {cfg.prompt}: no validation or zero-shot/fine-tuned table "
-                          "during fit yet; evaluate the adapter afterwards")  # fmt: skip
-    elif cfg.compare and test_ds is not None and not cfg.resume:  # before the model changes
-        protocols = ["box"] + (["point"] if cfg.compare_point else [])
-        comparison["zero_shot"] = _evaluate(model, test_ds, protocols, accelerator, "zero-shot",
-                                            cfg.box_source)  # fmt: skip
+    if cfg.compare and test_ds is not None and not cfg.resume:  # before the model changes
+        comparison["zero_shot"] = _evaluate(model, test_ds, compare_protocols(cfg), accelerator,
+                                            "zero-shot", cfg.box_source)  # fmt: skip
     model = _apply_strategy(cfg, model, strategy, accelerator)
     if cfg.prompt in TEXT_PROMPTS:
         run = _prepare_text(cfg, model, splits, phrases, accelerator, callbacks, tokenize)
@@ -811,7 +807,7 @@ def _finish(run: Run) -> FitResult:
     run.model.eval()
     table = ""
     test_ds = run.split(cfg.test_split)
-    if cfg.compare and test_ds is not None and cfg.prompt not in TEXT_PROMPTS:
+    if cfg.compare and test_ds is not None:
         run.comparison["fine_tuned"] = _evaluate(run.model, test_ds, run.protocols, acc,
                                                  "fine-tuned", cfg.box_source)  # fmt: skip
         if "zero_shot" in run.comparison:
@@ -843,6 +839,14 @@ def _plain(comparison: dict) -> dict:
 def _last_ckpt_text(run_dir: Path) -> str:
     last = latest_checkpoint(run_dir)
     return str(last) if last else "none yet"
+
+
+def compare_protocols(cfg: FitConfig) -> list[str]:
+    """The protocols of the zero-shot/fine-tuned table: ``text`` (class-aware AP, semantic
+    mIoU, cgF1) for a model trained by name, else ``box`` (and ``point`` if asked)."""
+    if cfg.prompt in TEXT_PROMPTS:
+        return ["text"]
+    return ["box"] + (["point"] if cfg.compare_point else [])
 
 
 def _evaluate_one(model, dataset, prompt: str, accelerator, name: str, box_source: str):
