@@ -21,6 +21,10 @@ def fit(
     strategy: Annotated[str | None, FIT.option("strategy", "--strategy", "-s")] = None,
     dataset: Annotated[str | None, FIT.option("dataset", "--dataset", "-d")] = None,
     model: Annotated[str | None, FIT.option("model", "--model", "-m")] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option("--images", help="Image folder of a label-studio:EXPORT.json dataset."),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="YAML file of options (a run's config.yaml)."),
@@ -75,6 +79,8 @@ def fit(
 
     options = given(ctx)
     options.pop("config", None)
+    if "images" in options:  # the folder the export's image names are found in
+        options["dataset_root"] = str(options.pop("images"))
     if "strategy_option" in options:
         options["strategy_options"] = parse_key_values(options.pop("strategy_option"))
     result = run_fit(config=config, **options)

@@ -198,6 +198,13 @@ def get_recipe(name: str) -> Recipe:
         ) from None
 
 
+def dataset_label(name: str) -> str:
+    """``name`` as one folder-name word: ``label-studio:exports/p1.json`` -> ``label-studio-p1``
+    (a recipe name is its own label)."""
+    tool, sep, path = name.partition(":")
+    return f"{tool}-{Path(path).stem}" if sep else name
+
+
 def list_datasets() -> dict[str, str]:
     """Recipe name -> one-line description."""
     return {name: r.title for name, r in RECIPES.items()}
@@ -428,6 +435,10 @@ def check_dataset(
         ConfigError: an unknown or invalid option.
         MissingFileError: the dataset's files are not there (the message says how to get them).
     """
+    if name.startswith("label-studio:"):  # an annotation tool's export, not a recipe
+        from .label_studio import check_label_studio
+
+        return check_label_studio(name, splits, root, **options)
     recipe = get_recipe(name)
     _check_options(name, options)
     for split in splits:
@@ -464,7 +475,10 @@ def load_dataset(
 
     Args:
         name: ``trashcan``, ``trashcan-material``, ``zerowaste``, ``taco``, ``demo`` or
-            ``coco`` (any COCO-format folder given as ``root``, or ``images=``/``annotations=``).
+            ``coco`` (any COCO-format folder given as ``root``, or ``images=``/``annotations=``),
+            or ``label-studio:EXPORT.json`` (a Label Studio JSON export; ``root`` or ``images=``
+            is the image folder; splits ``train``/``val``/``test``/``all``, see
+            :func:`samtune.data.label_studio.read_label_studio`).
         split: ``train``, ``val`` or ``test`` (TrashCan: ``test`` is the official val, ``val``
             whole videos held out of the official train, see :func:`trashcan_split_ids`).
         root: the dataset's folder (default ``$SAMTUNE_DATA/<name>``; for ``demo`` the cache
@@ -482,6 +496,10 @@ def load_dataset(
             the ``samtune data download`` command (or the manual steps) that fixes it.
         DataError: malformed annotations (see ``on_error``).
     """
+    if name.startswith("label-studio:"):  # root: the image folder
+        from .label_studio import load_label_studio
+
+        return load_label_studio(name, split, root, **options)
     recipe = get_recipe(name)
     _check_options(name, options)
     label = f"{name}/{split}"

@@ -51,7 +51,9 @@ class EvalConfig(Options):
     root: str | None = field(
         default=None, metadata={"help": "Dataset folder (default: the recipe's)."}
     )
-    images: str | None = field(default=None, metadata={"help": "coco: image folder."})
+    images: str | None = field(
+        default=None, metadata={"help": "coco or label-studio:EXPORT: image folder."}
+    )
     annotations: str | None = field(default=None, metadata={"help": "coco: annotation JSON."})
     prompt: str = field(
         default="box", metadata={"help": "Protocol: box, point, clicks:N or auto (no prompt)."}

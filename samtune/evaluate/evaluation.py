@@ -73,7 +73,13 @@ def run_evaluation(
     if config.compare and not adapters:
         raise ConfigError("--compare needs at least one --adapter to compare with the base model")
     options = {}
-    if config.images is not None or config.annotations is not None:
+    if (
+        config.images is not None
+        and config.annotations is None
+        and config.dataset.startswith("label-studio:")
+    ):
+        options = {"images": config.images}  # the export's image folder
+    elif config.images is not None or config.annotations is not None:
         if config.dataset != "coco":
             raise ConfigError(
                 f"--images and --annotations apply to --dataset coco only, not {config.dataset!r}"
