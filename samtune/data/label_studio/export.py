@@ -354,10 +354,10 @@ def _segmentation(region: dict, kind: str, size: tuple[int, int]) -> list | dict
         ):
             raise DataError("'value.points' must be at least 3 [x%, y%] pairs of numbers")
         return [[c for x, y in points for c in (x * w / 100, y * h / 100)]]
-    return [_rectangle_outline(value, w, h)]
+    return [rectangle_outline(value, w, h)]
 
 
-def _rectangle_outline(value: dict, w: int, h: int) -> list[float]:
+def rectangle_outline(value: dict, w: int, h: int) -> list[float]:
     """The four corners (pixels, flat x0 y0 ...) of a rectangle turned about its top-left."""
     keys = ("x", "y", "width", "height")
     if not all(is_number(value.get(k)) for k in keys) or not is_number(value.get("rotation", 0)):
