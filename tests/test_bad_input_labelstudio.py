@@ -107,7 +107,7 @@ CASES = [
     Case(
         "ls-serve-port-out-of-range",
         ["serve", "label-studio", "--port", "70000"],
-        ["--port", "65535"],
+        ["--port", "65535", "samtune serve label-studio --help"],
     ),  # fmt: skip
 ]
 
