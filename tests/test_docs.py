@@ -86,6 +86,26 @@ NOT_RUN = {
     "samtune fit --strategy lora --dataset labelme:photos/": (
         "needs LabelMe files; test_tool_exports reads fabricated ones"
     ),
+    "samtune serve label-studio --model demo --images media/upload/1": (
+        "a server that runs until stopped; test_serve_label_studio runs it on 127.0.0.1 and "
+        "posts Label Studio's payloads"
+    ),
+    "samtune serve label-studio --model facebook/sam-vit-base --adapter runs/lora-label-studio-export/adapter --images media/upload/1 --port 9090": NEEDS_NETWORK,
+    "samtune fit --dataset label-studio:project-1.json --images media/upload/1": (
+        "needs a Label Studio export and the default model (a download); "
+        "test_bad_input_labelstudio and test_label_studio_data read fabricated exports"
+    ),
+    "samtune eval --model demo --adapter runs/lora-label-studio-project-1/adapter --compare --dataset label-studio:project-1.json --images media/upload/1 --split test": (
+        "continues the Label Studio fit above"
+    ),
+    "samtune eval -m facebook/sam3 -d zerowaste --split test --prompt text -o reports/sam3-zs": (
+        NEEDS_NETWORK
+    ),
+    "samtune info tiny-sam3": "test_sam3_inference checks info on the tiny-sam3 preset",
+    "samtune segment photos/ -m facebook/sam3 --classes taco -o out/": NEEDS_NETWORK,
+    'samtune segment photos/ -m facebook/sam3 --text "plastic bottle" --text can -o out/': (
+        NEEDS_NETWORK
+    ),
     "samtune fit --config runs/lora-demo/config.yaml --output-dir runs/again": (
         "a second full main-job run; the config round trip is tested in test_train_units"
     ),

@@ -603,4 +603,7 @@ def test_eval_scores_a_labelme_folder_and_fits_default_run_folder_is_named_by_th
     report = json.loads(result.output[result.output.index("{") :])["tiny"]
     assert report["metrics"]["num_instances"] == 1 and report["metrics"]["num_images"] == 1
     # a path in the dataset name made runs/lora-cvat:/x/annotations.xml, nested folders
-    assert FitConfig(dataset="cvat:/x/annotations.xml").resolved().output_dir == "runs/lora-cvat"
+    assert (
+        FitConfig(dataset="cvat:/x/annotations.xml").resolved().output_dir
+        == "runs/lora-cvat-annotations"
+    )

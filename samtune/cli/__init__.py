@@ -65,6 +65,16 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _python_show_warning = warnings.showwarning
 
 
+def _command_path(failed, root) -> str:
+    """``samtune serve label-studio `` for the context of a nested command (the root's own
+    name is samtune's, whatever the runner calls it)."""
+    names = []
+    while failed is not None and failed is not root:
+        names.append(failed.info_name)
+        failed = failed.parent
+    return " ".join(["samtune", *reversed(names)]) + " "
+
+
 class _SamtuneGroup(TyperGroup):
     """Turns samtune errors into one line on stderr and the documented exit code."""
 
@@ -83,9 +93,7 @@ class _SamtuneGroup(TyperGroup):
                 raise
             if (ctx.obj or {}).get("debug"):
                 traceback.print_exc()
-            where = (
-                f"samtune {exc.ctx.info_name} " if exc.ctx and exc.ctx is not ctx else "samtune "
-            )
+            where = _command_path(exc.ctx, ctx)
             message = exc.format_message().replace(
                 "Got unexpected extra", "Too many arguments: extra"
             )

@@ -207,6 +207,13 @@ def get_recipe(name: str) -> Recipe:
         ) from None
 
 
+def dataset_label(name: str) -> str:
+    """``name`` as one folder-name word: ``label-studio:exports/p1.json`` -> ``label-studio-p1``
+    (a recipe name is its own label)."""
+    tool, sep, path = name.partition(":")
+    return f"{tool}-{Path(path).stem}" if sep else name
+
+
 def list_datasets() -> dict[str, str]:
     """Recipe name -> one-line description."""
     return {name: r.title for name, r in RECIPES.items()}
@@ -445,6 +452,10 @@ def check_dataset(
         ConfigError: an unknown or invalid option.
         MissingFileError: the dataset's files are not there (the message says how to get them).
     """
+    if name.startswith("label-studio:"):  # an annotation tool's export, not a recipe
+        from .label_studio import check_label_studio
+
+        return check_label_studio(name, splits, root, **options)
     if tool_export_name(name) is not None:
         _no_root(name, root)
         return check_tool_export(name, splits, DATASET_OPTIONS, **options)
@@ -487,7 +498,9 @@ def load_dataset(
             ``coco`` (any COCO-format folder given as ``root``, or ``images=``/``annotations=``),
             or an annotation tool's export ``cvat:PATH``, ``labelme:DIR``... (see
             :mod:`samtune.data.tool_exports`: splits ``train``/``val``/``test``/``all``,
-            options ``images``, ``classes``, ``boxes``, ``keep_crowd``, ``split_seed``).
+            options ``images``, ``classes``, ``boxes``, ``keep_crowd``, ``split_seed``), or
+            ``label-studio:EXPORT.json`` (a Label Studio JSON export; ``root`` or ``images=``
+            is the image folder; see :func:`samtune.data.label_studio.read_label_studio`).
         split: ``train``, ``val`` or ``test`` (TrashCan: ``test`` is the official val, ``val``
             whole videos held out of the official train, see :func:`trashcan_split_ids`).
         root: the dataset's folder (default ``$SAMTUNE_DATA/<name>``; for ``demo`` the cache
@@ -505,6 +518,10 @@ def load_dataset(
             the ``samtune data download`` command (or the manual steps) that fixes it.
         DataError: malformed annotations (see ``on_error``).
     """
+    if name.startswith("label-studio:"):  # root: the image folder
+        from .label_studio import load_label_studio
+
+        return load_label_studio(name, split, root, **options)
     if tool_export_name(name) is not None:
         _no_root(name, root)
         return load_tool_export(name, split, known=DATASET_OPTIONS, **options)

@@ -88,7 +88,8 @@ class EvalConfig(Options):
         default=None, metadata={"help": "Dataset folder (default: the recipe's)."}
     )
     images: str | None = field(
-        default=None, metadata={"help": "coco, cvat:..., labelme:...: image folder."}
+        default=None,
+        metadata={"help": "coco, label-studio:..., cvat:..., labelme:...: image folder."},
     )
     annotations: str | None = field(default=None, metadata={"help": "coco: annotation JSON."})
     prompt: str = field(

@@ -77,7 +77,9 @@ def run_evaluation(
     if config.compare and not adapters:
         raise ConfigError("--compare needs at least one --adapter to compare with the base model")
     options = {}
-    if tool_export_name(config.dataset) is not None:  # cvat:PATH, labelme:DIR...
+    if tool_export_name(config.dataset) is not None or config.dataset.startswith(
+        "label-studio:"
+    ):  # cvat:PATH, labelme:DIR, label-studio:EXPORT.json...
         options = {} if config.images is None else {"images": config.images}
         if config.annotations is not None:
             raise ConfigError(f"--annotations applies to --dataset coco, not {config.dataset!r}")

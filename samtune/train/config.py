@@ -286,8 +286,9 @@ class FitConfig(Options):
         if out.compare_point is None:
             out.compare_point = self.dataset == "demo"
         if out.output_dir is None:
-            # cvat:/path/to/export -> runs/lora-cvat
-            out.output_dir = str(Path("runs") / f"{out.strategy}-{out.dataset.partition(':')[0]}")
+            from ..data.recipes import dataset_label  # label-studio:a/b.json -> label-studio-b
+
+            out.output_dir = str(Path("runs") / f"{out.strategy}-{dataset_label(out.dataset)}")
         out.validate()
         return out
 
