@@ -125,7 +125,8 @@ def _check_export(model: torch.nn.Module, format: str, quantize: str | None) -> 
 def save_hf_folder(model: torch.nn.Module, folder: str | os.PathLike) -> Path:
     """``model.save_pretrained(folder)`` plus the processor config of its preprocessing
     (``processor_config.json`` in transformers 5), so the family's processor
-    (``SamProcessor``, ``SamHQProcessor``, ``Sam2Processor``) loads from the folder and a
+    (``SamProcessor``, ``SamHQProcessor``, ``Sam2Processor``; ``Sam3TrackerProcessor`` for
+    SAM 3's tracker, ``Sam2Processor`` for EdgeTAM as transformers maps it) loads from the folder and a
     reload keeps it."""
     from transformers import (
         Sam2ImageProcessor,
@@ -140,7 +141,13 @@ def save_hf_folder(model: torch.nn.Module, folder: str | os.PathLike) -> Path:
     mean = [m / 255.0 for m in pre.mean]
     std = [s / 255.0 for s in pre.std]
     side = {"height": pre.image_size, "width": pre.image_size}
-    if pre.square:  # SAM 2: stretched to the square, no padding
+    if family_of(model).name == "sam3-tracker":  # what AutoProcessor gives sam3_tracker
+        from transformers import Sam3ImageProcessor, Sam3TrackerProcessor
+
+        processor = Sam3TrackerProcessor(
+            image_processor=Sam3ImageProcessor(size=side, image_mean=mean, image_std=std)
+        )
+    elif pre.square:  # SAM 2 and EdgeTAM: stretched to the square, no padding
         processor = Sam2Processor(
             image_processor=Sam2ImageProcessor(size=side, image_mean=mean, image_std=std)
         )

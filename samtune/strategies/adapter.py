@@ -6,7 +6,8 @@ model starts exactly at the base model. In each block, one adapter runs in paral
 MLP (AdaptFormer) and, optionally, one after the attention (Medical SAM Adapter's serial
 adapter). Adapters are attached as submodules ``adapter_mlp`` / ``adapter_attn`` of each
 image-encoder block (``vision_encoder.layers.<i>``; SAM 2's Hiera:
-``vision_encoder.backbone.blocks.<i>``, the family's ``targets["blocks"]``) and run through
+``vision_encoder.backbone.blocks.<i>``; SAM 3's ViT: ``vision_encoder.backbone.layers.<i>``,
+the family's ``targets["blocks"]``; EdgeTAM's convolutional RepViT has none) and run through
 forward hooks, so every base weight keeps its name. Each adapter is as wide as its block's
 output (Hiera's stages widen). Their nonlinearity means they cannot be merged into plain
 weights.
@@ -100,7 +101,7 @@ class AdapterStrategy(Strategy):
     name = "adapter"
     description = "Bottleneck adapters (zero-init, scaled) in each encoder block; decoder trains."
     config_class = AdapterConfig
-    families = ("sam", "sam-hq", "sam2")
+    families = ("sam", "sam-hq", "sam2", "sam3-tracker", "edgetam")
 
     def inject(self, model: torch.nn.Module) -> None:
         c = self.config
@@ -115,7 +116,7 @@ class AdapterStrategy(Strategy):
                 layer.mlp.register_forward_hook(layer.adapter_mlp.beside_mlp)
             if c.attn_adapter:
                 layer.adapter_attn = Bottleneck(dim, c.bottleneck, c.activation, c.scale).to(ref)
-                layer.attn.register_forward_hook(layer.adapter_attn.after_attention)
+                _attention(layer).register_forward_hook(layer.adapter_attn.after_attention)
 
     def is_trainable(self, name: str) -> bool:
         if ".adapter_mlp." in name or ".adapter_attn." in name:
@@ -129,3 +130,9 @@ class AdapterStrategy(Strategy):
             "samtune.load_adapter(base, dir), or train with the 'lora' strategy to get a "
             "mergeable adapter"
         )
+
+
+def _attention(block: nn.Module) -> nn.Module:
+    """A block's attention: ``attn`` (SAM's ViT, SAM 2's Hiera) or ``attention`` (SAM 3's ViT)."""
+    attention = getattr(block, "attn", None)
+    return attention if attention is not None else block.attention

@@ -27,7 +27,7 @@ class FullStrategy(Strategy):
     name = "full"
     description = "Fine-tune all weights (image encoder, prompt encoder, mask decoder)."
     config_class = FullConfig
-    families = ("sam", "sam-hq", "sam2")
+    families = ("sam", "sam-hq", "sam2", "sam3-tracker", "edgetam")
 
     def is_trainable(self, name: str) -> bool:
         if name in self.family.fixed:
