@@ -32,8 +32,6 @@ from .convert import hq as convert_hq
 from .convert import load_original_checkpoint
 from .family import SAM_HQ, family_of, family_of_model_type
 from .identity import (
-    SAM_PIXEL_MEAN,
-    SAM_PIXEL_STD,
     PreprocessConfig,
     base_fingerprint,
     model_source,

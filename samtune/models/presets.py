@@ -117,7 +117,7 @@ def tiny_sam3_tracker_config(image_size: int = 128) -> PretrainedConfig:
     gives an 8x8 grid) and its four-level neck (4x, 2x, 1x, 0.5x; the prompted model reads
     the first three), with a 32-wide SAM 2-style decoder."""
     from transformers import Sam3TrackerConfig
-    from transformers.models.sam3.configuration_sam3 import Sam3ViTConfig, Sam3VisionConfig
+    from transformers.models.sam3.configuration_sam3 import Sam3VisionConfig, Sam3ViTConfig
 
     grid = image_size // 16
     vit = Sam3ViTConfig(

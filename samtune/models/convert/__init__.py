@@ -21,7 +21,6 @@ from ..family import SAM2, SAM_HQ, family_of
 from ..identity import PreprocessConfig, samtune_info
 from . import hq, sam, sam2
 
-
 #: Families whose original (Meta) checkpoint format samtune does not convert, with the
 #: name of the original code: load them from transformers folders or hub ids.
 NO_ORIGINAL_FORMAT = {"sam3-tracker": "SAM 3's tracker (Meta's sam3 package)", "edgetam": "EdgeTAM"}
