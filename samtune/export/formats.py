@@ -19,7 +19,7 @@ from ..io import (
     check_not_input,
     output_lock,
 )
-from ..models.convert import save_original_checkpoint
+from ..models.convert import NO_ORIGINAL_FORMAT, save_original_checkpoint
 from ..models.family import SAM, SAM_HQ, family_of
 from ..models.identity import model_source, preprocess_config
 from .card import model_card
@@ -114,6 +114,13 @@ def _check_export(model: torch.nn.Module, format: str, quantize: str | None) -> 
     if quantize is not None and format != "onnx":
         raise InputError(f"quantize applies to the onnx format only, not {format!r}")
     family = family_of(model)
+    if format == "original" and family.name in NO_ORIGINAL_FORMAT:  # before any merging
+        raise InputError(
+            f"format 'original': samtune has no converter to "
+            f"{NO_ORIGINAL_FORMAT[family.name]}'s original checkpoint format; this model is "
+            f"{family.name} ({type(model).__name__}): export it as 'hf' (a merged "
+            f"{type(model).__name__} folder) or keep the adapter file"
+        )
     if format in ("segment-anything", "onnx") and family is not SAM:
         raise InputError(
             f"format {format!r} holds SAM (SamModel) only; this model is {family.name} "
