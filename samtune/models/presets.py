@@ -172,8 +172,8 @@ def _original_backbone_init(model: torch.nn.Module) -> None:
     zero, position table N(0, 0.02)); EdgeTAM's RepViT as timm builds it (batch-norm weights
     one, zero on each residual branch's last one), drawn by timm itself."""
     family = family_of(model)
-    backbone = model.vision_encoder.backbone
     if family.name == "sam3-tracker":
+        backbone = model.vision_encoder.backbone
         for module in backbone.modules():
             if isinstance(module, torch.nn.Linear):
                 torch.nn.init.trunc_normal_(module.weight, std=0.02)
@@ -184,7 +184,7 @@ def _original_backbone_init(model: torch.nn.Module) -> None:
 
         cfg = model.config.vision_config.backbone_config
         fresh = timm.create_model(cfg.architecture, pretrained=False, **cfg.model_args)
-        backbone.timm_model.load_state_dict(fresh.state_dict())
+        model.vision_encoder.backbone.timm_model.load_state_dict(fresh.state_dict())
 
 
 def sam_from_config(config: PretrainedConfig, seed: int = 0) -> torch.nn.Module:
