@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import EdgeTamModel, Sam2ImageProcessor, Sam3ImageProcessor, Sam3TrackerModel
+from transformers import (
+    AutoProcessor,
+    EdgeTamModel,
+    Sam2ImageProcessor,
+    Sam3ImageProcessor,
+    Sam3TrackerModel,
+)
 from typer.testing import CliRunner
 
 pytest.importorskip("timm")  # EdgeTAM's backbone; in the dev extra
@@ -370,6 +376,9 @@ def test_adapters_round_trip_and_refuse_another_family(family, options, tmp_path
     loaded = load_adapter(PRESETS[family], tmp_path / "adapter")
     assert torch.equal(_masks(loaded), _masks(model))
     export_adapter(loaded, tmp_path / "hf", "hf")
+    processor = AutoProcessor.from_pretrained(tmp_path / "hf")  # what transformers users get
+    want = {"sam3-tracker": "Sam3TrackerProcessor", "edgetam": "Sam2Processor"}[family]
+    assert type(processor).__name__ == want
     merged = load_model(tmp_path / "hf")
     assert type(merged) is CLASSES[family]
     assert preprocess_config(merged) == preprocess_config(model)
