@@ -270,6 +270,12 @@ def test_edgetam_lora_on_the_decoder_attention_leaves_the_encoder_alone():
     lora = {n.split(".lora_")[0] for n in _trainable(model) if ".lora_" in n}
     assert len(lora) == 14 and all(n.startswith("mask_decoder.transformer.") for n in lora)
     assert not any(n.startswith("vision_encoder.") for n in _trainable(model))
+    assert model.samtune_info.strategy.freezes_image_encoder  # so the embedding cache applies
+    assert (
+        not get_strategy("lora")
+        .apply(load_model("tiny-sam3-tracker"))
+        .samtune_info.strategy.freezes_image_encoder
+    )
 
 
 # --------------------------------------------------------------------------- training

@@ -78,6 +78,13 @@ class LoraStrategy(PeftBasedStrategy):
     config_class = LoraConfig
     families = ("sam", "sam-hq", "sam2", "sam3-tracker", "edgetam")
 
+    @property
+    def freezes_image_encoder(self) -> bool:
+        """True on a family whose encoder has no attention (EdgeTAM): LoRA then sits on the
+        mask decoder only, so image embeddings can be cached."""
+        family = getattr(self, "family", None)  # set by apply()
+        return family is not None and "qkv" not in family.targets
+
     def peft_config(self, modules_to_save: list[str] | None = None, model=None):
         """The peft ``LoraConfig``; ``model`` resolves ``blocks`` (without it, every block)."""
         from peft import LoraConfig as PeftLoraConfig
