@@ -73,7 +73,7 @@ def test_same_weights_in_another_family_have_another_fingerprint(models):
 
 def test_a_folder_of_another_model_type_names_the_families(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "dinov2"}')
-    with pytest.raises(CheckpointError, match="'dinov2' model, not SAM, SAM-HQ, SAM 2 or SAM 3"):
+    with pytest.raises(CheckpointError, match="'dinov2' model, not SAM, SAM-HQ, SAM 2"):
         load_model(tmp_path)
 
 

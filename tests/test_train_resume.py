@@ -20,7 +20,7 @@ from samtune.train.checkpoint import STATE_FILE, latest_checkpoint, read_state
 # i.e. in the middle of epoch 2, after the step-6 checkpoint.
 SCRIPT = textwrap.dedent(
     """
-    import os, signal, sys
+    import json, os, signal, sys
     import torch
     torch.set_num_threads(1)
     from samtune.data import load_dataset
@@ -39,7 +39,8 @@ SCRIPT = textwrap.dedent(
     splits = {s: load_dataset("demo", s, counts=counts) for s in ("train", "val")}
     fit(os.environ.get("MODEL", "tiny"), "lora", splits, sys.argv[1], epochs=2, batch_size=2, lr=1e-3, warmup_steps=2,
         checkpoint_every=3, keep_checkpoints=5, eval_every=3, quiet=True, log_with=None,
-        compare=False, resume=os.environ.get("RESUME") == "1")
+        compare=False, resume=os.environ.get("RESUME") == "1",
+        strategy_options=json.loads(os.environ.get("OPTIONS", "{}")))
     """
 )
 
@@ -57,13 +58,17 @@ def _run(tmp_path, run_dir, **env) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["tiny", "tiny-hq", "tiny-sam2"])  # one per SAM family
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, model):
+@pytest.mark.parametrize(
+    ("model", "options"),  # one per SAM family; EdgeTAM's LoRA sits on the decoder attention
+    [("tiny", "{}"), ("tiny-hq", "{}"), ("tiny-sam2", "{}"), ("tiny-sam3-tracker", "{}"),
+     ("tiny-edgetam", '{"decoder_attention": true}')],
+)  # fmt: skip
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, model, options):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    done = _run(tmp_path, straight, MODEL=model)
+    done = _run(tmp_path, straight, MODEL=model, OPTIONS=options)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    crash = _run(tmp_path, killed, KILL_AT_LOSS="8", MODEL=model)
+    crash = _run(tmp_path, killed, KILL_AT_LOSS="8", MODEL=model, OPTIONS=options)
     assert crash.returncode == -signal.SIGKILL, crash.stderr[-3000:]
     assert not (killed / "adapter").exists()  # the run never finished
     last = latest_checkpoint(killed)
@@ -74,7 +79,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, model):
     for ckpt in (killed / "checkpoints").iterdir():
         assert ckpt.name.startswith(".") or (ckpt / STATE_FILE).is_file(), ckpt
 
-    resumed = _run(tmp_path, killed, RESUME="1", MODEL=model)
+    resumed = _run(tmp_path, killed, RESUME="1", MODEL=model, OPTIONS=options)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from step-000006" in resumed.stdout + resumed.stderr
     assert read_state(latest_checkpoint(killed)).step == 8

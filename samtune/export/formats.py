@@ -19,7 +19,7 @@ from ..io import (
     check_not_input,
     output_lock,
 )
-from ..models.convert import save_original_checkpoint
+from ..models.convert import NO_ORIGINAL_FORMAT, save_original_checkpoint
 from ..models.family import SAM, SAM_HQ, family_of
 from ..models.identity import model_source, preprocess_config, samtune_info
 from .card import model_card
@@ -114,6 +114,13 @@ def _check_export(model: torch.nn.Module, format: str, quantize: str | None) -> 
     if quantize is not None and format != "onnx":
         raise InputError(f"quantize applies to the onnx format only, not {format!r}")
     family = family_of(model)
+    if format == "original" and family.name in NO_ORIGINAL_FORMAT:  # before any merging
+        raise InputError(
+            f"format 'original': samtune has no converter to "
+            f"{NO_ORIGINAL_FORMAT[family.name]}'s original checkpoint format; this model is "
+            f"{family.name} ({type(model).__name__}): export it as 'hf' (a merged "
+            f"{type(model).__name__} folder) or keep the adapter file"
+        )
     if format in ("segment-anything", "onnx") and family is not SAM:
         raise InputError(
             f"format {format!r} holds SAM (SamModel) only; this model is {family.name} "
@@ -125,7 +132,8 @@ def _check_export(model: torch.nn.Module, format: str, quantize: str | None) -> 
 def save_hf_folder(model: torch.nn.Module, folder: str | os.PathLike) -> Path:
     """``model.save_pretrained(folder)`` plus the processor config of its preprocessing
     (``processor_config.json`` in transformers 5), so the family's processor
-    (``SamProcessor``, ``SamHQProcessor``, ``Sam2Processor``) loads from the folder and a
+    (``SamProcessor``, ``SamHQProcessor``, ``Sam2Processor``; ``Sam3TrackerProcessor`` for
+    SAM 3's tracker, ``Sam2Processor`` for EdgeTAM as transformers maps it) loads from the folder and a
     reload keeps it."""
     from transformers import (
         Sam2ImageProcessor,
@@ -142,7 +150,13 @@ def save_hf_folder(model: torch.nn.Module, folder: str | os.PathLike) -> Path:
     side = {"height": pre.image_size, "width": pre.image_size}
     if family_of(model).has_text:  # SAM 3: its processor holds the tokenizer of its phrases
         processor = _text_processor(model, side, mean, std)
-    elif pre.square:  # SAM 2: stretched to the square, no padding
+    elif family_of(model).name == "sam3-tracker":  # what AutoProcessor gives sam3_tracker
+        from transformers import Sam3ImageProcessor, Sam3TrackerProcessor
+
+        processor = Sam3TrackerProcessor(
+            image_processor=Sam3ImageProcessor(size=side, image_mean=mean, image_std=std)
+        )
+    elif pre.square:  # SAM 2 and EdgeTAM: stretched to the square, no padding
         processor = Sam2Processor(
             image_processor=Sam2ImageProcessor(size=side, image_mean=mean, image_std=std)
         )

@@ -97,15 +97,16 @@ def samtune_info(model: torch.nn.Module) -> SamtuneInfo:
 
 def preprocess_config(model: torch.nn.Module) -> PreprocessConfig:
     """The preprocessing that matches ``model``: what its files declare, else its family's
-    (image size from the config, SAM's mean and std; SAM 2 stretches to the square)."""
+    (image size from the config, the family's processor's mean and std, ``Family.pixel_mean``
+    and ``pixel_std``; SAM 2 and its kin stretch to the square)."""
     declared = samtune_info(model).preprocess
     if declared is not None:
         return declared
     family = family_of(model)
     return PreprocessConfig(
         image_size=family.image_size(model.config),
-        mean=family.pixel_mean or SAM_PIXEL_MEAN,
-        std=family.pixel_std or SAM_PIXEL_STD,
+        mean=family.pixel_mean,
+        std=family.pixel_std,
         square=family.square_resize,
     )
 
@@ -186,7 +187,8 @@ def _hash_weights(h, sd):
             continue
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
-        data = t.detach().to("cpu", torch.bfloat16).contiguous().view(torch.uint8)
+        # reshape: a 0-dim tensor (a batch norm's counter) cannot be viewed as bytes
+        data = t.detach().to("cpu", torch.bfloat16).reshape(-1).contiguous().view(torch.uint8)
         h.update(data.numpy().tobytes())
     return h
 

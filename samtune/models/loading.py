@@ -32,8 +32,6 @@ from .convert import hq as convert_hq
 from .convert import load_original_checkpoint
 from .family import SAM_HQ, family_of, family_of_model_type
 from .identity import (
-    SAM_PIXEL_MEAN,
-    SAM_PIXEL_STD,
     PreprocessConfig,
     base_fingerprint,
     model_source,
@@ -148,10 +146,12 @@ def _load_folder(path: Path) -> torch.nn.Module:
     if not config_file.is_file():
         raise CheckpointError(
             f"folder {str(path)!r} has no config.json; expected a folder written by "
-            "save_pretrained (SamModel, SamHQModel, Sam2Model) or `samtune convert`"
+            "save_pretrained (SamModel, SamHQModel, Sam2Model, Sam3TrackerModel, EdgeTamModel) "
+            "or `samtune convert`"
         )
     model_type = read_json_object(config_file, CheckpointError).get("model_type")
     family = family_of_model_type(model_type, f"folder {str(path)!r}")
+    family.check_requirements()
     files = _safetensors_files(path)
     try:
         config = family.config_class.from_json_file(config_file)
@@ -280,8 +280,8 @@ def _processor_settings(path: Path, family, config) -> PreprocessConfig | None:
     if not isinstance(rescale, bool):
         raise CheckpointError(f"{where}: 'do_rescale' must be true or false, found {rescale!r}")
     scale = 255.0 if rescale else 1.0
-    mean = _channels(cfg, "image_mean", [m / 255 for m in SAM_PIXEL_MEAN], where, positive=False)
-    std = _channels(cfg, "image_std", [s / 255 for s in SAM_PIXEL_STD], where, positive=True)
+    mean = _channels(cfg, "image_mean", [m / 255 for m in family.pixel_mean], where, positive=False)
+    std = _channels(cfg, "image_std", [s / 255 for s in family.pixel_std], where, positive=True)
     return PreprocessConfig(
         size,
         tuple(m * scale for m in mean),
@@ -317,6 +317,7 @@ def _load_hub(repo_id: str, revision: str | None) -> torch.nn.Module:
             repo_id, revision=revision, local_files_only=local_only
         )
         family = family_of_model_type(config.get("model_type"), f"hub repository {repo_id!r}")
+        family.check_requirements()
         model, info = family.model_class.from_pretrained(
             repo_id, revision=revision, output_loading_info=True, local_files_only=local_only
         )
@@ -344,21 +345,30 @@ def _load_hub(repo_id: str, revision: str | None) -> torch.nn.Module:
 
 
 def _encoder_summary(model: torch.nn.Module) -> dict:
-    """The image encoder's kind and size: a ViT (SAM, SAM-HQ) or a Hiera (SAM 2)."""
+    """The image encoder's kind and size: a ViT (SAM, SAM-HQ, SAM 3's tracker), a Hiera
+    (SAM 2) or a timm network (EdgeTAM's RepViT: width per stage, no attention heads)."""
     v = model.config.vision_config
     backbone = getattr(v, "backbone_config", None)
-    if backbone is None:
+    vit = backbone if backbone is not None and hasattr(backbone, "num_hidden_layers") else v
+    if backbone is None or vit is backbone:
         return {
             "kind": "ViT",
-            "width": v.hidden_size,
-            "depth": v.num_hidden_layers,
-            "heads": v.num_attention_heads,
+            "width": vit.hidden_size,
+            "depth": vit.num_hidden_layers,
+            "heads": vit.num_attention_heads,
+        }
+    if hasattr(backbone, "embed_dim_per_stage"):
+        return {
+            "kind": "Hiera",
+            "width": list(backbone.embed_dim_per_stage),
+            "depth": sum(backbone.blocks_per_stage),
+            "heads": list(backbone.num_attention_heads_per_stage),
         }
     return {
-        "kind": "Hiera",
-        "width": list(backbone.embed_dim_per_stage),
-        "depth": sum(backbone.blocks_per_stage),
-        "heads": list(backbone.num_attention_heads_per_stage),
+        "kind": f"timm {getattr(backbone, 'architecture', '?')}",
+        "width": list(v.backbone_channel_list)[::-1],
+        "depth": len(v.backbone_channel_list),
+        "heads": "none (convolutional)",
     }
 
 

@@ -1,6 +1,7 @@
-"""Built-in models by name: ``tiny``/``tiny-hq``/``tiny-sam2``/``tiny-sam3`` (random, for tests),
-``vit-b``-style configs, and ``demo`` (the bundled pretrained demo SAM); :func:`sam_from_config`
-builds any family's model from its config, initialised as the original code does."""
+"""Built-in models by name: ``tiny``/``tiny-hq``/``tiny-sam2``/``tiny-sam3-tracker``/
+``tiny-edgetam``/``tiny-sam3`` (random, for tests), ``vit-b``-style configs, and ``demo`` (the
+bundled pretrained demo SAM); :func:`sam_from_config` builds any family's model from its
+config, initialised as the original code does."""
 
 from __future__ import annotations
 
@@ -163,11 +164,97 @@ def _tiny_sam3(seed: int) -> torch.nn.Module:
     return model
 
 
+def _sam2_style_parts(image_size: int) -> dict:
+    """The 32-wide prompt encoder and mask decoder of every tiny SAM 2-style preset."""
+    return dict(
+        prompt_encoder_config=dict(hidden_size=32, image_size=image_size, patch_size=16),
+        mask_decoder_config=dict(
+            hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32
+        ),
+    )
+
+
+def tiny_sam3_tracker_config(image_size: int = 128) -> PretrainedConfig:
+    """A SAM 3 tracker small enough to train on a CPU in seconds: SAM 3's ViT (RoPE, windowed
+    and global attention; 32 wide, 2 layers, 16-pixel patches instead of 14 so that 128 px
+    gives an 8x8 grid) and its four-level neck (4x, 2x, 1x, 0.5x; the prompted model reads
+    the first three), with a 32-wide SAM 2-style decoder."""
+    from transformers import Sam3TrackerConfig
+    from transformers.models.sam3.configuration_sam3 import Sam3VisionConfig, Sam3ViTConfig
+
+    grid = image_size // 16
+    vit = Sam3ViTConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=16,
+        window_size=max(grid // 2, 1),
+        global_attn_indexes=[1],
+        pretrain_image_size=image_size // 2,  # position table tiled, as SAM 3 tiles 336 to 1008
+    )
+    vision = Sam3VisionConfig(
+        backbone_config=vit,
+        fpn_hidden_size=32,
+        backbone_feature_sizes=[[4 * grid] * 2, [2 * grid] * 2, [grid] * 2],
+    )
+    return Sam3TrackerConfig(vision_config=vision, **_sam2_style_parts(image_size))
+
+
+def tiny_edgetam_config(image_size: int = 128) -> PretrainedConfig:
+    """An EdgeTAM small enough to train on a CPU in seconds: timm's RepViT with one block per
+    stage, 16 to 128 wide (EdgeTAM: ``repvit_m1``, 48 to 384), its FPN neck (top-down on the
+    two coarsest levels) and a 32-wide SAM 2-style decoder. Needs ``timm``."""
+    from transformers import EdgeTamConfig, TimmWrapperConfig
+    from transformers.models.edgetam.configuration_edgetam import EdgeTamVisionConfig
+
+    grid = image_size // 16
+    backbone = TimmWrapperConfig(
+        architecture="repvit_m1",
+        model_args=dict(
+            in_chans=3,
+            features_only=True,
+            out_indices=[0, 1, 2, 3],
+            embed_dim=[16, 32, 64, 128],
+            depth=[1, 1, 1, 1],
+        ),
+    )
+    vision = EdgeTamVisionConfig(
+        backbone_config=backbone,
+        backbone_channel_list=[128, 64, 32, 16],
+        backbone_feature_sizes=[[4 * grid] * 2, [2 * grid] * 2, [grid] * 2],
+        fpn_hidden_size=32,
+    )
+    return EdgeTamConfig(vision_config=vision, **_sam2_style_parts(image_size))
+
+
+def _original_backbone_init(model: torch.nn.Module) -> None:
+    """Re-initialise the image-encoder backbones whose original code does not use PyTorch's
+    defaults: SAM 3's ViT (ViTDet's convention: linear weights truncated N(0, 0.02), biases
+    zero, position table N(0, 0.02)); EdgeTAM's RepViT as timm builds it (batch-norm weights
+    one, zero on each residual branch's last one), drawn by timm itself."""
+    family = family_of(model)
+    if family.name == "sam3-tracker":
+        backbone = model.vision_encoder.backbone
+        for module in backbone.modules():
+            if isinstance(module, torch.nn.Linear):
+                torch.nn.init.trunc_normal_(module.weight, std=0.02)
+                torch.nn.init.zeros_(module.bias)
+        backbone.embeddings.position_embeddings.normal_(std=0.02)
+    elif family.name == "edgetam":
+        import timm
+
+        cfg = model.config.vision_config.backbone_config
+        fresh = timm.create_model(cfg.architecture, pretrained=False, **cfg.model_args)
+        model.vision_encoder.backbone.timm_model.load_state_dict(fresh.state_dict())
+
+
 def sam_from_config(config: PretrainedConfig, seed: int = 0) -> torch.nn.Module:
     """A randomly initialised SAM-family model that trains from scratch the way Meta's does.
 
-    ``config`` is a ``SamConfig``, ``SamHQConfig`` or ``Sam2Config``; the model is of its
-    family's class.
+    ``config`` is a ``SamConfig``, ``SamHQConfig``, ``Sam2Config``, ``Sam3TrackerConfig`` or
+    ``EdgeTamConfig``; the model is of its family's class.
 
     Meta's code leaves every layer at PyTorch's default initialisation; transformers instead
     draws linear and convolution weights from N(0, 0.02) (N(0, 1e-10) in the vision encoder,
@@ -182,12 +269,15 @@ def sam_from_config(config: PretrainedConfig, seed: int = 0) -> torch.nn.Module:
     SAM-HQ's code (built on SAM's) and SAM 2's do the same: PyTorch defaults, one random
     Fourier matrix shared by the image and the prompts (transformers gives SAM 2's prompt
     encoder a second, independent one), Hiera's windowed positional tables, and SAM 2's
-    no-memory embedding drawn from N(0, 0.02) (``trunc_normal_`` in Meta's code).
+    no-memory embedding drawn from N(0, 0.02) (``trunc_normal_`` in Meta's code). SAM 3's
+    tracker and EdgeTAM take SAM 2's decoder and these rules; their backbones follow their
+    own code (:func:`_original_backbone_init`).
 
     SAM 3 (``Sam3Config``) is initialised as transformers does (its ``post_init``), seeded:
     it has no prompt-encoder Fourier features to repair.
     """
     family = family_of(config)
+    family.check_requirements()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = family.model_class(config)
@@ -206,6 +296,7 @@ def sam_from_config(config: PretrainedConfig, seed: int = 0) -> torch.nn.Module:
                     ("pos_embed", "pos_embed_window", "no_memory_embedding")
                 ):
                     param.normal_(std=0.02)
+            _original_backbone_init(model)
     return model.eval()
 
 
@@ -216,7 +307,13 @@ def _load_demo(_seed: int) -> SamModel:
     return load_bundled_demo_model()
 
 
-PRESET_FAMILIES = {"tiny-hq": "sam-hq", "tiny-sam2": "sam2", "tiny-sam3": "sam3"}
+PRESET_FAMILIES = {
+    "tiny-hq": "sam-hq",
+    "tiny-sam2": "sam2",
+    "tiny-sam3-tracker": "sam3-tracker",
+    "tiny-edgetam": "edgetam",
+    "tiny-sam3": "sam3",
+}
 """The family of each preset that is not SAM (``samtune.models.family``), known without
 building it."""
 
@@ -246,6 +343,14 @@ PRESETS: dict[str, tuple[str, Callable[[int], SamModel]]] = {
     "tiny-sam3": (
         "tiny random SAM 3 (32-wide ViT and CLIP text encoder, 8 queries, 112 px) for tests",
         _tiny_sam3,
+    ),
+    "tiny-sam3-tracker": (
+        "tiny random SAM 3 tracker (SAM 3's ViT, 32 wide, 2 layers, 128 px) for tests",
+        lambda s: sam_from_config(tiny_sam3_tracker_config(), s),
+    ),
+    "tiny-edgetam": (
+        "tiny random EdgeTAM (timm RepViT, 16-128 wide, 128 px; needs timm) for tests",
+        lambda s: sam_from_config(tiny_edgetam_config(), s),
     ),
     "demo": (
         "small SAM pretrained on synthetic scenes, bundled with samtune (demo only)",

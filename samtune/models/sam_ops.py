@@ -2,7 +2,8 @@
 
 Training (:class:`samtune.train.loop.SamTrainStep`), evaluation (:mod:`samtune.evaluate`) and
 :func:`samtune.segment.prompted.predict` all run SAM through these functions, for every family
-(:mod:`samtune.models.family`: ``SamModel``, ``SamHQModel``, ``Sam2Model``). They do not move or cast
+(:mod:`samtune.models.family`: ``SamModel``, ``SamHQModel``, ``Sam2Model`` and its kin
+``Sam3TrackerModel`` and ``EdgeTamModel``). They do not move or cast
 tensors (gradients and autocast pass through untouched); :func:`to_model` does that for
 callers whose inputs live on the CPU.
 
@@ -23,11 +24,12 @@ from typing import NamedTuple, TypeAlias
 import torch
 from torch import nn
 
-from .family import SAM, SAM2, SAM_HQ, family_of
+from .family import SAM, SAM_HQ, family_of
 
 Embeddings: TypeAlias = torch.Tensor | tuple[torch.Tensor, ...]
 """What the mask decoder consumes of one batch of images (batch first): SAM: (B, C, s, s);
-SAM-HQ: ((B, C, s, s), (B, s, s, D)); SAM 2: ((B, C, 4s, 4s), (B, C, 2s, 2s), (B, C, s, s))."""
+SAM-HQ: ((B, C, s, s), (B, s, s, D)); SAM 2 and its kin (``Family.sam2_like``): ((B, C, 4s, 4s),
+(B, C, 2s, 2s), (B, C, s, s))."""
 
 NO_OBJECT_LOGIT = -1024.0
 """The mask logit SAM 2 gives every pixel when its object-score head says "no object"."""
@@ -100,19 +102,31 @@ def encode_images(sam: nn.Module, pixel_values: torch.Tensor) -> Embeddings:
     """(B, 3, S, S) preprocessed images -> what the family's mask decoder consumes.
 
     SAM: the image embeddings, as ``SamModel.get_image_embeddings``. SAM-HQ: those and the
-    first global block's features (the only intermediate embedding its decoder reads). SAM 2:
-    the vision encoder's FPN levels, high to low resolution, *before* the decoder's
-    ``conv_s0``/``conv_s1`` and the no-memory embedding, which :func:`decode` applies (they
-    are decoder and model parameters: an embedding cache must not freeze them).
-    Differentiable, so the encoder trains when its parameters require gradients.
+    first global block's features (the only intermediate embedding its decoder reads). SAM 2
+    and its kin (SAM 3's tracker, EdgeTAM): the vision encoder's FPN levels, high to low
+    resolution, *before* the decoder's ``conv_s0``/``conv_s1`` and the no-memory embedding,
+    which :func:`decode` applies (they are decoder and model parameters: an embedding cache
+    must not freeze them); the levels the decoder reads only, as many as the model's
+    ``backbone_feature_sizes`` (SAM 3's neck makes a fourth, 0.5x level that the prompted
+    model drops). Differentiable, so the encoder trains when its parameters require gradients.
     """
     family = family_of(sam)
     out = sam.vision_encoder(pixel_values)
     if family is SAM_HQ:
         return out.last_hidden_state, out.intermediate_embeddings[0]
-    if family is SAM2:
-        return tuple(out.fpn_hidden_states)
+    if family.sam2_like:
+        return tuple(out.fpn_hidden_states)[: len(sam.backbone_feature_sizes)]
     return out.last_hidden_state
+
+
+def _no_memory_reaches_decoder(sam: nn.Module) -> bool:
+    """Whether the model's own ``forward`` adds its no-memory embedding to the level the
+    decoder reads. ``Sam3TrackerModel`` adds it to the *last* FPN level before keeping as
+    many levels as ``backbone_feature_sizes``: with SAM 3's four-level neck the sum lands on
+    the dropped 0.5x level and never reaches the decoder. samtune computes what the
+    transformers model computes, so its masks equal ``model(pixel_values=...)``'s."""
+    levels = getattr(sam.config.vision_config, "scale_factors", None)
+    return levels is None or len(levels) <= len(sam.backbone_feature_sizes)
 
 
 def _decoder_inputs(sam: nn.Module, embeddings: Embeddings) -> dict:
@@ -123,10 +137,11 @@ def _decoder_inputs(sam: nn.Module, embeddings: Embeddings) -> dict:
     if family is SAM_HQ:
         main, vit_features = embeddings
         return {"image_embeddings": main, "intermediate_embeddings": [vit_features]}
-    s0, s1, main = embeddings
+    s0, s1, main = embeddings  # a sam2_like family
     decoder = sam.mask_decoder
-    no_memory = sam.no_memory_embedding.reshape(1, -1, 1, 1)
-    return {"image_embeddings": [decoder.conv_s0(s0), decoder.conv_s1(s1), main + no_memory]}
+    if _no_memory_reaches_decoder(sam):
+        main = main + sam.no_memory_embedding.reshape(1, -1, 1, 1)
+    return {"image_embeddings": [decoder.conv_s0(s0), decoder.conv_s1(s1), main]}
 
 
 def decode(
@@ -143,7 +158,8 @@ def decode(
     """Prompt encoder + mask decoder for M prompts on image embeddings.
 
     Args:
-        sam: a ``SamModel``, ``SamHQModel`` or ``Sam2Model`` (with or without an adapter).
+        sam: a ``SamModel``, ``SamHQModel``, ``Sam2Model``, ``Sam3TrackerModel`` or
+            ``EdgeTamModel`` (with or without an adapter).
         embeddings: what :func:`encode_images` returned, one entry per prompt (M images;
             gather them with :func:`select_embeddings`), or one image's (batch 1) shared by
             all M prompts (no ``mask_inputs`` then).
@@ -151,7 +167,7 @@ def decode(
         points: (M, k, 2) (x, y), with ``labels`` (M, k): 1 positive, 0 negative, -10 padding.
         mask_inputs: (M, 1, r, r) low-resolution logits fed back (e.g. the previous round's).
         multimask: 3 candidates per prompt instead of 1.
-        empty_absent: SAM 2 only: where its object-score head says the prompted object is
+        empty_absent: SAM 2 and its kin only: where its object-score head says the prompted object is
             absent (logit <= 0), every candidate's logits become :data:`NO_OBJECT_LOGIT` (an
             empty mask), as SAM 2's own heads do. For evaluation and prediction; training
             keeps the raw logits (the gradient would vanish).

@@ -27,7 +27,7 @@ from numpy.typing import ArrayLike
 from ..data.images import read_image
 from ..data.transforms import Geometry, preprocess_image
 from ..errors import InputError
-from ..models.family import SAM2, family_of
+from ..models.family import family_of
 from ..models.identity import preprocess_config
 from ..models.sam_ops import (
     Embeddings,
@@ -241,7 +241,7 @@ class Predictor:
         masks = self._geometry.logits_to_original(best.masks.cpu())
         masks = masks if return_logits else masks > 0
         low_res = best.masks.cpu()
-        if self.family is SAM2:  # as SAM2ImagePredictor: no-object logits are fed back clamped
+        if self.family.sam2_like:  # as SAM2ImagePredictor: no-object logits are fed back clamped
             low_res = low_res.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
         return masks.numpy(), best.scores.cpu().numpy(), low_res.numpy()
 

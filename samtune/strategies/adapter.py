@@ -7,7 +7,7 @@ MLP (AdaptFormer) and, optionally, one after the attention (Medical SAM Adapter'
 adapter). Adapters are attached as submodules ``adapter_mlp`` / ``adapter_attn`` of each
 image-encoder block (``vision_encoder.layers.<i>``; SAM 2's Hiera:
 ``vision_encoder.backbone.blocks.<i>``; SAM 3's ViT: ``vision_encoder.backbone.layers.<i>``,
-the family's ``targets["blocks"]``) and run through
+the family's ``targets["blocks"]``; EdgeTAM's convolutional RepViT has none) and run through
 forward hooks, so every base weight keeps its name. Each adapter is as wide as its block's
 output (Hiera's stages widen). Their nonlinearity means they cannot be merged into plain
 weights.
@@ -101,7 +101,7 @@ class AdapterStrategy(Strategy):
     name = "adapter"
     description = "Bottleneck adapters (zero-init, scaled) in each encoder block; decoder trains."
     config_class = AdapterConfig
-    families = ("sam", "sam-hq", "sam2", "sam3")
+    families = ("sam", "sam-hq", "sam2", "sam3-tracker", "edgetam", "sam3")
 
     def inject(self, model: torch.nn.Module) -> None:
         c = self.config

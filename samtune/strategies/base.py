@@ -243,9 +243,10 @@ def encoder_blocks(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     name matches the model's family's ``targets["blocks"]`` (ViT layers; SAM 2's Hiera blocks).
 
     Raises:
-        ConfigError: no module matches (not a SAM-family model).
+        ConfigError: no module matches (not a SAM-family model), or the family's image
+            encoder has no transformer blocks (EdgeTAM's RepViT).
     """
-    pattern = re.compile(family_of(model).targets["blocks"])
+    pattern = re.compile(family_of(model).target("blocks"))
     blocks = [(name, m) for name, m in model.named_modules() if pattern.fullmatch(name)]
     if not blocks:
         raise ConfigError(
@@ -337,6 +338,7 @@ class Strategy:
         self.inject(model)
         for name, param in model.named_parameters():
             param.requires_grad_(bool(self.is_trainable(name)))
+        keep_batch_norm_statistics(model)
         samtune_info(model).strategy = self
         return model
 
@@ -418,6 +420,23 @@ class Strategy:
         return {
             n: tuple(p.shape) for n, p in twin.named_parameters() if twin_strategy.is_trainable(n)
         }
+
+
+def _use_running_statistics(module: torch.nn.Module, inputs: tuple) -> None:
+    """Forward pre-hook: the batch norm normalises with its running statistics."""
+    module.training = False
+
+
+def keep_batch_norm_statistics(model: torch.nn.Module) -> None:
+    """Make the image encoder's batch norms (EdgeTAM's RepViT; SAM's, SAM 2's and SAM 3's
+    encoders have none) normalise with their running statistics even in training mode, and
+    never update them. A fine-tuning batch (1 to 8 images) is too small to estimate them, a
+    frozen encoder must give the embeddings the cache holds, and an adapter holds parameters
+    only: statistics that drifted in training would not travel with it."""
+    for module in model.vision_encoder.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+            module.register_forward_pre_hook(_use_running_statistics)
 
 
 def check_family(strategy: Strategy, model: torch.nn.Module) -> Family:

@@ -30,7 +30,7 @@ class DecoderStrategy(Strategy):
     name = "decoder"
     description = "Train the mask decoder only (optionally the prompt encoder); encoder frozen."
     config_class = DecoderConfig
-    families = ("sam", "sam-hq", "sam2", "sam3")
+    families = ("sam", "sam-hq", "sam2", "sam3-tracker", "edgetam", "sam3")
 
     @property
     def freezes_image_encoder(self) -> bool:

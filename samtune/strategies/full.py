@@ -27,7 +27,7 @@ class FullStrategy(Strategy):
     name = "full"
     description = "Fine-tune all weights (image encoder, prompt encoder, mask decoder)."
     config_class = FullConfig
-    families = ("sam", "sam-hq", "sam2", "sam3")
+    families = ("sam", "sam-hq", "sam2", "sam3-tracker", "edgetam", "sam3")
 
     def is_trainable(self, name: str) -> bool:
         if name in self.family.fixed:

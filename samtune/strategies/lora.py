@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
-from ..models.family import SAM
+from ..models.family import SAM, Family
 from ..options import check_range
 from .base import (
     BLOCKS_EXPECTED,
@@ -62,10 +62,16 @@ class LoraConfig(StrategyConfig):
             raise ConfigError(f"dropout must be in [0, 1); found {self.dropout!r}")
         check_blocks(self.blocks)
 
-    def target_regex(self, targets: dict[str, str] = SAM.targets) -> str:
-        """The peft ``target_modules`` regex over ``targets``, a family's target map."""
-        chosen = ["qkv"] + [k for k in ("proj", "mlp", "decoder_attention") if getattr(self, k)]
-        return "|".join(f"(?:{targets[k]})" for k in chosen)
+    def target_regex(self, family: Family = SAM) -> str:
+        """The peft ``target_modules`` regex over ``family``'s target map.
+
+        A family whose image encoder has no attention (EdgeTAM) takes LoRA on the mask
+        decoder's attention only, and only when ``decoder_attention`` asks for it; otherwise
+        :meth:`Family.target` refuses with a :class:`ConfigError` that says so."""
+        encoder_attention = "qkv" in family.targets or not self.decoder_attention
+        chosen = ["qkv"] if encoder_attention else []
+        chosen += [k for k in ("proj", "mlp", "decoder_attention") if getattr(self, k)]
+        return "|".join(f"(?:{family.target(k)})" for k in chosen)
 
 
 class LoraStrategy(PeftBasedStrategy):
@@ -74,7 +80,14 @@ class LoraStrategy(PeftBasedStrategy):
     name = "lora"
     description = "LoRA/DoRA (peft) on the image encoder's qkv; mask decoder trains."
     config_class = LoraConfig
-    families = ("sam", "sam-hq", "sam2", "sam3")
+    families = ("sam", "sam-hq", "sam2", "sam3-tracker", "edgetam", "sam3")
+
+    @property
+    def freezes_image_encoder(self) -> bool:
+        """True on a family whose encoder has no attention (EdgeTAM): LoRA then sits on the
+        mask decoder only, so image embeddings can be cached."""
+        family = getattr(self, "family", None)  # set by apply()
+        return family is not None and "qkv" not in family.targets
 
     def peft_config(self, modules_to_save: list[str] | None = None, model=None):
         """The peft ``LoraConfig``; ``model`` resolves ``blocks`` (without it, every block)."""
@@ -85,7 +98,7 @@ class LoraStrategy(PeftBasedStrategy):
             r=c.rank,
             lora_alpha=c.alpha,
             lora_dropout=c.dropout,
-            target_modules=c.target_regex(self.family.targets),
+            target_modules=c.target_regex(self.family),
             use_dora=c.use_dora,
             bias="none",
             modules_to_save=modules_to_save,
@@ -96,6 +109,8 @@ class LoraStrategy(PeftBasedStrategy):
 def frozen_blocks_regex(model, blocks) -> str | None:
     """A regex (peft's ``exclude_modules``) matching every module inside the image-encoder
     blocks that ``blocks`` leaves out; ``None`` when every block is adapted."""
+    if blocks == "all":  # also for an encoder without blocks (EdgeTAM: LoRA on the decoder)
+        return None
     all_blocks = encoder_blocks(model)
     chosen = set(select_blocks(blocks, len(all_blocks)))
     names = [re.escape(name) for i, (name, _) in enumerate(all_blocks) if i not in chosen]

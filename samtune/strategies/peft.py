@@ -9,7 +9,9 @@ plain ``peft.PeftModel.from_pretrained`` loads.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,24 @@ def remove_tuner_layers(model: torch.nn.Module, *, merge: bool) -> torch.nn.Modu
     return model
 
 
+@contextlib.contextmanager
+def _input_layer_named(model: torch.nn.Module) -> Iterator[None]:
+    """While peft injects: a ``get_input_embeddings`` for a model whose transformers class has
+    none (``EdgeTamModel``: its timm backbone's first convolution). peft asks every model for
+    its input layer to find weights tied to it; SAM-family models tie none."""
+    try:
+        model.get_input_embeddings()
+    except NotImplementedError:
+        first = next(m for m in model.vision_encoder.modules() if isinstance(m, torch.nn.Conv2d))
+        model.get_input_embeddings = lambda: first
+        try:
+            yield
+        finally:
+            del model.get_input_embeddings
+        return
+    yield
+
+
 class PeftBasedStrategy(Strategy):
     """A strategy whose layers peft injects; subclasses build the peft config."""
 
@@ -78,7 +98,8 @@ class PeftBasedStrategy(Strategy):
 
         config = self.peft_config(model=model)  # its own ConfigErrors are clear already
         try:
-            inject_adapter_in_model(config, model)
+            with _input_layer_named(model):
+                inject_adapter_in_model(config, model)
         except ValueError as exc:
             raise ConfigError(
                 f"peft cannot inject {self.name!r} with config {self.config.to_json()} into "
@@ -215,7 +236,9 @@ class PeftStrategy(PeftBasedStrategy):
     name = "peft"
     description = "Any peft method (IA3, LoHa, LoKr, ...) on the image encoder; decoder trains."
     config_class = PeftStrategyConfig
-    families = ("sam", "sam-hq", "sam2", "sam3")
+    families = ("sam", "sam-hq", "sam2", "sam3-tracker", "edgetam", "sam3")
 
     def peft_config(self, modules_to_save: list[str] | None = None, model=None):
-        return self.config.build(modules_to_save, self.family.targets["qkv"])
+        # the family's qkv stands for a null target_modules (EdgeTAM has none: refused there)
+        default = None if self.config.target_modules else self.family.target("qkv")
+        return self.config.build(modules_to_save, default)

@@ -16,10 +16,14 @@ from pathlib import Path
 import torch
 from transformers import SamModel
 
-from ...errors import AssumptionWarning, CheckpointError, ConfigError
+from ...errors import AssumptionWarning, CheckpointError, ConfigError, InputError
 from ..family import SAM2, SAM_HQ, family_of
 from ..identity import PreprocessConfig, samtune_info
 from . import hq, sam, sam2
+
+#: Families whose original (Meta) checkpoint format samtune does not convert, with the
+#: name of the original code: load them from transformers folders or hub ids.
+NO_ORIGINAL_FORMAT = {"sam3-tracker": "SAM 3's tracker (Meta's sam3 package)", "edgetam": "EdgeTAM"}
 
 
 def load_original_checkpoint(path: Path, stated: dict) -> torch.nn.Module:
@@ -113,6 +117,12 @@ def save_original_checkpoint(
             :func:`samtune.sam.save_meta_checkpoint`).
     """
     family = family_of(model)
+    if family.name in NO_ORIGINAL_FORMAT:
+        raise InputError(
+            f"samtune has no converter to {NO_ORIGINAL_FORMAT[family.name]}'s original "
+            f"checkpoint format; this model is {family.name} ({type(model).__name__}): export "
+            f"it as 'hf' (a merged {type(model).__name__} folder) or keep the adapter file"
+        )
     if family is SAM_HQ:
         return hq.save_hq_checkpoint(model, path, overwrite=overwrite)
     if family is SAM2:
