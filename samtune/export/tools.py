@@ -34,9 +34,9 @@
     Which tools load the folder and how.
 
 All three tools add a padding point ``(0, 0)`` with label -1 to every prompt, a box prompt
-too; SAM's own predictor (and :func:`samtune.predict`) adds it only without a box. The
-graphs keep the tools' prompts as they are; the self-check in ``samtune_tools.json`` reports
-how far a box prompt with the padding point lands from :func:`samtune.predict`.
+too; SAM's own predictor (and :func:`samtune.predict`, and samtune's training) adds it only
+without a box. The decoder drops it from box prompts (:func:`drop_box_padding`), so a box
+drawn in the tool gives the mask the tuned model was trained to give.
 """
 
 from __future__ import annotations
@@ -171,8 +171,25 @@ class ToolDecoderGraph(nn.Module):
         r = self.low_res
         mask = F.interpolate(mask_input, size=(r, r), mode="bilinear", align_corners=False)
         has = (has_mask_input > 0).to(mask.dtype)
-        coords = point_coords * self.coord_scale
-        return self.decoder(image_embeddings, coords, point_labels, mask, has, orig_im_size)
+        coords, labels = drop_box_padding(point_coords * self.coord_scale, point_labels)
+        return self.decoder(image_embeddings, coords, labels, mask, has, orig_im_size)
+
+
+def drop_box_padding(
+    coords: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Remove the padding points (label -1) the tools append to prompts that have a box.
+
+    SAM adds a padding point only to prompts without a box (Meta's ``SamPredictor``, Hugging
+    Face's ``SamPromptEncoder``, so samtune's training and :func:`samtune.predict`); the tools
+    add one to every prompt. A column is dropped where every prompt has a box and a -1 there:
+    exact for the tools' single prompt, and never wrong for a batch (a column shared with a
+    point-only prompt stays).
+    """
+    has_box = (labels >= 2).any(dim=1, keepdim=True)
+    drop = ((labels == -1) & has_box).all(dim=0)
+    keep = torch.nonzero(~drop).squeeze(1)
+    return coords.index_select(1, keep), labels.index_select(1, keep)
 
 
 DECODER_INPUTS = (

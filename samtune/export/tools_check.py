@@ -115,8 +115,8 @@ def self_check(sam, folder: Path, profile: Profile, stem: str) -> dict[str, Any]
     ref_points = predict(sam, image, points=centres[:, None]).masks
     return {
         "input": f"synthetic scene {image.shape[0]}x{image.shape[1]} px, {len(boxes)} objects",
-        "how": "the tool's resize (PIL bilinear), points with its padding point (0, 0)/-1, "
-        "token-0 masks, against samtune.predict (no padding point with a box)",
+        "how": "the tool's resize (PIL bilinear), its padding point (0, 0)/-1 after every "
+        "prompt, token-0 masks, against samtune.predict",
         "box_mean_iou": float(iou(tool_boxes, ref_boxes).mean()),
         "point_mean_iou": float(iou(tool_points, ref_points).mean()),
     }

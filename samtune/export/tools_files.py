@@ -67,7 +67,8 @@ def record(sam, profile: Profile, stem: str, info: dict, version: str) -> dict[s
         "decoder": {
             "file": f"{stem}.decoder.onnx",
             "coordinate_frame": f"image resized so its long side is {profile.coord_side or side}",
-            "padding_point": "the tools add (0, 0) with label -1 to every prompt",
+            "padding_point": "the tools add (0, 0) with label -1 to every prompt; the graph "
+            "drops it from prompts with a box, as SAM's predictor never adds it there",
         },
         "model_image_size": side,
         "mean": list(pre.mean),
@@ -96,8 +97,8 @@ def readme(sam, profile: Profile, stem: str) -> str:
         "- `samtune_tools.json`: conventions, fingerprints and the self-check (mask IoU of "
         "these files, run as the tool runs them, against `samtune.predict`).\n",
         "Every tool adds a padding point (0, 0) with label -1 to each prompt, box prompts "
-        "too; SAM's own predictor does not with a box, so box masks may differ slightly from "
-        "`samtune predict` (the self-check states by how much).\n",
+        "too; SAM's own predictor does not with a box, so the decoder drops it from box "
+        "prompts: a box gives the mask `samtune predict` gives.\n",
     ]
     text += _HOWTO[profile.name](stem, enc, dec, side)
     return "\n".join(text) + "\n"
