@@ -36,7 +36,7 @@ def _read_request(body):
         )
     try:
         image = Image.open(io.BytesIO(base64.b64decode(body["image"])))
-        image = np.asarray(image.convert("RGB"))  # CVAT may send any mode
+        image = np.array(image.convert("RGB"))  # CVAT may send any mode; a writable copy
     except Exception as exc:  # any undecodable image is the request's fault
         raise PromptError(f'"image" is not a base64 image file: {exc}') from exc
     return image, body.get("pos_points") or [], body.get("neg_points") or [], body.get("obj_bbox")
