@@ -8,10 +8,10 @@ padding point after every prompt). Where the tools themselves are importable (`o
 --target DIR osam samexporter x-anylabeling-cvhub imgviz loguru gdown beautifulsoup4
 soupsieve cmap` and DIR on PYTHONPATH), their own code runs the files.
 
-Measured on a tuned tiny model (128 px), mean mask IoU against `samtune.predict`: points 1.0
-through every route; boxes ~0.93, the cost of the padding point the tools add to a box prompt
-(0.93 in the export's self-check too), ~0.8 where X-AnyLabeling's canvas letterboxes a
-portrait image with black bars the encoder sees as image content.
+Measured on a tuned tiny model (128 px), mean mask IoU against `samtune.predict` (box / point):
+osam 0.9998 / 0.9998, samexporter 0.979 / 0.975 (its 1024 px upsampling), X-AnyLabeling 0.93 /
+0.91 on a 240 x 320 image (its 684 x 1024 letterbox canvas; 0.99 / 0.99 for an image of the
+canvas's own size). The tools add a padding point to box prompts; the graphs drop it.
 """
 
 from __future__ import annotations
@@ -128,7 +128,8 @@ def test_xanylabeling_folder_and_yaml(xany: Path) -> None:
     assert "Load Custom Model" in (xany / "README.md").read_text()
     record = json.loads((xany / "samtune_tools.json").read_text())
     assert record["profile"] == "x-anylabeling" and record["model"]["merged"] is True
-    assert record["check"]["point_mean_iou"] > 0.97 and record["check"]["box_mean_iou"] > 0.97
+    # samexporter's route on a tiny random model: 0.96 / 0.96 (its 1024 px upsampling)
+    assert record["check"]["point_mean_iou"] > 0.9 and record["check"]["box_mean_iou"] > 0.9
 
 
 def test_graph_interfaces(xany: Path, osam_dir: Path) -> None:
@@ -136,6 +137,15 @@ def test_graph_interfaces(xany: Path, osam_dir: Path) -> None:
     (inp,) = enc.get_inputs()
     assert inp.name == "input_image" and inp.shape[2] == 3 and len(inp.shape) == 3
     assert not isinstance(inp.shape[0], int) and not isinstance(inp.shape[1], int)  # any size
+    # embeddings (1, 32, 8, 8) plus the row carrying the image's extent in the input
+    image = np.zeros((684, 1024, 3), np.float32)
+    image[:300, :451] = 128.0  # a letterboxed image: black bars right and below
+    out = enc.run(None, {"input_image": image})[0]
+    assert out.shape == (1, 32, 9, 8) and out[0, 0, 8, :2].tolist() == [300.0, 451.0]
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(_files(xany)[0])).graph
+    resizes = [n for n in graph.node if n.op_type == "Resize"]
+    assert [a.i for n in resizes for a in n.attribute if a.name == "antialias"] == [1]
     assert [i.name for i in dec.get_inputs()] == DECODER_INPUTS
     assert [o.name for o in dec.get_outputs()] == ["masks", "iou_predictions", "low_res_masks"]
     enc, _ = _sessions(osam_dir)
@@ -182,7 +192,8 @@ def _prompts(boxes, centres):
 
 @pytest.mark.parametrize(
     ("size", "box_floor", "point_floor"),
-    [((684, 1024), 0.97, 0.97), ((342, 512), 0.9, 0.85)],  # the canvas itself / upscaled 2x
+    # the canvas itself; letterboxed with black bars at the right (square) or bottom-right
+    [((684, 1024), 0.97, 0.97), ((500, 500), 0.95, 0.95), ((300, 200), 0.9, 0.85)],
 )
 def test_xanylabeling_canvas_agrees_with_predict(model, xany, size, box_floor, point_floor):
     image, boxes, centres = _scene(*size)
@@ -280,7 +291,7 @@ def test_xanylabeling_own_code(model, xany) -> None:
     spec.loader.exec_module(module)
     enc, dec = _files(xany)
     tool = module.SegmentAnythingONNX(str(enc), str(dec))
-    image, boxes, centres = _scene(684, 1024)  # the canvas X-AnyLabeling draws into
+    image, boxes, centres = _scene(300, 200)  # portrait: letterboxed into the 684 x 1024 canvas
     emb = tool.encode(image)  # X-AnyLabeling hands it RGB (qt_img_to_rgb_cv_img)
     box_masks = [
         tool.predict_masks(emb, [{"type": "rectangle", "data": b.tolist()}])[0, 0] > 0
@@ -291,8 +302,8 @@ def test_xanylabeling_own_code(model, xany) -> None:
         for c in centres
     ]
     ref_boxes, ref_points = _reference(model, image, boxes, centres)
-    assert iou(np.stack(point_masks), ref_points).mean() > 0.97
-    assert iou(np.stack(box_masks), ref_boxes).mean() > 0.97
+    assert iou(np.stack(point_masks), ref_points).mean() > 0.85
+    assert iou(np.stack(box_masks), ref_boxes).mean() > 0.9
 
 
 def _config_reads(tree: ast.AST) -> set[str]:

@@ -8,10 +8,13 @@
 
     ``x-anylabeling`` (default; also loads in samexporter)
         Encoder input ``input_image`` ``(H, W, 3)`` float32 RGB in 0-255, any size: X-AnyLabeling
-        (``services/auto_labeling/sam_onnx.py``) feeds its 684 x 1024 letterboxed canvas,
-        samexporter (``sam_onnx.py``) the image resized so its long side is 1024. The graph
-        resizes to the model's own image size S (long side, bilinear, antialiased), normalises
-        with the model's mean and std and pads to S x S.
+        (``services/auto_labeling/sam_onnx.py``) feeds its 684 x 1024 canvas with the image
+        drawn at the top left (black bars around other aspect ratios), samexporter
+        (``sam_onnx.py``) the image resized so its long side is 1024. The graph finds the
+        image's extent (trailing all-black rows and columns are canvas), resizes that part to
+        the model's own image size S (long side, bilinear, antialiased), normalises with the
+        model's mean and std and pads to S x S. Its output ``(1, C, g + 1, g)`` carries the
+        extent in an extra row that the decoder reads: use the two files together.
     ``samexporter``
         Encoder input ``input_image`` ``(1, 3, 1024, 1024)``: samexporter's export without
         ``--use-preprocess`` (normalised with SAM's mean/std, padded to 1024); the graph resizes
@@ -21,9 +24,11 @@
         (``_models/sam/_models.py``), which reads S from this shape.
 
     The decoder has the inputs and outputs of Meta's ONNX decoder (see
-    :mod:`samtune.export.onnx`). ``point_coords`` are in the tool's frame: the image resized
-    so its long side is 1024 (``x-anylabeling``, ``samexporter``: both hard-code 1024) or S
-    (``osam``); the graph rescales them to S. ``mask_input`` may have any square size (the
+    :mod:`samtune.export.onnx`). ``point_coords`` are in the tool's frame: the encoder input's
+    pixels (``x-anylabeling``: rescaled by S / the image's long side there), the 1024 frame
+    (``samexporter``) or S (``osam``). ``x-anylabeling`` returns ``masks`` in the input's
+    pixels (the image at the top left of ``orig_im_size``), as X-AnyLabeling reads them;
+    samexporter reads ``low_res_masks``. ``mask_input`` may have any square size (the
     tools send 256 x 256 zeros) and is resized to the model's low-res size; ``has_mask_input``
     counts as 1 only when positive (osam sends -1 for "no mask").
 ``<stem>.yaml`` (``x-anylabeling`` only)
@@ -123,8 +128,28 @@ def _resize_long_side(x: torch.Tensor, side: int) -> torch.Tensor:
     return F.interpolate(x, size=(new[0], new[1]), mode="bilinear", align_corners=False)
 
 
+def _content_size(x: torch.Tensor) -> torch.Tensor:
+    """(h, w) float of ``x`` (1, 3, H, W) without its trailing all-black rows and columns (at
+    least 1 each): the image inside X-AnyLabeling's canvas, which draws it at the top left of a
+    684 x 1024 black canvas. An image that is not letterboxed keeps its size (unless its own
+    bottom rows or right columns are pure black: those are then treated as padding)."""
+    lit = x.abs().amax(dim=(0, 1)) > 0  # (H, W)
+    rows = torch.arange(1, x.shape[-2] + 1, dtype=torch.float32)
+    cols = torch.arange(1, x.shape[-1] + 1, dtype=torch.float32)
+    h = (lit.any(dim=1).to(torch.float32) * rows).amax()
+    w = (lit.any(dim=0).to(torch.float32) * cols).amax()
+    return torch.clamp(torch.stack([h, w]), min=1.0)
+
+
 class ToolEncoderGraph(nn.Module):
-    """The image encoder behind a tool's input convention (see :class:`Profile`)."""
+    """The image encoder behind a tool's input convention (see :class:`Profile`).
+
+    For the ``hwc`` layout the output is ``(1, C, g + 1, g)``: the embeddings, plus one row
+    whose first two values are the image's extent (h, w) in the input, found by
+    :func:`_content_size`; :class:`ToolDecoderGraph` reads it back. Only the image is resized
+    to S (the canvas's black bars become SAM's padding), so a letterboxed image is seen as
+    ``samtune.predict`` sees it. The tools pass the encoder's output to the decoder unchanged.
+    """
 
     def __init__(self, sam: nn.Module, profile: Profile):
         super().__init__()
@@ -137,20 +162,34 @@ class ToolEncoderGraph(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         s = self.side
-        if self.layout == "hwc":
-            x = _resize_long_side(image.permute(2, 0, 1)[None], s)
-            x = (x - self.mean) / self.std
-            x = F.pad(x, (0, s - x.shape[-1], 0, s - x.shape[-2]))
-        elif image.shape[-1] != s:  # a square normalised input of another size
-            x = F.interpolate(image, size=(s, s), mode="bilinear", align_corners=False)
-        else:
-            x = image
-        return self.vision_encoder(x)[0]
+        if self.layout != "hwc":
+            x = image  # a square normalised input, resized when it is not S x S
+            if image.shape[-1] != s:
+                x = F.interpolate(image, size=(s, s), mode="bilinear", align_corners=False)
+            return self.vision_encoder(x)[0]
+        x = image.permute(2, 0, 1)[None]
+        extent = _content_size(x)
+        size = extent.to(torch.int64)
+        x = _resize_long_side(x[..., : size[0], : size[1]], s)
+        x = (x - self.mean) / self.std
+        x = F.pad(x, (0, s - x.shape[-1], 0, s - x.shape[-2]))
+        emb = self.vision_encoder(x)[0]
+        channels, grid = emb.shape[1], emb.shape[-1]
+        row = F.pad(extent.reshape(1, 1, 1, 2), (0, grid - 2, 0, 0, 0, channels - 1))
+        return torch.cat([emb, row.to(emb.dtype)], dim=2)
 
 
 class ToolDecoderGraph(nn.Module):
     """:class:`~samtune.export.onnx.DecoderGraph` with the tools' coordinate frame, any
-    ``mask_input`` size, and ``has_mask_input`` read as ``> 0``."""
+    ``mask_input`` size, ``has_mask_input`` read as ``> 0`` and the padding point of box
+    prompts dropped (:func:`drop_box_padding`).
+
+    For the ``hwc`` layout ``image_embeddings`` is the encoder's ``(1, C, g + 1, g)`` output:
+    points are in the input's pixels, scaled by S / max(extent), and ``masks`` come back in
+    the input's pixels (the image at the top left of ``orig_im_size``, the rest -1e4), as
+    X-AnyLabeling reads them. ``low_res_masks`` cover the padded S x S square as usual
+    (samexporter reads those).
+    """
 
     def __init__(self, sam: nn.Module, profile: Profile):
         super().__init__()
@@ -158,6 +197,8 @@ class ToolDecoderGraph(nn.Module):
         side = self.decoder.image_size
         self.coord_scale = side / float(profile.coord_side or side)
         self.low_res = _sizes(sam)["low_res"]
+        self.grid = _sizes(sam)["grid"]
+        self.extent = profile.layout == "hwc"
 
     def forward(
         self,
@@ -171,8 +212,30 @@ class ToolDecoderGraph(nn.Module):
         r = self.low_res
         mask = F.interpolate(mask_input, size=(r, r), mode="bilinear", align_corners=False)
         has = (has_mask_input > 0).to(mask.dtype)
-        coords, labels = drop_box_padding(point_coords * self.coord_scale, point_labels)
-        return self.decoder(image_embeddings, coords, labels, mask, has, orig_im_size)
+        if not self.extent:
+            coords, labels = drop_box_padding(point_coords * self.coord_scale, point_labels)
+            return self.decoder(image_embeddings, coords, labels, mask, has, orig_im_size)
+        emb = image_embeddings[:, :, : self.grid]
+        extent = image_embeddings[0, 0, self.grid, :2]
+        scale = self.decoder.image_size / torch.max(extent)
+        coords, labels = drop_box_padding(point_coords * scale, point_labels)
+        sparse = self.decoder.embed_points(coords, labels)
+        low_res, iou = self.decoder.decode(emb, sparse, self.decoder.embed_mask(mask, has))
+        return self._to_input(low_res, extent, scale, orig_im_size), iou, low_res
+
+    def _to_input(self, low_res, extent, scale, orig_im_size) -> torch.Tensor:
+        """Low-res logits -> the input's pixels: upsample to S, crop the padding, resize to
+        the image's extent, pad (or crop) to ``orig_im_size`` with -1e4."""
+        s = self.decoder.image_size
+        x = F.interpolate(low_res, size=(s, s), mode="bilinear", align_corners=False)
+        resized = torch.floor(extent * scale + 0.5).to(torch.int64)
+        x = x[..., : resized[0], : resized[1]]
+        size = extent.to(torch.int64)
+        x = F.interpolate(x, size=(size[0], size[1]), mode="bilinear", align_corners=False)
+        orig = orig_im_size.to(torch.int64)
+        x = x[..., : orig[0], : orig[1]]
+        pad = torch.clamp(orig - size, min=0)
+        return F.pad(x, (0, pad[1], 0, pad[0]), value=-1e4)
 
 
 def drop_box_padding(
@@ -222,16 +285,21 @@ def _encoder_example(sam: nn.Module, profile: Profile) -> tuple[torch.Tensor, di
     return torch.zeros(1, 3, side, side), {}
 
 
-def _decoder_example(sam: nn.Module) -> tuple[torch.Tensor, ...]:
+def _decoder_example(sam: nn.Module, profile: Profile) -> tuple[torch.Tensor, ...]:
     z = _sizes(sam)
     g, s = z["grid"], z["image_size"]
+    emb = torch.randn(1, z["channels"], g, g)
+    if profile.layout == "hwc":  # the extent row: an image of 600 x 1000 in the input
+        row = torch.zeros(1, z["channels"], 1, g)
+        row[0, 0, 0, :2] = torch.tensor([600.0, 1000.0])
+        emb = torch.cat([emb, row], dim=2)
     return (
-        torch.randn(1, z["channels"], g, g),
+        emb,
         torch.rand(1, 3, 2) * s,
         torch.tensor([[2.0, 3.0, -1.0]]),
         torch.zeros(1, 1, TOOL_MASK_SIDE - 56, TOOL_MASK_SIDE - 56),
         torch.zeros(1),
-        torch.tensor([0.75 * s + 3, s + 5.0]),
+        torch.tensor([684.0, 1024.0]),
     )
 
 
@@ -280,7 +348,7 @@ def _input_resize(graph):
     return None
 
 
-_LAYOUT_OPS = {"Transpose", "Unsqueeze", "Cast", "Identity", "Reshape"}
+_LAYOUT_OPS = {"Transpose", "Unsqueeze", "Cast", "Identity", "Reshape", "Slice"}
 
 
 def _over_2gb(model) -> bool:
@@ -299,9 +367,13 @@ def _write_graphs(onnx, sam: nn.Module, profile: Profile, scratch: Path, out: Pa
     _single_file(onnx, enc)
     if _antialias(onnx, enc):
         _single_file(onnx, enc)
+    elif profile.layout == "hwc":  # it always resizes: not finding it is a bug of this module
+        raise RuntimeError("the encoder's resize of its input image was not found")
     dec = dec_dir / f"{stem}.decoder.onnx"
     decoder = ToolDecoderGraph(sam, profile).eval()
-    _export(decoder, _decoder_example(sam), dec, DECODER_INPUTS, DECODER_OUTPUTS, _DECODER_AXES)
+    _export(
+        decoder, _decoder_example(sam, profile), dec, DECODER_INPUTS, DECODER_OUTPUTS, _DECODER_AXES
+    )
     _single_file(onnx, dec)
     for folder in (enc_dir, dec_dir):
         for p in folder.iterdir():

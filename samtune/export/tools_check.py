@@ -2,8 +2,9 @@
 
 :func:`run_tool` follows samexporter's and osam's ``SegmentAnythingONNX`` step by step (PIL
 bilinear resize, SAM's normalisation for square inputs, points scaled to the tool's frame,
-the padding point ``(0, 0)`` / -1 after every prompt, 256 x 256 zero ``mask_input``) with
-numpy and PIL only; :func:`self_check` compares its masks with :func:`samtune.predict`.
+the padding point ``(0, 0)`` / -1 after every prompt, 256 x 256 zero ``mask_input``, the mask
+from ``low_res_masks`` as samexporter reads it or from ``masks`` as osam does);
+:func:`self_check` compares its masks with :func:`samtune.predict`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def _resized_hw(h: int, w: int, side: int) -> tuple[int, int]:
 
 def encoder_feed(image: np.ndarray, profile: Profile, side: int) -> np.ndarray:
     """The encoder input a tool builds from an HxWx3 uint8 RGB image (``side``: the model's S)."""
-    long_side = profile.input_side or side
+    long_side = profile.input_side or profile.coord_side or side  # hwc: samexporter's 1024
     h, w = _resized_hw(*image.shape[:2], long_side)
     resized = np.asarray(Image.fromarray(image).resize((w, h), resample=Image.BILINEAR))
     x = resized.astype(np.float32)
@@ -68,8 +69,25 @@ def run_tool(encoder, decoder, profile: Profile, side: int, image: np.ndarray, p
     masks = []
     for points, labels in prompts:
         feed = decoder_feed(emb, size, profile, side, points, labels)
-        masks.append(decoder.run(None, feed)[0][0, 0] > 0)
+        out, _, low_res = decoder.run(None, feed)
+        if profile.layout == "hwc":  # samexporter reads low_res_masks
+            masks.append(low_res_to_original(low_res[0, 0], size, profile.coord_side or side))
+        else:  # osam reads masks
+            masks.append(out[0, 0] > 0)
     return np.stack(masks)
+
+
+def low_res_to_original(low_res: np.ndarray, size: tuple[int, int], frame: int) -> np.ndarray:
+    """samexporter's ``postprocess_masks``: upsample to frame x frame, crop the image's part,
+    resize to ``size`` (H, W) (bilinear), threshold at 0."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = _resized_hw(*size, frame)
+    x = torch.from_numpy(np.ascontiguousarray(low_res, np.float32))[None, None]
+    x = F.interpolate(x, size=(frame, frame), mode="bilinear", align_corners=False)
+    x = F.interpolate(x[..., :h, :w], size=tuple(size), mode="bilinear", align_corners=False)
+    return x[0, 0].numpy() > 0
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -63,10 +63,16 @@ def record(sam, profile: Profile, stem: str, info: dict, version: str) -> dict[s
             "layout": "RGB 0-255, resized and normalised in the graph"
             if profile.layout == "hwc"
             else "normalised with SAM's mean/std, zero-padded at the bottom and right",
+            "output": "image_embeddings (1, C, g + 1, g): the last row starts with the "
+            "image's (h, w) in the input (trailing black rows/columns are canvas)"
+            if profile.layout == "hwc"
+            else "image_embeddings (1, C, g, g)",
         },
         "decoder": {
             "file": f"{stem}.decoder.onnx",
-            "coordinate_frame": f"image resized so its long side is {profile.coord_side or side}",
+            "coordinate_frame": "the encoder input's pixels"
+            if profile.layout == "hwc"
+            else f"image resized so its long side is {profile.coord_side or side}",
             "padding_point": "the tools add (0, 0) with label -1 to every prompt; the graph "
             "drops it from prompts with a box, as SAM's predictor never adds it there",
         },
@@ -92,7 +98,12 @@ def readme(sam, profile: Profile, stem: str) -> str:
     text = [
         f"# {stem}: a samtune-tuned SAM for annotation tools ({profile.name} profile)\n",
         f"Loads in: {_LOADS[profile.name]}. Model image size: {side} px.\n",
-        f"- `{enc}`: image encoder, input `{profile.encoder_input}`.",
+        f"- `{enc}`: image encoder, input `{profile.encoder_input}`"
+        + (
+            " (its output carries the image's extent for the decoder: use the two together)."
+            if profile.layout == "hwc"
+            else "."
+        ),
         f"- `{dec}`: prompt encoder + mask decoder (Meta's ONNX decoder inputs and outputs).",
         "- `samtune_tools.json`: conventions, fingerprints and the self-check (mask IoU of "
         "these files, run as the tool runs them, against `samtune.predict`).\n",
