@@ -64,7 +64,7 @@ from .. import __version__
 from ..errors import InputError, UnknownNameError
 from ..io import atomic_dir, dump_json
 from ..models.identity import preprocess_config
-from .onnx import DecoderGraph, _plain_copy, _single_file, _sizes, require_onnx
+from .onnx import DecoderGraph, _large, _plain_copy, _single_file, _sizes, require_onnx
 
 PROFILES = ("x-anylabeling", "samexporter", "osam")
 TOOL_SIDE = 1024  # the long side X-AnyLabeling and samexporter resize to and scale points to
@@ -322,6 +322,7 @@ def _antialias(onnx, path: Path) -> bool:
     ``preprocess_image`` resizes, ``antialias=True``, which the TorchScript exporter cannot
     write); whether the graph has one. The vision encoder's own Resize nodes (relative position
     tables) stay as they are: only the Resize fed by the graph input is changed."""
+    large = _large(path)  # judged on disk: a >2 GB ModelProto cannot be measured in memory
     model = onnx.load(str(path))
     resize = _input_resize(model.graph)
     if resize is None:
@@ -329,8 +330,28 @@ def _antialias(onnx, path: Path) -> bool:
     resize.attribute.append(onnx.helper.make_attribute("antialias", 1))
     for p in path.parent.iterdir():
         p.unlink()
-    onnx.save_model(model, str(path), save_as_external_data=_over_2gb(model))
+    onnx.save_model(
+        model, str(path), save_as_external_data=large, location=path.name + ".data"
+    )  # the location is used only with external data
     return True
+
+
+def _input_resize(graph):
+    """The Resize node whose data comes from the graph input through layout-only nodes."""
+    producer = {out: node for node in graph.node for out in node.output}
+    source = graph.input[0].name
+    for node in graph.node:
+        if node.op_type != "Resize":
+            continue
+        name = node.input[0]
+        while name in producer and producer[name].op_type in _LAYOUT_OPS:
+            name = producer[name].input[0]
+        if name == source:
+            return node
+    return None
+
+
+_LAYOUT_OPS = {"Transpose", "Unsqueeze", "Cast", "Identity", "Reshape", "Slice"}
 
 
 def _input_resize(graph):
