@@ -87,7 +87,8 @@ _LOADS = {
     "x-anylabeling": "X-AnyLabeling (`type: segment_anything`) and samexporter",
     "samexporter": "samexporter (its NCHW 1024 encoder convention) and tools that load "
     "samexporter's default export",
-    "osam": "osam (and labelme, which runs SAM through osam)",
+    "osam": "osam, the library labelme runs SAM with (register the model in the process "
+    "that runs osam, as below)",
 }
 
 
