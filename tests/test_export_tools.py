@@ -81,10 +81,21 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def xany(model, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("xany") / "tool"
-    export_adapter(model, out, "x-anylabeling")
-    return out
+def xany_cli(model, tmp_path_factory) -> tuple[Path, str]:
+    """`samtune export ADAPTER OUT --format x-anylabeling`: the folder and what it printed."""
+    root = tmp_path_factory.mktemp("xany")
+    samtune.save_adapter(model, root / "adapter")
+    out = root / "tool"
+    result = CliRunner().invoke(
+        app, ["export", str(root / "adapter"), str(out), "--format", "x-anylabeling"]
+    )
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+@pytest.fixture(scope="module")
+def xany(xany_cli) -> Path:
+    return xany_cli[0]
 
 
 @pytest.fixture(scope="module")
@@ -259,15 +270,9 @@ def test_drop_box_padding_keeps_point_prompts_padding() -> None:
     assert torch.equal(kept_labels, labels[:1, :2]) and torch.equal(kept, coords[:1, :2])
 
 
-def test_cli_prints_the_check(tmp_path: Path) -> None:
-    model = get_strategy("lora").apply(samtune.load_model("tiny"))
-    samtune.save_adapter(model, tmp_path / "adapter")
-    result = CliRunner().invoke(
-        app,
-        ["export", str(tmp_path / "adapter"), str(tmp_path / "out"), "--format", "x-anylabeling"],
-    )
-    assert result.exit_code == 0, result.output
-    assert "profile x-anylabeling" in result.output and "point mask IoU" in result.output
+def test_cli_prints_the_check(xany_cli) -> None:
+    _, output = xany_cli
+    assert "profile x-anylabeling" in output and "point mask IoU" in output
 
 
 # --------------------------------------------------------------------------- the tools' own code
