@@ -54,7 +54,11 @@ def export(
     ],
     format: Annotated[
         str,
-        typer.Option("--format", "-f", help="hf, original, segment-anything, peft, hub or onnx."),
+        typer.Option(
+            "--format",
+            "-f",
+            help="hf, original, segment-anything, peft, hub, onnx, x-anylabeling or cvat.",
+        ),
     ] = "hub",
     base: Annotated[str | None, _BASE] = None,
     metrics: Annotated[
@@ -71,6 +75,14 @@ def export(
             help="onnx: quantize the image encoder, fp16 or int8 (dynamic); default fp32.",
         ),
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            help="x-anylabeling: the tool conventions, x-anylabeling (default; also "
+            "samexporter), samexporter (NCHW 1024 encoder) or osam.",
+        ),
+    ] = None,
 ) -> None:
     """Export a tuned model: merged HF folder, Meta .pth, peft directory, hub folder, or ONNX.
 
@@ -80,7 +92,9 @@ def export(
     peft.PeftModel.from_pretrained; peft-based strategies such as lora), `hub` (adapter,
     adapter_config.json and a README.md model card, ready for `huggingface-cli upload`),
     `onnx` (encoder.onnx, decoder.onnx and samtune_onnx.json for onnxruntime; needs
-    `pip install "samtune[onnx]"`).
+    `pip install "samtune[onnx]"`), `x-anylabeling` (encoder/decoder ONNX with an annotation
+    tool's conventions plus X-AnyLabeling's model YAML; `--profile samexporter` or `osam` for
+    those tools), `cvat` (a CVAT serverless interactor function folder for nuclio).
 
     Examples:
 
@@ -91,6 +105,10 @@ def export(
         samtune export runs/lora-demo ./hub-upload --format hub --metrics runs/lora-demo/eval.json
 
         samtune export runs/lora-demo ./sam-onnx --format onnx --quantize int8
+
+        samtune export runs/lora-demo ./sam-xany --format x-anylabeling
+
+        samtune export runs/lora-demo ./sam-cvat --format cvat
     """
     from ..adapters import load_tuned
     from ..export.formats import export_adapter
@@ -103,12 +121,17 @@ def export(
         overwrite=overwrite,
         protect=_inputs(adapter, base, metrics),
         quantize=quantize,
+        profile=profile,
     )
     typer.echo(f"wrote {output}")
     if format == "onnx":
         from ..export.onnx import summary
 
         typer.echo(summary(output))
+    elif format == "x-anylabeling":
+        from ..export.tools import summary as tool_summary
+
+        typer.echo(tool_summary(output))
 
 
 def register(app: typer.Typer) -> None:

@@ -25,7 +25,17 @@ from ..models.identity import model_source, preprocess_config, samtune_info
 from .card import model_card
 from .onnx import export_onnx
 
-EXPORT_FORMATS = ("hf", "original", "segment-anything", "peft", "hub", "onnx")
+EXPORT_FORMATS = (
+    "hf",
+    "original",
+    "segment-anything",
+    "peft",
+    "hub",
+    "onnx",
+    "x-anylabeling",
+    "cvat",
+)
+SAM_ONLY_FORMATS = ("segment-anything", "onnx", "x-anylabeling", "cvat")
 
 
 def export_adapter(
@@ -37,6 +47,7 @@ def export_adapter(
     overwrite: bool = False,
     protect: list[str | os.PathLike] | tuple = (),
     quantize: str | None = None,
+    profile: str | None = None,
 ) -> Path:
     """Write a tuned model in another format.
 
@@ -58,6 +69,10 @@ def export_adapter(
             folder that holds one of them is refused.
         quantize: for ``onnx`` (encoder + decoder + ``samtune_onnx.json``, see
             :mod:`samtune.export.onnx`): ``None``, ``"fp16"`` or ``"int8"`` for the encoder.
+        profile: for ``x-anylabeling`` (encoder + decoder ONNX with an annotation tool's
+            conventions, X-AnyLabeling's model YAML, a README; :mod:`samtune.export.tools`):
+            ``x-anylabeling`` (default), ``samexporter`` or ``osam``. ``cvat`` writes a CVAT
+            serverless (nuclio) interactor folder (:mod:`samtune.export.cvat`).
 
     Raises:
         UnknownNameError: an unknown format.
@@ -66,20 +81,32 @@ def export_adapter(
     """
     strategy = require_strategy(model)
     output = Path(output)
-    _check_export(model, format, quantize)
+    _check_export(model, format, quantize, profile)
     protect = [*protect, *([model_source(model)] if Path(model_source(model)).exists() else [])]
     if format in ("original", "segment-anything"):  # folders: atomic_dir protects them
         # an input of the command (the adapter, its base model, the metrics) is never an output
         check_not_input(output, protect, advice="choose another output path")
     with output_lock(output, beside=True, command="export"):
-        _write_export(model, strategy, output, format, metrics, overwrite, protect, quantize)
+        _write_export(
+            model, strategy, output, format, metrics, overwrite, protect, quantize, profile
+        )
     return output
 
 
 def _write_export(model, strategy, output: Path, format: str, metrics, overwrite: bool,
-                  protect: list, quantize: str | None) -> None:  # fmt: skip
+                  protect: list, quantize: str | None, profile: str | None) -> None:  # fmt: skip
     """The files of one export format (see :func:`export_adapter`)."""
-    if format == "hf":
+    if format == "x-anylabeling":
+        from .tools import export_tool_onnx
+
+        export_tool_onnx(
+            model, output, profile=profile or "x-anylabeling", overwrite=overwrite, protect=protect
+        )
+    elif format == "cvat":
+        from .cvat import export_cvat
+
+        export_cvat(model, output, overwrite=overwrite, protect=protect)
+    elif format == "hf":
         merged = merge_adapter(model)
         with atomic_dir(output, overwrite=overwrite, protect=protect) as tmp:
             save_hf_folder(merged, tmp)
@@ -105,14 +132,23 @@ def _write_export(model, strategy, output: Path, format: str, metrics, overwrite
             (tmp / "README.md").write_text(model_card(model, metrics))
 
 
-def _check_export(model: torch.nn.Module, format: str, quantize: str | None) -> None:
-    """Refuse an unknown format, ``quantize`` outside onnx, and SAM-only formats elsewhere."""
+def _check_export(
+    model: torch.nn.Module, format: str, quantize: str | None, profile: str | None = None
+) -> None:
+    """Refuse an unknown format or profile, ``quantize`` outside onnx, ``profile`` outside
+    x-anylabeling, and SAM-only formats for other families."""
     if format not in EXPORT_FORMATS:
         raise UnknownNameError(
             f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}"
         )
     if quantize is not None and format != "onnx":
         raise InputError(f"quantize applies to the onnx format only, not {format!r}")
+    if profile is not None:
+        if format != "x-anylabeling":
+            raise InputError(f"--profile applies to the x-anylabeling format only, not {format!r}")
+        from .tools import get_profile
+
+        get_profile(profile)
     family = family_of(model)
     if format == "original" and family.name in NO_ORIGINAL_FORMAT:  # before any merging
         raise InputError(
@@ -121,7 +157,7 @@ def _check_export(model: torch.nn.Module, format: str, quantize: str | None) -> 
             f"{family.name} ({type(model).__name__}): export it as 'hf' (a merged "
             f"{type(model).__name__} folder) or keep the adapter file"
         )
-    if format in ("segment-anything", "onnx") and family is not SAM:
+    if format in SAM_ONLY_FORMATS and family is not SAM:
         raise InputError(
             f"format {format!r} holds SAM (SamModel) only; this model is {family.name} "
             f"({type(model).__name__}): export it as 'original' (its own original format), "
