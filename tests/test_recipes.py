@@ -117,3 +117,18 @@ def test_run_records_the_recipe_and_its_values(tmp_path):
     again = build_config(run / "config.yaml")
     assert again == build_config(saved)  # the file reproduces the run's options
     assert again.interactive_rounds == 1 and again.focal_weight == 0.0
+
+
+def test_suite_spec_train_options_take_a_recipe():
+    """A suite cell's config: spec train < dataset train < strategy train, over the recipe."""
+    from samtune.suite.spec import fit_config, load_spec
+
+    spec = load_spec({
+        "models": ["tiny"],
+        "strategies": [{"name": "decoder", "train": {"dice_weight": 2.0}}],
+        "datasets": ["demo"],
+        "train": {"recipe": "micro-sam", "max_steps": 2},
+    })  # fmt: skip
+    cfg = fit_config(spec, spec.cells()[0], "out")
+    assert (cfg.recipe, cfg.focal_weight, cfg.prompt) == ("micro-sam", 0.0, "interactive")
+    assert cfg.dice_weight == 2.0  # the strategy's train option beats the recipe
