@@ -10,10 +10,10 @@ Precedence, the same for both (:func:`merge_options`): options given explicitly 
 the user typed, ``fit(**options)``) override the YAML file given with ``config=``, which
 overrides the defaults here. A training run has one more layer, its recipe
 (:mod:`samtune.train.recipes`), between the defaults and the file: defaults < recipe < file <
-given; :meth:`FitConfig.from_dict` applies it. "Not given" is :data:`NOT_GIVEN`, not ``None``: ``None`` is a
-value where a field allows it (``val_split=None`` turns validation off). The resolved config
-is written to the run folder as ``config.yaml`` and can be passed back with ``--config`` to
-reproduce the run.
+given; :meth:`FitConfig.from_dict` applies it. "Not given" is :data:`NOT_GIVEN`, not
+``None``: ``None`` is a value where a field allows it (``val_split=None`` turns validation
+off). The resolved config, recipe name included, is written to the run folder as
+``config.yaml`` and can be passed back with ``--config`` to reproduce the run.
 """
 
 from __future__ import annotations
