@@ -27,6 +27,7 @@ def fit(
         typer.Option("--config", "-c", help="YAML file of options (a run's config.yaml)."),
     ] = None,
     output_dir: Annotated[Path | None, FIT.option("output_dir", "--output-dir", "-o")] = None,
+    recipe: Annotated[str | None, FIT.option("recipe", "--recipe")] = None,
     epochs: Annotated[int | None, FIT.option("epochs")] = None,
     max_steps: Annotated[int | None, FIT.option("max_steps")] = None,
     batch_size: Annotated[int | None, FIT.option("batch_size")] = None,
@@ -71,6 +72,7 @@ def fit(
         samtune fit --config runs/lora-trashcan/config.yaml --resume
 
         samtune fit --strategy lora --dataset cvat:export/annotations.xml --images export/images
+        samtune fit --strategy decoder --dataset trashcan --recipe lightning-sam --epochs 10
 
         accelerate launch --num_processes 2 -m samtune fit --strategy decoder --dataset trashcan
     """

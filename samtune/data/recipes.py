@@ -2,7 +2,8 @@
 
 ``load_dataset(name, split, root=None, **options)`` is the one entry point. ``root`` is the
 folder that holds (or will hold) the dataset; by default ``$SAMTUNE_DATA/<folder>`` with
-``SAMTUNE_DATA`` defaulting to ``~/.cache/samtune/datasets``.
+``SAMTUNE_DATA`` defaulting to ``~/.cache/samtune/datasets`` (``$XDG_CACHE_HOME/samtune/datasets``
+where that variable is set).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..errors import ConfigError, DataError, MissingFileError, UnknownNameError,
 from ..io import atomic_write, dump_json
 from .coco import ON_ERROR, InstanceDataset, read_annotations, read_coco_json
 from .coco_schema import is_int
-from .synthetic import ensure_demo_dataset
+from .synthetic import ensure_demo_dataset, user_cache_dir
 from .tool_exports import check_tool_export, load_tool_export, tool_export_name
 
 
@@ -70,10 +71,11 @@ class Recipe:
 
 
 def data_home() -> Path:
-    """``$SAMTUNE_DATA``, default ``~/.cache/samtune/datasets``."""
-    return Path(
-        os.environ.get("SAMTUNE_DATA", Path.home() / ".cache" / "samtune" / "datasets")
-    ).expanduser()
+    """``$SAMTUNE_DATA``, default ``$XDG_CACHE_HOME/samtune/datasets``, else
+    ``~/.cache/samtune/datasets``."""
+    if os.environ.get("SAMTUNE_DATA"):
+        return Path(os.environ["SAMTUNE_DATA"]).expanduser()
+    return user_cache_dir() / "datasets"
 
 
 _TRASHCAN_FILE = RemoteFile(
@@ -504,7 +506,7 @@ def load_dataset(
         split: ``train``, ``val`` or ``test`` (TrashCan: ``test`` is the official val, ``val``
             whole videos held out of the official train, see :func:`trashcan_split_ids`).
         root: the dataset's folder (default ``$SAMTUNE_DATA/<name>``; for ``demo`` the cache
-            ``~/.cache/samtune/demo-<version>-<seed>``).
+            ``~/.cache/samtune/demo-<version>-<seed>``, or under ``$XDG_CACHE_HOME/samtune``).
         **options: passed to :class:`InstanceDataset` (``categories``, ``category_map``,
             ``min_area``, ``skip_empty``, ``on_error``, ``check_files``); ``demo`` also takes
             ``seed``, ``size`` and ``counts``; ``taco``, ``trashcan`` and ``trashcan-material``

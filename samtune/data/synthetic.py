@@ -33,12 +33,30 @@ DEFAULT_COUNTS = {"train": 200, "val": 50, "test": 50}
 _SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 
 
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/samtune``, else ``~/.cache/samtune``.
+
+    As the XDG base-directory specification says, an ``XDG_CACHE_HOME`` that is empty or
+    not an absolute path is ignored.
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "samtune"
+
+
+def cache_home() -> Path:
+    """The demo data's cache folder: ``$SAMTUNE_CACHE``, else :func:`user_cache_dir`."""
+    if os.environ.get("SAMTUNE_CACHE"):
+        return Path(os.environ["SAMTUNE_CACHE"]).expanduser()
+    return user_cache_dir()
+
+
 def default_demo_root(seed: int = 0, size: int = 128, counts: dict | None = None) -> Path:
-    """``$SAMTUNE_CACHE/demo-<version>-<seed>`` (default cache ``~/.cache/samtune``), with a
+    """``<cache>/demo-<version>-<seed>`` (``<cache>``: :func:`cache_home`), with a
     suffix naming the size and counts when they are not the defaults: each variant has its
     own folder, so processes asking for different ones never regenerate a folder another
     process is reading."""
-    base = Path(os.environ.get("SAMTUNE_CACHE", Path.home() / ".cache" / "samtune")).expanduser()
+    base = cache_home()
     name = f"demo-{DEMO_VERSION}-{seed}"
     counts = dict(DEFAULT_COUNTS if counts is None else counts)
     if size != 128 or counts != DEFAULT_COUNTS:

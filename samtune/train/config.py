@@ -8,10 +8,12 @@ field's ``metadata["help"]`` is its one help text (the CLI shows it).
 
 Precedence, the same for both (:func:`merge_options`): options given explicitly (CLI options
 the user typed, ``fit(**options)``) override the YAML file given with ``config=``, which
-overrides the defaults here. "Not given" is :data:`NOT_GIVEN`, not ``None``: ``None`` is a
-value where a field allows it (``val_split=None`` turns validation off). The resolved config
-is written to the run folder as ``config.yaml`` and can be passed back with ``--config`` to
-reproduce the run.
+overrides the defaults here. A training run has one more layer, its recipe
+(:mod:`samtune.train.recipes`), between the defaults and the file: defaults < recipe < file <
+given; :meth:`FitConfig.from_dict` applies it. "Not given" is :data:`NOT_GIVEN`, not
+``None``: ``None`` is a value where a field allows it (``val_split=None`` turns validation
+off). The resolved config, recipe name included, is written to the run folder as
+``config.yaml`` and can be passed back with ``--config`` to reproduce the run.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from typing import Any
 
 from ..errors import ConfigError, quote_untrusted
 from ..options import Options, check_range, check_seed, merge_options
+from .recipes import DEFAULT_RECIPE, get_recipe, recipe_names, with_recipe
 
 PROMPTS = ("box", "point", "interactive", "text", "text+exemplar")
 MIXED_PRECISION = ("no", "fp16", "bf16")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "step")
 POINT_SAMPLING = ("center", "random")
 CACHE_MODES = ("auto", "on", "off")
 
@@ -51,6 +54,13 @@ class FitConfig(Options):
     noun = "training option"
     path_fields = ("output_dir", "dataset_root", "cache_dir", "images")
 
+    recipe: str = field(
+        default=DEFAULT_RECIPE,
+        metadata={
+            "help": f"Training recipe: {', '.join(recipe_names())}. Its values apply under the "
+            "config file and the options given (docs/training.md#recipes)."
+        },
+    )
     strategy: str = field(
         default="lora",
         metadata={"help": "Strategy: lora, decoder, adapter, full... (see `samtune strategies`)."},
@@ -98,7 +108,17 @@ class FitConfig(Options):
     )
     weight_decay: float = 0.01
     warmup_steps: int | None = None
-    schedule: str = field(default="cosine", metadata={"help": "cosine or constant after warmup."})
+    schedule: str = field(
+        default="cosine",
+        metadata={"help": "After warmup: cosine, constant, or step (decay_steps, decay_factor)."},
+    )
+    decay_steps: list[int] = field(
+        default_factory=list,
+        metadata={"help": "Schedule step: the steps at which the lr is divided by decay_factor."},
+    )
+    decay_factor: float = field(
+        default=10.0, metadata={"help": "Schedule step: what each decay step divides the lr by."}
+    )
     max_grad_norm: float | None = field(
         default=1.0, metadata={"help": "Gradient clipping; null: off."}
     )
@@ -229,6 +249,8 @@ class FitConfig(Options):
         choose("box_source", BOX_SOURCES)
         choose("mixed_precision", MIXED_PRECISION)
         choose("schedule", SCHEDULES)
+        self.recipe = get_recipe(self.recipe).name
+        self._check_decay_steps()
         choose("cache", CACHE_MODES)
         from ..models.speedups import (  # torch: only once a config is made
             ATTENTION_CHOICES,
@@ -268,6 +290,20 @@ class FitConfig(Options):
             raise ConfigError(
                 f"augment is not available with prompt {self.prompt}; turn augment off"
             )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FitConfig:
+        """A config from explicit options over the values of the recipe they name."""
+        return super().from_dict(with_recipe(data))
+
+    def _check_decay_steps(self) -> None:
+        for step in self.decay_steps:
+            check_range("decay_steps", step, minimum=1)
+        if list(self.decay_steps) != sorted(set(self.decay_steps)):
+            raise ConfigError(
+                f"decay_steps must be increasing, each once; found {quote_untrusted(self.decay_steps)}"
+            )
+        check_range("decay_factor", self.decay_factor, minimum=1)
 
     def resolved(self) -> FitConfig:
         """A copy with every default filled in (the demo defaults for ``dataset='demo'``)."""

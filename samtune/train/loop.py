@@ -255,6 +255,8 @@ def _schedule(cfg: FitConfig, total_steps: int):
             return (step + 1) / (warmup + 1)
         if cfg.schedule == "constant":
             return 1.0
+        if cfg.schedule == "step":  # lightning-sam's: divided by decay_factor at each decay step
+            return 1.0 / cfg.decay_factor ** sum(step >= s for s in cfg.decay_steps)
         progress = (step - warmup) / max(1, total_steps - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
@@ -532,7 +534,14 @@ def _apply_strategy(cfg: FitConfig, model, strategy, accelerator) -> nn.Module:
     return model
 
 
-def _embedding_cache(cfg: FitConfig, frozen_encoder: bool, accelerator) -> EmbeddingCache | None:
+def _embedding_cache(
+    cfg: FitConfig, frozen_encoder: bool, accelerator, passes: int = 2
+) -> EmbeddingCache | None:
+    """The cache, or None: ``passes`` is how many times the run sees each training image.
+
+    ``auto`` turns the cache on only for more than one pass: it is written in the first epoch
+    (which it makes slower) and read from the second on (docs/training.md, "Embedding cache").
+    """
     if not frozen_encoder:
         if cfg.cache == "on":
             accelerator.print(
@@ -544,6 +553,8 @@ def _embedding_cache(cfg: FitConfig, frozen_encoder: bool, accelerator) -> Embed
     if cfg.augment:
         accelerator.print("embedding cache off: augmentation changes the images every epoch")
         return None
+    if cfg.cache == "auto" and passes < 2:
+        return None  # one pass: every image is encoded once either way; storing only costs
     directory = cfg.cache_dir or Path(cfg.output_dir) / "cache"
     return EmbeddingCache(directory, memory_mb=cfg.cache_memory_mb, device=accelerator.device)
 
@@ -565,14 +576,15 @@ def _prepare(cfg: FitConfig, model, splits: dict, accelerator, callbacks: Callba
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step_module, optimizer, loader = accelerator.prepare(SamTrainStep(model), optimizer, loader)
-    total_steps = max(1, math.ceil(len(loader) / cfg.grad_accum)) * cfg.epochs
+    epoch_steps = max(1, math.ceil(len(loader) / cfg.grad_accum))
+    total_steps = epoch_steps * cfg.epochs
     total_steps = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, total_steps))
     frozen = bool(model.samtune_info.strategy.freezes_image_encoder)
     run = Run(cfg, accelerator, model, step_module, optimizer, scheduler, loader, prompted,
               sampler, None, splits, callbacks, total_steps)  # fmt: skip
     if frozen:
-        cache = _embedding_cache(cfg, frozen, accelerator)
+        cache = _embedding_cache(cfg, frozen, accelerator, math.ceil(total_steps / epoch_steps))
         run.embed = FrozenEncoderEmbeddings(
             model, train_ds, cache, pre, accelerator,
             on_encode=lambda encoded, cached: callbacks.on_encode(run, encoded, cached),

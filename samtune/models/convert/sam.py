@@ -383,7 +383,29 @@ def build_meta_sam(config: SamConfig) -> torch.nn.Module:
         iou_head_depth=d.iou_head_depth,
         iou_head_hidden_dim=d.iou_head_hidden_dim,
     )
+    _set_layer_norm_eps(prompt, decoder, config)
     return Sam(encoder, prompt, decoder)
+
+
+def _set_layer_norm_eps(
+    prompt: torch.nn.Module, decoder: torch.nn.Module, config: SamConfig
+) -> None:
+    """Give Meta's modules the LayerNorm epsilons of ``config`` where HF's SAM reads them.
+
+    Meta's constructors take no epsilon there: the two-way transformer's blocks use
+    ``nn.LayerNorm``'s 1e-5 and the mask embedding ``LayerNorm2d``'s 1e-6, while HF's
+    ``SamTwoWayAttentionBlock`` uses ``mask_decoder_config.layer_norm_eps`` (1e-6 by default,
+    so a native HF model differs from Meta's) and ``SamMaskEmbedding``
+    ``prompt_encoder_config.layer_norm_eps``. The transformer's final norm and the output
+    upscaling's norm have fixed epsilons on both sides.
+    """
+    eps = config.mask_decoder_config.layer_norm_eps
+    for block in decoder.transformer.layers:
+        for norm in (block.norm1, block.norm2, block.norm3, block.norm4):
+            norm.eps = eps
+    prompt_eps = config.prompt_encoder_config.layer_norm_eps
+    for index in (1, 4):  # mask_downscaling: conv, LayerNorm2d, GELU, conv, LayerNorm2d, ...
+        prompt.mask_downscaling[index].eps = prompt_eps
 
 
 def read_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
