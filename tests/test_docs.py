@@ -101,6 +101,13 @@ NOT_RUN = {
     "samtune eval -m facebook/sam3 -d zerowaste --split test --prompt text -o reports/sam3-zs": (
         NEEDS_NETWORK
     ),
+    "samtune fit --strategy decoder --dataset trashcan --recipe lightning-sam": NEEDS_NETWORK,
+    "samtune fit --model demo --strategy lora --dataset label-studio:project-1.json --images media/upload/1": (
+        "the annotation loop; test_annotation_loop runs it on a fabricated export"
+    ),
+    "samtune serve label-studio --model demo --adapter runs/lora-label-studio-project-1/adapter --images media/upload/1": (
+        "a server that runs until stopped; test_annotation_loop serves an adapter the same way"
+    ),
     "samtune info tiny-sam3": "test_sam3_inference checks info on the tiny-sam3 preset",
     "samtune segment photos/ -m facebook/sam3 --classes taco -o out/": NEEDS_NETWORK,
     'samtune segment photos/ -m facebook/sam3 --text "plastic bottle" --text can -o out/': (

@@ -368,6 +368,7 @@ def test_cli_compare_base_and_adapters_on_demo(tmp_path):
         assert len(list((out / "0-tiny" / "worst").glob("*.png"))) == 1
 
 
+@pytest.mark.slow  # a full CLI evaluation twice; the merge rules are unit-tested in test_config_validation
 def test_cli_config_file_and_overrides(tmp_path):
     from typer.testing import CliRunner
 

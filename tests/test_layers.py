@@ -8,6 +8,7 @@ A unit is a module or folder directly under ``samtune/``. Imports are read from 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import samtune
@@ -44,6 +45,7 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+@functools.cache
 def unit_graph() -> dict[str, set[str]]:
     """unit -> the units it imports (``__version__`` and the package itself left out)."""
     graph: dict[str, set[str]] = {}
