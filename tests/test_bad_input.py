@@ -337,7 +337,7 @@ CASES = [
     Case("cli-unknown-command", ["fitt"], ["No such command", "fit"]),
     Case("cli-not-an-integer", ["fit", "--epochs", "abc"], ["--epochs", "integer"]),
     Case("cli-extra-argument", ["strategies", "lora"], ["Too many arguments"]),
-    # ---- predict (samtune/predict.py, tests/test_predict.py has more)
+    # ---- predict (samtune/segment/prompted.py, tests/test_predict.py has more)
     Case(
         "predict-box-outside-image",
         ["predict", "scene.png", "-m", "tiny", "-o", "o", "--boxes", "100,10,130,50"],

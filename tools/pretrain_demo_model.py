@@ -34,8 +34,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from samtune.demo_model import demo_config  # noqa: E402
-from samtune.models import SAM_PIXEL_MEAN, SAM_PIXEL_STD, sam_from_config  # noqa: E402
+from samtune.models.demo import demo_config  # noqa: E402
+from samtune.models.identity import SAM_PIXEL_MEAN, SAM_PIXEL_STD  # noqa: E402
+from samtune.models.presets import sam_from_config  # noqa: E402
 
 SIZE = 128
 
