@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -80,3 +80,13 @@ def given(ctx: typer.Context) -> dict[str, Any]:
         if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
             out[name] = value
     return out
+
+
+# The base model and adapter options of the commands that run a model on new images (predict,
+# segment, serve): one declaration, one help text.
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Base model: preset, local folder or .pth, hub id.")
+]
+AdapterOption = Annotated[
+    str | None, typer.Option("--adapter", "-a", help="Adapter folder or hub id.")
+]

@@ -7,15 +7,13 @@ from typing import Annotated
 
 import typer
 
+from ._options import AdapterOption, ModelOption
+
 
 def predict_command(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Base model: preset, local folder or .pth, hub id.")
-    ] = "demo",
-    adapter: Annotated[
-        str | None, typer.Option("--adapter", "-a", help="Adapter folder or hub id.")
-    ] = None,
+    model: ModelOption = "demo",
+    adapter: AdapterOption = None,
     boxes: Annotated[
         str | None,
         typer.Option("--boxes", "-b", help="'x0,y0,x1,y1;...' in image pixels, one mask each."),

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import InputError
-from ._options import Fields, given
+from ._options import AdapterOption, Fields, ModelOption, given
 
 AUTO = Fields("samtune.segment.automatic_config:AutoMaskConfig")
 
@@ -16,12 +16,8 @@ AUTO = Fields("samtune.segment.automatic_config:AutoMaskConfig")
 def segment_command(
     ctx: typer.Context,
     images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.")],
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Base model: preset, local folder or .pth, hub id.")
-    ] = "demo",
-    adapter: Annotated[
-        str | None, typer.Option("--adapter", "-a", help="Adapter folder or hub id.")
-    ] = None,
+    model: ModelOption = "demo",
+    adapter: AdapterOption = None,
     output: Annotated[
         Path,
         typer.Option("--output", "-o", help="Folder; each image's results go to <output>/<stem>/."),

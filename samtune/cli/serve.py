@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ._options import AdapterOption, ModelOption
+
 serve_app = typer.Typer(
     help="Serve a model to an annotation tool (Label Studio ML backend).", no_args_is_help=True
 )
@@ -14,12 +16,8 @@ serve_app = typer.Typer(
 
 @serve_app.command("label-studio")
 def label_studio(
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Base model: preset, local folder or .pth, hub id.")
-    ] = "demo",
-    adapter: Annotated[
-        str | None, typer.Option("--adapter", "-a", help="Adapter folder or hub id.")
-    ] = None,
+    model: ModelOption = "demo",
+    adapter: AdapterOption = None,
     images: Annotated[
         Path | None,
         typer.Option("--images", help="Folder of the project's images (matched by file name)."),

@@ -354,24 +354,6 @@ def _input_resize(graph):
 _LAYOUT_OPS = {"Transpose", "Unsqueeze", "Cast", "Identity", "Reshape", "Slice"}
 
 
-def _input_resize(graph):
-    """The Resize node whose data comes from the graph input through layout-only nodes."""
-    producer = {out: node for node in graph.node for out in node.output}
-    source = graph.input[0].name
-    for node in graph.node:
-        if node.op_type != "Resize":
-            continue
-        name = node.input[0]
-        while name in producer and producer[name].op_type in _LAYOUT_OPS:
-            name = producer[name].input[0]
-        if name == source:
-            return node
-    return None
-
-
-_LAYOUT_OPS = {"Transpose", "Unsqueeze", "Cast", "Identity", "Reshape", "Slice"}
-
-
 def _over_2gb(model) -> bool:
     return model.ByteSize() > 1.8 * 2**30 if hasattr(model, "ByteSize") else False
 
