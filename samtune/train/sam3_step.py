@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError, quote_untrusted
+from ..models.family import family_of
 from ..models.identity import PreprocessConfig, preprocess_config
 from ..models.text import text_tokenizer, tokenize_phrases
 from .sam3_losses import Sam3LossConfig, joint_logits, matched_box_iou, sam3_loss
@@ -50,10 +51,10 @@ EXEMPLAR_PAD_LABEL = -10  # Sam3Model's label for "no box in this slot"
 
 
 def has_text_encoder(model: Any) -> bool:
-    """True for a model that can be prompted by text (``Sam3Model``: a ``text_encoder``)."""
+    """True for a model that can be prompted by text: its family's ``has_text`` (SAM 3)."""
     while hasattr(model, "module") and not hasattr(model, "config"):
         model = model.module
-    return hasattr(model, "text_encoder") and hasattr(model, "get_vision_features")
+    return family_of(model).has_text
 
 
 def sam3_preprocess(model: nn.Module) -> PreprocessConfig:
