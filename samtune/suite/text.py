@@ -135,7 +135,7 @@ def _mismatch(source: str, family: Any, protocols: Sequence[str]) -> str:
     if family.has_text:
         return (
             f"{source!r} is a SAM 3 model (family {family.name}), prompted by name: list the "
-            f"protocol text for it (found {', '.join(protocols)})"
+            f"protocol text for it (the spec lists {', '.join(protocols)})"
         )
     return (
         f"protocol text needs a model with a text encoder (SAM 3: facebook/sam3, tiny-sam3); "
