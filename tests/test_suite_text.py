@@ -298,3 +298,29 @@ def test_waste_sam3_spec_is_valid():
     for cell in waste.cells():
         config = fit_config(waste, cell, "OUT")
         assert config.prompt == "text" and config.model == "facebook/sam3"
+
+
+def test_box_source_reaches_only_the_box_protocol(tmp_path):
+    """``eval.box_source: annotation`` with ``[box, point, text]``: the point and text
+    evaluations run (they take no box; ``evaluate`` refuses the option for them)."""
+    import samtune
+    from samtune.suite.run import _Runner
+
+    data = {"name": "demo", "root": str(tmp_path / "data"),
+            "options": {"counts": {"train": 1, "val": 1, "test": 1}}}  # fmt: skip
+    spec = load_spec(
+        {
+            "models": ["tiny", "tiny-sam3"],
+            "strategies": ["decoder"],
+            "datasets": [data],
+            "protocols": ["box", "point", "text"],
+            "eval": {"box_source": "annotation"},
+        }  # fmt: skip
+    )
+    runner = _Runner(spec, tmp_path / "out", None, quiet=True)
+    tiny, sam3 = samtune.load_model("tiny"), samtune.load_model("tiny-sam3")
+    for model, protocol in ((tiny, "box"), (tiny, "point"), (sam3, "text")):
+        metrics = runner.evaluate(model, spec.datasets[0], protocol, tmp_path / "out" / protocol)
+        assert metrics["num_images"] == 1
+    box = json.loads((tmp_path / "out/box/metrics.json").read_text())
+    assert box["options"]["box_source"] == "annotation"

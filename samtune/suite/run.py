@@ -108,7 +108,8 @@ class _Runner:
             protocol,
             prompt_batch=self.spec.eval["prompt_batch"],
             max_images=self.spec.eval["max_images"],
-            box_source=self.spec.eval.get("box_source", "mask"),
+            # the box protocol's boxes: the others take none (and refuse the option)
+            box_source=self.spec.eval.get("box_source", "mask") if protocol == "box" else "mask",
             progress=False if self.quiet else None,
             name=str(folder.relative_to(self.out)),
         )
