@@ -298,6 +298,18 @@ def test_waste_sam3_spec_is_valid():
     for cell in waste.cells():
         config = fit_config(waste, cell, "OUT")
         assert config.prompt == "text" and config.model == "facebook/sam3"
+    # each strategy applies to a SAM 3 (tiny-sam3: the same family and module names)
+    import samtune
+
+    trainable = {}
+    for s in waste.strategies:
+        model = samtune.get_strategy(s.name, **s.options).apply(samtune.load_model("tiny-sam3"))
+        trainable[s.label] = {n for n, p in model.named_parameters() if p.requires_grad}
+    lora_in = lambda label, part: any(part in n and "lora_" in n for n in trainable[label])  # noqa: E731
+    assert lora_in("lora", "vision_encoder") and lora_in("lora", "text_encoder")
+    assert not lora_in("lora", "detr_encoder") and lora_in("lora-detr", "detr_encoder")
+    assert trainable["decoder"] and not lora_in("decoder", "")
+    assert len(trainable["full"]) > max(len(v) for k, v in trainable.items() if k != "full")
 
 
 def test_box_source_reaches_only_the_box_protocol(tmp_path):
