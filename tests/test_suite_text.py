@@ -336,3 +336,28 @@ def test_box_source_reaches_only_the_box_protocol(tmp_path):
         assert metrics["num_images"] == 1
     box = json.loads((tmp_path / "out/box/metrics.json").read_text())
     assert box["options"]["box_source"] == "annotation"
+
+
+def test_hub_model_family_from_its_config(monkeypatch):
+    """A hub model not in the cache: with text-only protocols it is taken at its word (and
+    checked once loaded); a spec mixing text and prompted protocols fetches its config."""
+    import samtune
+    from samtune.suite import text
+
+    fetched = []
+
+    def hub_config(repo: str, fetch: bool) -> dict | None:
+        fetched.append((repo, fetch))
+        return {"model_type": "sam3"} if fetch else None
+
+    monkeypatch.setattr(text, "_hub_config", hub_config)
+    base = {"strategies": ["lora"], "datasets": ["demo"]}
+    alone = load_spec({**base, "models": ["org/sam3-copy"], "protocols": ["text"]})
+    assert alone.protocols_for(alone.models[0]) == ("text",)
+    assert fetched == [("org/sam3-copy", False)]
+    mixed = load_spec({**base, "models": ["org/sam3-copy", "tiny"], "protocols": ["box", "text"]})
+    assert [mixed.protocols_for(m) for m in mixed.models] == [("text",), ("box",)]
+    assert ("org/sam3-copy", True) in fetched
+    # a model taken at its word is checked when it loads, before it trains
+    with pytest.raises(ConfigError, match="protocol text needs a model with a text encoder"):
+        text.check_family(samtune.load_model("tiny"), "org/not-sam3", ("text",))
