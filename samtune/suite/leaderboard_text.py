@@ -10,17 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from ..tables import format_number, markdown_table
+from .leaderboard import _pct, _stats
 from .plan import _zero_shot_folder, read_record
 from .spec import Cell, ModelEntry, SuiteSpec
-from .text import TEXT, TEXT_METRICS, is_text
-
-NAMES = {"ap": "AP", "semantic_miou": "semantic mIoU", "cgf1": "cgF1"}
-
-
-def _stats(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+from .text import TEXT, TEXT_METRICS, TEXT_NAMES
 
 
 def _metric(done: list[tuple[dict, dict]], key: str) -> dict:
@@ -87,10 +80,6 @@ def _mean_ap(rows: list[dict]) -> float | None:
     return None if not means or None in means else statistics.fmean(means)
 
 
-def _pct(value: float | None) -> str:
-    return format_number(value, percent=True)
-
-
 def _cell(metric: dict, seeds: int, n_seeds: int) -> str:
     """``24.10 ± 0.40 (+3.20)``: mean, spread over seeds, mean gain (percent points)."""
     if metric["mean"] is None:
@@ -110,7 +99,7 @@ def _text_table(board: dict, model: str, strategies: dict[str, dict], tail) -> l
     zero = {z["dataset"]: z for z in board["text_zero_shot"] if z["model"] == model}
     rows = {(r["strategy"], r["dataset"]): r for r in board["text_rows"] if r["model"] == model}
     header = ["rank", "strategy", "mean AP"]
-    header += [f"{d} {NAMES[k]}" for d in datasets for k in TEXT_METRICS]
+    header += [f"{d} {TEXT_NAMES[k]}" for d in datasets for k in TEXT_METRICS]
     header += ["trainable params", "adapter", "train time / run"]
     zero_ap = [zero[d]["ap"] for d in datasets]
     mean = None if None in zero_ap else statistics.fmean(zero_ap)
@@ -147,11 +136,6 @@ def format_text(board: dict, tail) -> list[str]:
     return lines
 
 
-def text_panels(board: dict) -> list[tuple[str, str]]:
-    """``(model, "text")`` for each model with text cells: one plot panel each (AP gain)."""
-    return [(m, TEXT) for m in dict.fromkeys(z["model"] for z in board.get("text_zero_shot", []))]
-
-
 def text_bars(board: dict, model: str) -> dict[str, tuple[list, list]]:
     """``{strategy: (mean AP gain per dataset, its spread)}`` (fractions; None where pending)."""
     rows = [r for r in board["text_rows"] if r["model"] == model]
@@ -163,4 +147,4 @@ def text_bars(board: dict, model: str) -> dict[str, tuple[list, list]]:
     return out
 
 
-__all__ = ["NAMES", "add_text", "format_text", "is_text", "text_bars", "text_panels", "text_row"]
+__all__ = ["add_text", "format_text", "text_bars", "text_row"]

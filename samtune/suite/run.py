@@ -23,7 +23,7 @@ from .plan import (
     read_record,
 )
 from .spec import FORMAT, DatasetEntry, SuiteSpec, load_spec
-from .text import Phrased, check_family, headline, is_text, phrases, prompt_map
+from .text import TEXT_NAMES, Phrased, check_family, headline, is_text, phrases, prompt_map
 
 
 @dataclass(frozen=True)
@@ -204,10 +204,9 @@ class _Runner:
         record = _cell_record(self.spec, self.out, item, training, test)
         _write_json(folder / "cell.json", record)
         zero, test = record["zero_shot"], record["test"]
-        prompted = [p for p in protocols if not is_text(p)]
-        done = [", ".join(f"{p} {_pct(test[p]['miou'])} ({_gain(test[p]['miou'], zero[p])})"
-                          for p in prompted)] if prompted else []  # fmt: skip
-        done = [f"test mIoU {done[0]}"] if done else []
+        gains = [f"{p} {_pct(test[p]['miou'])} ({_gain(test[p]['miou'], zero[p])})"
+                 for p in protocols if not is_text(p)]  # fmt: skip
+        done = [f"test mIoU {', '.join(gains)}"] if gains else []
         done += [f"test {p} {_scores(test[p], p, zero[p])}" for p in protocols if is_text(p)]
         self.emit("done", folder, f"{name}: done, {'; '.join(done)}")
 
@@ -217,9 +216,8 @@ def _scores(record: dict, protocol: str, zero: dict | None = None) -> str:
     (gains over ``zero`` where given)."""
     if not is_text(protocol):
         return f"mIoU {_pct(record['miou'])}"
-    names = {"ap": "AP", "semantic_miou": "semantic mIoU", "cgf1": "cgF1"}
     return ", ".join(
-        f"{names[k]} {_pct(v)}" + (f" ({_gain(v, zero[k])})" if zero is not None else "")
+        f"{TEXT_NAMES[k]} {_pct(v)}" + (f" ({_gain(v, zero[k])})" if zero is not None else "")
         for k, v in headline(record, protocol).items()
     )
 
@@ -235,7 +233,8 @@ def _tuned_model(item: PlannedCell) -> Any:
 
 def _cell_record(spec: SuiteSpec, out: Path, item: PlannedCell, training: dict, test: dict) -> dict:
     """``cell.json``: what the cell is, its settings, training and test results, and the
-    zero-shot mIoU it is compared with (copied, so the cell's file holds every number)."""
+    zero-shot numbers it is compared with (mIoU; ``text``: AP, semantic mIoU, cgF1), copied
+    so that the cell's file holds every number."""
     cell, protocols = item.cell, spec.protocols_for(item.cell.model)
     zero = {}
     for p in protocols:

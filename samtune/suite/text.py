@@ -23,6 +23,8 @@ from ..errors import CheckpointError, ConfigError, quote_untrusted
 TEXT = "text"
 TEXT_METRICS = ("ap", "semantic_miou", "cgf1")
 """The text protocol's headline metrics (keys of its ``metrics.json``), in table order."""
+TEXT_NAMES = {"ap": "AP", "semantic_miou": "semantic mIoU", "cgf1": "cgF1"}
+"""How tables and messages name them."""
 TEXT_PROMPTS = ("text", "text+exemplar")  # FitConfig.prompt values that ask by name
 
 
