@@ -228,6 +228,10 @@ def test_mixed_protocols_run_per_model_family(tmp_path):
     markdown = format_leaderboard(board)
     assert "| strategy | demo box |" in markdown and "demo text" not in markdown
     assert "## `tiny-sam3`, text prompts" in markdown
+    from samtune.suite.leaderboard import plot_gains
+
+    png = plot_gains(board, tmp_path / "gains.png")  # a box panel for tiny, an AP one for SAM 3
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_text_plus_exemplar_is_kept(tmp_path):
