@@ -54,6 +54,9 @@ NOT_RUN = {
     "samtune suite examples/suites/waste-vit-b.yaml -o suites/waste-vit-b --check": (
         "needs the three datasets; test_suite checks the spec and that missing data exits 2"
     ),
+    "samtune suite examples/suites/waste-sam3.yaml -o suites/waste-sam3 --max-cells 4": (
+        NEEDS_NETWORK
+    ),
     "samtune fit --strategy lora --dataset trashcan": NEEDS_NETWORK,
     "samtune fit --strategy decoder --dataset trashcan --model facebook/sam-vit-huge --mixed-precision bf16": NEEDS_NETWORK,
     "samtune fit --strategy lora --dataset trashcan --mixed-precision bf16 --attention flex --compile default": NEEDS_NETWORK,

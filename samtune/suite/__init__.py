@@ -19,9 +19,14 @@ finished, and resumes the others from fit's checkpoints. A folder trained with o
 than the spec's is refused (a rerun never mixes two configurations). The leaderboard is
 computed from the ``cell.json`` files alone, so each of its numbers can be traced to a run.
 
+A SAM 3 model runs the ``text`` protocol (trained and evaluated by category name, scored by
+class-aware AP, semantic mIoU and cgF1 in a table of its own); the other models run ``box``,
+``point`` and ``clicks:N`` (instance mIoU).
+
 Files: :mod:`.spec` (the YAML and its checks), :mod:`.plan` (cells, folders, what is done),
-:mod:`.run` (:func:`run_suite`), :mod:`.leaderboard` (the tables and plot). Names are imported
-on first use (PEP 562).
+:mod:`.run` (:func:`run_suite`), :mod:`.leaderboard` (the tables and plot), :mod:`.text`
+(which model runs which protocol, the phrases of text cells) and :mod:`.leaderboard_text`
+(the text cells' table). Names are imported on first use (PEP 562).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from ..io import atomic_write
 from ..tables import format_change, format_number, markdown_table
 from .plan import _write_json, _zero_shot_folder, read_record
 from .spec import FORMAT, Cell, DatasetEntry, ModelEntry, StrategyEntry, SuiteSpec, load_spec
+from .text import TEXT, is_text
 
 
 def _stats(values: list[float]) -> tuple[float | None, float | None]:
@@ -87,6 +88,9 @@ def build_leaderboard(spec: str | Path | Mapping | SuiteSpec, output_dir: str | 
         gain over zero-shot of each finished seed (fractions) and their mean and standard
         deviation; per (model, strategy) the trainable parameters, adapter bytes and training
         seconds of each finished cell. Unfinished cells are left out (``cells`` counts them).
+        With the ``text`` protocol also ``text_zero_shot``, ``text_rows`` and
+        ``text_ranking`` (:func:`samtune.suite.leaderboard_text.add_text`): its cells are
+        scored by class-aware AP, semantic mIoU and cgF1, apart from the mIoU rows.
     """
     spec = load_spec(spec)
     out = Path(output_dir)
@@ -102,8 +106,9 @@ def build_leaderboard(spec: str | Path | Mapping | SuiteSpec, output_dir: str | 
     }
     done = 0
     for m in spec.models:
+        prompted = [p for p in spec.protocols_for(m) if not is_text(p)]
         for d in spec.datasets:
-            for p in spec.protocols:
+            for p in prompted:
                 rel = (_zero_shot_folder(Path(), m, d, p) / "zero-shot.json").as_posix()
                 record = read_record(out / rel)
                 board["zero_shot"].append(
@@ -127,10 +132,14 @@ def build_leaderboard(spec: str | Path | Mapping | SuiteSpec, output_dir: str | 
             }
             done += sum(r is not None for _, r in records.values())
             board["rows"] += [
-                _row(spec, records, m, s, d, p) for d in spec.datasets for p in spec.protocols
+                _row(spec, records, m, s, d, p) for d in spec.datasets for p in prompted
             ]
             board["strategies"].append(_strategy_summary(m, s, records))
     board["cells"] = {"total": len(spec.cells()), "done": done}
+    if TEXT in spec.protocols:
+        from .leaderboard_text import add_text
+
+        add_text(board, spec, out)
     return board
 
 
@@ -178,10 +187,10 @@ def _cell_text(row: dict, n_seeds: int) -> str:
 
 
 def _model_table(board: dict, model: str) -> list[str]:
-    columns = [(d, p) for d in board["datasets"] for p in board["protocols"]]
     zero = {
         (z["dataset"], z["protocol"]): z["miou"] for z in board["zero_shot"] if z["model"] == model
     }
+    columns = [(d, p) for d in board["datasets"] for p in board["protocols"] if (d, p) in zero]
     rows = {
         (r["strategy"], r["dataset"], r["protocol"]): r
         for r in board["rows"]
@@ -192,36 +201,46 @@ def _model_table(board: dict, model: str) -> list[str]:
     table = [["zero-shot", *(_pct(zero[c]) for c in columns), "", "", ""]]
     for s in (s for s in board["strategies"] if s["model"] == model):
         cells = [_cell_text(rows[(s["strategy"], d, p)], len(board["seeds"])) for d, p in columns]
-        table.append(
-            [
-                s["strategy"],
-                *cells,
-                _span(s["trainable_params"], lambda n: f"{n:,}"),
-                _span(s["adapter_bytes"], _size),
-                _duration(s["train_seconds_mean"]) + (" *" if any(s["resumed"]) else ""),
-            ]
-        )
+        table.append([s["strategy"], *cells, *_strategy_columns(s)])
     return markdown_table(header, table).split("\n")
 
 
-def format_leaderboard(board: dict) -> str:
-    """The leaderboard as Markdown: one table per base model (see :func:`build_leaderboard`)."""
-    seeds = board["seeds"]
-    lines = [
-        f"# {board['name']}",
-        "",
-        "Test-split instance mIoU (%) per dataset and protocol, with the gain over the "
-        "zero-shot base model in parentheses"
-        + (
-            f"; mean ± standard deviation over seeds {', '.join(map(str, seeds))}."
-            if len(seeds) > 1
-            else f" (seed {seeds[0]})."
-        )
-        + f" {board['cells']['done']} of {board['cells']['total']} cells done.",
+def _strategy_columns(s: dict) -> list[str]:
+    """Trainable parameters, adapter size and mean training time of a strategy summary."""
+    return [
+        _span(s["trainable_params"], lambda n: f"{n:,}"),
+        _span(s["adapter_bytes"], _size),
+        _duration(s["train_seconds_mean"]) + (" *" if any(s["resumed"]) else ""),
     ]
+
+
+def format_leaderboard(board: dict) -> str:
+    """The leaderboard as Markdown: one table per base model (see :func:`build_leaderboard`);
+    the text cells' tables (class-aware AP) after the instance-mIoU ones."""
+    seeds = board["seeds"]
+    done = f" {board['cells']['done']} of {board['cells']['total']} cells done."
+    lines = [f"# {board['name']}", ""]
+    if board["zero_shot"] or not board.get("text_zero_shot"):
+        lines[-1:] = [
+            "",
+            "Test-split instance mIoU (%) per dataset and protocol, with the gain over the "
+            "zero-shot base model in parentheses"
+            + (
+                f"; mean ± standard deviation over seeds {', '.join(map(str, seeds))}."
+                if len(seeds) > 1
+                else f" (seed {seeds[0]})."
+            )
+            + done,
+        ]
     for model in dict.fromkeys(z["model"] for z in board["zero_shot"]):
         source = next(z["source"] for z in board["zero_shot"] if z["model"] == model)
         lines += ["", f"## `{source}`", "", *_model_table(board, model)]
+    if board.get("text_zero_shot"):
+        from .leaderboard_text import format_text
+
+        text = format_text(board, _strategy_columns)
+        text[0] += "" if board["zero_shot"] else done
+        lines += ["", *text] if board["zero_shot"] else text
     if any(any(s["resumed"]) for s in board["strategies"]):
         lines += [
             "",
@@ -230,37 +249,61 @@ def format_leaderboard(board: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _panels(board: dict) -> dict[str, list[str]]:
+    """``{model: its panels}``: each prompted protocol it was evaluated with, then ``text``."""
+    panels: dict[str, list[str]] = {}
+    for z in board["zero_shot"]:
+        panels.setdefault(z["model"], [])
+        if z["protocol"] not in panels[z["model"]]:
+            panels[z["model"]].append(z["protocol"])
+    for z in board.get("text_zero_shot", []):
+        panels.setdefault(z["model"], [])
+        if TEXT not in panels[z["model"]]:
+            panels[z["model"]].append(TEXT)
+    return panels
+
+
+def _bars(board: dict, model: str, protocol: str) -> dict[str, tuple[list, list]]:
+    """``{strategy: (mean gain per dataset, its spread over seeds)}``: mIoU, or AP for text."""
+    if is_text(protocol):
+        from .leaderboard_text import text_bars
+
+        return text_bars(board, model)
+    rows = [r for r in board["rows"] if r["model"] == model and r["protocol"] == protocol]
+    out = {}
+    for strategy in dict.fromkeys(r["strategy"] for r in rows):
+        by = {r["dataset"]: r for r in rows if r["strategy"] == strategy}
+        out[strategy] = ([by[d]["gain_mean"] for d in board["datasets"]],
+                         [by[d]["gain_std"] for d in board["datasets"]])  # fmt: skip
+    return out
+
+
 def plot_gains(board: dict, path: str | Path) -> Path:
-    """Bar chart of the mean mIoU gain over zero-shot per strategy and dataset (one panel per
-    model and protocol; error bars: standard deviation over seeds), written atomically."""
+    """Bar chart of the mean gain over zero-shot per strategy and dataset (one panel per
+    model and protocol: instance mIoU, class-aware AP for ``text``; error bars: standard
+    deviation over seeds), written atomically."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
     import numpy as np
 
-    models = list(dict.fromkeys(z["model"] for z in board["zero_shot"]))
-    protocols, datasets = board["protocols"], board["datasets"]
+    panels, datasets = _panels(board), board["datasets"]
+    width_n = max(len(p) for p in panels.values())
     fig, axes = plt.subplots(
-        len(models),
-        len(protocols),
+        len(panels),
+        width_n,
         squeeze=False,
-        figsize=(max(4.0, 1.6 * len(datasets) + 2) * len(protocols), 3.2 * len(models)),
+        figsize=(max(4.0, 1.6 * len(datasets) + 2) * width_n, 3.2 * len(panels)),
     )
     for (mi, model), (pi, protocol) in (
-        (m, p) for m in enumerate(models) for p in enumerate(protocols)
+        (m, p) for m in enumerate(panels) for p in enumerate(panels[m[1]])
     ):
         ax = axes[mi][pi]
-        rows = [r for r in board["rows"] if r["model"] == model and r["protocol"] == protocol]
-        strategies = list(dict.fromkeys(r["strategy"] for r in rows))
-        width = 0.8 / max(1, len(strategies))
-        for si, strategy in enumerate(strategies):
-            by = {r["dataset"]: r for r in rows if r["strategy"] == strategy}
-            gain = [
-                100 * (by[d]["gain_mean"] if by[d]["gain_mean"] is not None else np.nan)
-                for d in datasets
-            ]
-            spread = [by[d]["gain_std"] for d in datasets]
+        bars = _bars(board, model, protocol)
+        width = 0.8 / max(1, len(bars))
+        for si, (strategy, (gains, spread)) in enumerate(bars.items()):
+            gain = [100 * (g if g is not None else np.nan) for g in gains]
             err = [100 * (v or 0.0) for v in spread] if any(spread) else None
             ax.bar(
                 np.arange(len(datasets)) + (si + 0.5) * width - 0.4,
@@ -272,9 +315,12 @@ def plot_gains(board: dict, path: str | Path) -> Path:
             )
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(np.arange(len(datasets)), datasets)
-        ax.set_ylabel("mIoU gain (points)")
+        ax.set_ylabel("AP gain (points)" if is_text(protocol) else "mIoU gain (points)")
         ax.set_title(f"{model}, {protocol} prompts")
         ax.legend(fontsize=8)
+    for mi, model in enumerate(panels):  # a model with fewer panels than the widest row
+        for pi in range(len(panels[model]), width_n):
+            axes[mi][pi].axis("off")
     path = Path(path)
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")

@@ -125,16 +125,25 @@ def read_datasets(spec: SuiteSpec) -> None:
     """Read every split the suite's runs use (its annotations, checked, and that each image
     file is there), so that a bad dataset stops the suite before its first run, not hours in.
 
+    With a model asked by name (protocol ``text``), the training and test splits must name
+    their categories, and the prompt map must fit them.
+
     Raises:
         DataError, MissingFileError: as :func:`samtune.data.load_dataset`, the message
             prefixed with the dataset and split.
+        ConfigError: a prompt map that names a category the split lacks, or gives two
+            categories one phrase.
     """
     from ..data import load_dataset
+    from .text import phrases, prompt_map
 
+    by_name = any(spec.asks_by_name(m) for m in spec.models)
     for i, d in enumerate(spec.datasets):
         for split in _needed_splits(d):
             with _at(f"{spec.source}: datasets[{i}] ({d.label}, split {split!r})"):
-                load_dataset(d.name, split, d.root, **d.options)
+                data = load_dataset(d.name, split, d.root, **d.options)
+                if by_name and split in (d.splits["train"], d.splits["test"]):
+                    phrases(data, prompt_map(spec, d), d.name)  # names, prompt map, phrases
 
 
 def plan_suite(spec: str | Path | Mapping | SuiteSpec, output_dir: str | Path) -> list[PlannedCell]:
@@ -163,7 +172,7 @@ def plan_suite(spec: str | Path | Mapping | SuiteSpec, output_dir: str | Path) -
                 config = fit_config(spec, cell, out)
                 check_inputs(config)
                 settings = _settings(spec, config)
-                status = _status(cell.folder(out), settings, spec.protocols)
+                status = _status(cell.folder(out), settings, spec.protocols_for(cell.model))
             planned.append(PlannedCell(cell, cell.folder(out), config, settings, status))
     return planned
 

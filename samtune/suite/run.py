@@ -23,6 +23,7 @@ from .plan import (
     read_record,
 )
 from .spec import FORMAT, DatasetEntry, SuiteSpec, load_spec
+from .text import TEXT_NAMES, Phrased, check_family, headline, is_text, phrases, prompt_map
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class _Runner:
     def __init__(self, spec: SuiteSpec, out: Path, on_event: Callable | None, quiet: bool):
         self.spec, self.out, self.on_event, self.quiet = spec, out, on_event, quiet
         self._test_splits: dict[str, Any] = {}
+        self._phrased: dict[str, Phrased] = {}
 
     def emit(self, kind: str, folder: Path, message: str) -> None:
         if self.on_event is not None:
@@ -85,18 +87,29 @@ class _Runner:
             )
         return self._test_splits[dataset.label]
 
+    def phrased(self, dataset: DatasetEntry) -> Phrased:
+        """The test split asked by the phrases its text cells train with."""
+        if dataset.label not in self._phrased:
+            test = self.test_split(dataset)
+            asked = phrases(test, prompt_map(self.spec, dataset), dataset.name)
+            self._phrased[dataset.label] = Phrased(test, asked)
+        return self._phrased[dataset.label]
+
     def evaluate(self, model: Any, dataset: DatasetEntry, protocol: str, folder: Path) -> dict:
-        """Evaluate on the test split, save the report in ``folder``, return its metrics as
-        saved (so that a record's numbers equal its ``metrics.json``)."""
+        """Evaluate on the test split (``text``: by its phrases), save the report in
+        ``folder``, return its metrics as saved (so that a record's numbers equal its
+        ``metrics.json``)."""
         from ..evaluation import evaluate
 
+        data = self.phrased(dataset) if is_text(protocol) else self.test_split(dataset)
         report = evaluate(
             model,
-            self.test_split(dataset),
+            data,
             protocol,
             prompt_batch=self.spec.eval["prompt_batch"],
             max_images=self.spec.eval["max_images"],
-            box_source=self.spec.eval.get("box_source", "mask"),
+            # the box protocol's boxes: the others take none (and refuse the option)
+            box_source=self.spec.eval.get("box_source", "mask") if protocol == "box" else "mask",
             progress=False if self.quiet else None,
             name=str(folder.relative_to(self.out)),
         )
@@ -108,35 +121,38 @@ class _Runner:
         from ..models.loading import load_model
 
         for m in self.spec.models:
-            base = None
-            for d, protocol in ((d, p) for d in self.spec.datasets for p in self.spec.protocols):
+            base, protocols = None, self.spec.protocols_for(m)
+            for d, protocol in ((d, p) for d in self.spec.datasets for p in protocols):
                 folder = _zero_shot_folder(self.out, m, d, protocol)
-                settings = _plain(
-                    {
-                        "model": m.source,
-                        "dataset": dataclasses.asdict(d),
-                        "protocol": protocol,
-                        "eval": self.spec.eval,
-                    }
-                )
+                settings = self.zero_shot_settings(m.source, d, protocol)
                 record = read_record(folder / "zero-shot.json")
                 cached = record is not None and record["settings"] == settings
                 if not cached:
-                    base = base if base is not None else load_model(m.source, device=_device())
+                    if base is None:
+                        base = load_model(m.source, device=_device())
+                        check_family(base, m.source, protocols)
                     metrics = self.evaluate(base, d, protocol, folder)
-                    record = {
-                        "format": FORMAT,
-                        "settings": settings,
-                        "miou": metrics["miou"],
-                        "metrics": metrics,
-                    }
+                    record = {"format": FORMAT, "settings": settings,
+                              **headline(metrics, protocol), "metrics": metrics}  # fmt: skip
                     _write_json(folder / "zero-shot.json", record)
                 self.emit(
                     "zero-shot-cached" if cached else "zero-shot",
                     folder,
-                    f"zero-shot {m.label} on {d.label}, {protocol}: mIoU {_pct(record['miou'])}"
+                    f"zero-shot {m.label} on {d.label}, {protocol}: {_scores(record, protocol)}"
                     + (" (cached)" if cached else ""),
                 )
+
+    def zero_shot_settings(self, source: str, dataset: DatasetEntry, protocol: str) -> dict:
+        """What a zero-shot result depends on (``text``: also the phrases it asks by)."""
+        settings = {
+            "model": source,
+            "dataset": dataclasses.asdict(dataset),
+            "protocol": protocol,
+            "eval": self.spec.eval,
+        }
+        if is_text(protocol):
+            settings["phrases"] = self.phrased(dataset).categories
+        return _plain(settings)
 
     def train(self, item: PlannedCell) -> tuple[dict, Any]:
         """Run fit for a cell (from its last checkpoint if any); write ``train.json``."""
@@ -178,20 +194,32 @@ class _Runner:
         previous = read_record(folder / "cell.json")
         same = previous is not None and previous["settings"] == item.settings
         test = dict(previous["test"]) if same else {}
-        for protocol in (p for p in self.spec.protocols if p not in test):
+        protocols = self.spec.protocols_for(cell.model)
+        for protocol in (p for p in protocols if p not in test):
             metrics = self.evaluate(
                 model, cell.dataset, protocol, folder / "eval" / _slug(protocol)
             )
             file = f"eval/{_slug(protocol)}/metrics.json"
-            test[protocol] = {"miou": metrics["miou"], "metrics": metrics, "file": file}
+            test[protocol] = {**headline(metrics, protocol), "metrics": metrics, "file": file}
         record = _cell_record(self.spec, self.out, item, training, test)
         _write_json(folder / "cell.json", record)
         zero, test = record["zero_shot"], record["test"]
-        gains = ", ".join(
-            f"{p} {_pct(test[p]['miou'])} ({_gain(test[p]['miou'], zero[p])})"
-            for p in self.spec.protocols
-        )
-        self.emit("done", folder, f"{name}: done, test mIoU {gains}")
+        gains = [f"{p} {_pct(test[p]['miou'])} ({_gain(test[p]['miou'], zero[p])})"
+                 for p in protocols if not is_text(p)]  # fmt: skip
+        done = [f"test mIoU {', '.join(gains)}"] if gains else []
+        done += [f"test {p} {_scores(test[p], p, zero[p])}" for p in protocols if is_text(p)]
+        self.emit("done", folder, f"{name}: done, {'; '.join(done)}")
+
+
+def _scores(record: dict, protocol: str, zero: dict | None = None) -> str:
+    """``mIoU 58.55``, or for ``text`` ``AP 1.20 (+0.40), semantic mIoU 40.00 (+2.00)``
+    (gains over ``zero`` where given)."""
+    if not is_text(protocol):
+        return f"mIoU {_pct(record['miou'])}"
+    return ", ".join(
+        f"{TEXT_NAMES[k]} {_pct(v)}" + (f" ({_gain(v, zero[k])})" if zero is not None else "")
+        for k, v in headline(record, protocol).items()
+    )
 
 
 def _tuned_model(item: PlannedCell) -> Any:
@@ -205,14 +233,13 @@ def _tuned_model(item: PlannedCell) -> Any:
 
 def _cell_record(spec: SuiteSpec, out: Path, item: PlannedCell, training: dict, test: dict) -> dict:
     """``cell.json``: what the cell is, its settings, training and test results, and the
-    zero-shot mIoU it is compared with (copied, so the cell's file holds every number)."""
-    cell = item.cell
-    zero = {
-        p: read_record(_zero_shot_folder(out, cell.model, cell.dataset, p) / "zero-shot.json")[
-            "miou"
-        ]
-        for p in spec.protocols
-    }
+    zero-shot numbers it is compared with (mIoU; ``text``: AP, semantic mIoU, cgF1), copied
+    so that the cell's file holds every number."""
+    cell, protocols = item.cell, spec.protocols_for(item.cell.model)
+    zero = {}
+    for p in protocols:
+        record = read_record(_zero_shot_folder(out, cell.model, cell.dataset, p) / "zero-shot.json")
+        zero[p] = headline(record, p) if is_text(p) else record["miou"]
     return {
         "format": FORMAT,
         "cell": {
@@ -226,7 +253,7 @@ def _cell_record(spec: SuiteSpec, out: Path, item: PlannedCell, training: dict, 
         },
         "settings": item.settings,
         "training": {k: v for k, v in training.items() if k not in ("format", "settings")},
-        "test": {p: test[p] for p in spec.protocols},
+        "test": {p: test[p] for p in protocols},
         "zero_shot": zero,
     }
 

@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,19 @@ class SuiteSpec:
     train: dict
     eval: dict
     source: str = "suite spec"
+    by_model: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """``{model label: the protocols it runs}`` (:func:`~samtune.suite.text.model_protocols`);
+    a model not listed runs every protocol."""
+
+    def protocols_for(self, model: ModelEntry) -> tuple[str, ...]:
+        """The protocols ``model`` is evaluated with: ``text`` for a SAM 3, the others else."""
+        return self.by_model.get(model.label, self.protocols)
+
+    def asks_by_name(self, model: ModelEntry) -> bool:
+        """Whether ``model``'s cells train and evaluate by category name (protocol ``text``)."""
+        from .text import is_text
+
+        return any(is_text(p) for p in self.protocols_for(model))
 
     def cells(self) -> list[Cell]:
         """Every cell, in run order: model, dataset, strategy, seed."""
@@ -291,10 +304,10 @@ def _parse_protocols(value: Any) -> tuple[str, ...]:
         with _at(f"protocols[{i}]"):
             check_type("protocol", item, str)
             name = parse_protocol(item).name
-        if name in ("auto", "text"):  # the suite ranks cells by instance mIoU: these have none
+        if name == "auto":  # class-agnostic automatic masks: no cell of a suite trains for them
             raise ConfigError(
-                f"protocols[{i}]: {name!r} is scored by COCO AP/AR, not the mIoU the suite ranks "
-                f"by; evaluate it with `samtune eval --prompt {name}`"
+                f"protocols[{i}]: 'auto' (automatic masks, class-agnostic COCO AP) is not a "
+                "suite protocol; evaluate it with `samtune eval --prompt auto`"
             )
         if name in names:
             raise ConfigError(f"protocols[{i}]: {name!r} is listed twice")
@@ -366,14 +379,19 @@ def parse_spec(data: Mapping, source: str = "suite spec", name: str = "suite") -
         for key in ("models", "strategies", "datasets"):
             if key not in data:
                 raise ConfigError(f"missing {key!r} (the {key} to run)")
+        from .text import model_protocols
+
+        entries = _parse_entries(data)
+        protocols = _parse_protocols(data.get("protocols", ["box"]))
         spec = SuiteSpec(
             name=str(data.get("name") or name),
-            **_parse_entries(data),
-            protocols=_parse_protocols(data.get("protocols", ["box"])),
+            **entries,
+            protocols=protocols,
             seeds=_parse_seeds(data.get("seeds", [0])),
             train=_check_train(_none_as_empty(data.get("train")), "train"),
             eval=_parse_eval(_none_as_empty(data.get("eval"))),
             source=source,
+            by_model=model_protocols(entries["models"], protocols),
         )
         _check_names(spec)
     return spec
@@ -388,6 +406,11 @@ def _check_names(spec: SuiteSpec) -> None:
         with _at(f"strategies[{i}]"):
             get_strategy(s.name, **s.options)
             _check_train(s.train, "train")
+            if "prompt_map" in s.train:  # the zero-shot evaluation is shared by the strategies
+                raise ConfigError(
+                    "train.prompt_map: give the phrases under the spec's or a dataset's train, "
+                    "which every strategy and the zero-shot evaluation share"
+                )
     for i, d in enumerate(spec.datasets):
         with _at(f"datasets[{i}]"):
             _check_train(d.train, "train")
@@ -427,15 +450,19 @@ def fit_config(spec: SuiteSpec, cell: Cell, output_dir: str | Path) -> Any:
     """The resolved :class:`samtune.FitConfig` of a cell.
 
     Training options: the spec's ``train`` < the dataset's ``train`` < the strategy's ``train``.
-    The suite evaluates the test split itself, so fit's own comparison is off.
+    A model asked by name (protocol ``text``) trains with ``prompt: text`` unless they say
+    ``text+exemplar``. The suite evaluates the test split itself, so fit's own comparison is
+    off.
     """
     from ..train.config import FitConfig
+    from .text import train_prompt
 
     splits = cell.dataset.splits
+    given = {**spec.train, **cell.dataset.train, **cell.strategy.train}
+    prompt = train_prompt(given, spec.asks_by_name(cell.model), f"model {cell.model.label}")
     options = {
-        **spec.train,
-        **cell.dataset.train,
-        **cell.strategy.train,
+        **given,
+        **({"prompt": prompt} if prompt is not None else {}),
         "model": cell.model.source,
         "strategy": cell.strategy.name,
         "strategy_options": cell.strategy.options,
