@@ -14,7 +14,8 @@ What is computed how often:
 * the text encoder runs once per phrase per run when it does not train (its output is cached
   on the step module), else once per phrase per step; the text projection runs every step (it
   may train);
-* the DETR encoder, decoder and mask decoder run once on the rows.
+* the DETR encoder, decoder and mask decoder run once on the rows; every decoder layer's
+  logits, presence and boxes are kept for the auxiliary losses (:class:`DecoderLayers`).
 
 Targets, per row (:func:`image_targets`): ``boxes`` ``(T, 4)`` normalised XYXY in the model's
 input frame and ``masks`` ``(T, m, m)`` bool at the predicted mask resolution. SAM 3's image
@@ -343,7 +344,7 @@ class Sam3TextStep(nn.Module):
         phrase_index: torch.Tensor | None = None,
         input_boxes: torch.Tensor | None = None,
         input_boxes_labels: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+    ) -> dict[str, Any]:
         """``pixel_values`` ``(B, 3, S, S)``; ``image_index``, ``phrase_index`` ``(R,)`` int64
         (both or neither); optional exemplar prompts ``(R, 1, 4)`` normalised cxcywh and labels
         ``(R, 1)``. Returns ``pred_logits`` ``(R, Q)``, ``presence_logits`` ``(R, 1)``,
