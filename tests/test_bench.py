@@ -25,6 +25,7 @@ CASES = {
     "train_mfu": ["--model", "tiny", "--strategies", "full", "lora",
                   "--blocks", "last:1", "--grad-ckpt", "--peak-n", "256", "--warmup", "0",
                   "--repeat", "1"],
+    "sam3_step": ["--model", "tiny-sam3", "--phrases", "3", "--peak-n", "256", "--repeat", "1"],
 }  # fmt: skip
 
 
@@ -61,6 +62,13 @@ def test_bench_script_prints_json_and_a_table(name, tmp_path):
     if name == "train_step":
         row = payload["results"][0]
         assert row["strategy"] == "decoder" and row["cached_s"] > 0
+    if name == "sam3_step":
+        off, on = payload["results"]
+        assert (off["grad_ckpt"], on["grad_ckpt"]) == (False, True) and off["rows"] == 3
+        # recomputation adds FLOPs and leaves the gradients as they were
+        assert on["step_gflop"] > off["step_gflop"] > 0
+        assert on["grad_max_rel_diff"] < 1e-6 and on["trained"] > 0
+        assert on["hfu"] > on["mfu"] > 0 and off["peak_mem_mib"] > 0
     if name == "train_mfu":
         rows = {r["strategy"]: r for r in payload["results"]}
         assert set(rows) == {"full", "lora"}

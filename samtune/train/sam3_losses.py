@@ -27,7 +27,8 @@ The scores trained (and matched) are Meta's joint scores (``supervise_joint_box_
 ``sam3/model_builder.py`` whenever the presence token is): ``logit(sigmoid(class) *
 sigmoid(presence))`` clamped to [-10, 10]. "Number of boxes" is the batch's instance count,
 at least 1. The total is ``sqrt(B) * sum(weight * term)`` (``scale_by_find_batch_size: True``)
-over the last decoder layer and any auxiliary layers (every term but the mask ones).
+over the last decoder layer and any auxiliary layers (every term but the mask ones; Meta's
+``compute_aux``), unless ``aux_loss`` is off.
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ class Sam3LossConfig:
     (facebookresearch/sam3): ``Boxes`` (5, 2), ``IABCEMdetr`` (20, 20; pos_weight 10, alpha 0.25,
     gamma 2, pad_n_queries 200, presence alpha 0.5 / gamma 0 from the class defaults), ``Masks``
     (200, 10; alpha 0.25, gamma 2), ``scale_by_find_batch_size: True``; the matcher is
-    ``scratch.matcher``; joint scores from ``sam3/model_builder.py``.
+    ``scratch.matcher``; joint scores from ``sam3/model_builder.py``. ``aux_loss``: Meta's
+    model hands the loss every decoder layer's outputs while it trains (``aux_outputs``,
+    ``sam3/model/sam3_image.py``), and ``Boxes`` and ``IABCEMdetr`` keep their default
+    ``compute_aux=True`` (``Masks`` sets ``compute_aux: false``), with the same weights.
     """
 
     weight_ce: float = 20.0
@@ -79,6 +83,7 @@ class Sam3LossConfig:
     mask_gamma: float = 2.0
     joint_scores: bool = True
     scale_by_batch_size: bool = True
+    aux_loss: bool = True  # the terms but the mask ones on every earlier decoder layer too
     matcher: MatcherWeights = field(default_factory=MatcherWeights)
 
     def __post_init__(self) -> None:
@@ -359,7 +364,8 @@ def sam3_loss(
             ``(B, Q)`` or ``(B, Q, 1)`` class logits, ``presence_logits`` ``(B, 1)`` or ``(B,)``,
             ``pred_boxes`` ``(B, Q, 4)`` normalised XYXY, optionally ``pred_masks`` ``(B, Q, h, w)``
             mask logits (without it the mask terms are 0), and optionally ``aux_outputs``: a list of
-            dicts with the first three keys for earlier decoder layers.
+            dicts with the first three keys for earlier decoder layers (ignored when
+            ``cfg.aux_loss`` is off).
         targets: ``B`` dicts: ``boxes`` ``(T_b, 4)`` normalised XYXY (``T_b = 0`` when the phrase's
             category is absent from the image) and, with ``pred_masks``, ``masks`` ``(T_b, H, W)``
             binary at any one size (predictions are resized to it).
@@ -386,7 +392,7 @@ def sam3_loss(
     losses = _layer_losses(main, targets, num_boxes, cfg)
     if not with_masks:
         losses.update({k: main["pred_logits"].new_zeros(()) for k in MASK_TERMS})
-    for i, aux in enumerate(outputs.get("aux_outputs") or []):
+    for i, aux in enumerate((outputs.get("aux_outputs") or []) if cfg.aux_loss else []):
         aux_losses = _layer_losses(
             _layer_tensors(aux, f"aux_outputs[{i}]", False), targets, num_boxes, cfg
         )

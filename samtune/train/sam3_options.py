@@ -56,7 +56,7 @@ def _check_numbers(where: str, mapping: Mapping[str, Any], cls: type) -> None:
             f"{', '.join(_fields(cls))}"
         )
     for key, number in mapping.items():
-        if key in ("matcher", "pad_n_queries", "joint_scores", "scale_by_batch_size"):
+        if key in ("matcher", "pad_n_queries", "joint_scores", "scale_by_batch_size", "aux_loss"):
             continue
         check_range(f"{where}.{key}", number, minimum=0)
 
@@ -74,7 +74,7 @@ def sam3_loss_config(value: Mapping[str, Any] | None) -> Any:
         )
     options = dict(value)
     _check_numbers("sam3_loss", options, Sam3LossConfig)
-    for key in ("joint_scores", "scale_by_batch_size"):
+    for key in ("joint_scores", "scale_by_batch_size", "aux_loss"):
         if key in options and not isinstance(options[key], bool):
             raise ConfigError(f"sam3_loss.{key} must be true or false; found {options[key]!r}")
     if "pad_n_queries" in options and options["pad_n_queries"] is not None:

@@ -14,7 +14,8 @@ What is computed how often:
 * the text encoder runs once per phrase per run when it does not train (its output is cached
   on the step module), else once per phrase per step; the text projection runs every step (it
   may train);
-* the DETR encoder, decoder and mask decoder run once on the rows.
+* the DETR encoder, decoder and mask decoder run once on the rows; every decoder layer's
+  logits, presence and boxes are kept for the auxiliary losses (:class:`DecoderLayers`).
 
 Targets, per row (:func:`image_targets`): ``boxes`` ``(T, 4)`` normalised XYXY in the model's
 input frame and ``masks`` ``(T, m, m)`` bool at the predicted mask resolution. SAM 3's image
@@ -34,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, DataError, quote_untrusted
+from ..errors import ConfigError, DataError, RunError, quote_untrusted
 from ..models.family import family_of
 from ..models.identity import PreprocessConfig, preprocess_config
 from ..models.text import text_tokenizer, tokenize_phrases
@@ -343,11 +344,13 @@ class Sam3TextStep(nn.Module):
         phrase_index: torch.Tensor | None = None,
         input_boxes: torch.Tensor | None = None,
         input_boxes_labels: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+    ) -> dict[str, Any]:
         """``pixel_values`` ``(B, 3, S, S)``; ``image_index``, ``phrase_index`` ``(R,)`` int64
         (both or neither); optional exemplar prompts ``(R, 1, 4)`` normalised cxcywh and labels
         ``(R, 1)``. Returns ``pred_logits`` ``(R, Q)``, ``presence_logits`` ``(R, 1)``,
-        ``pred_boxes`` ``(R, Q, 4)`` normalised XYXY, ``pred_masks`` ``(R, Q, m, m)`` logits."""
+        ``pred_boxes`` ``(R, Q, 4)`` normalised XYXY, ``pred_masks`` ``(R, Q, m, m)`` logits,
+        and ``aux_outputs``: the first three for each earlier decoder layer, first to last
+        (:class:`DecoderLayers`; the loss uses them when ``aux_loss`` is on)."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         sam, device = self.sam, pixel_values.device
@@ -370,15 +373,88 @@ class Sam3TextStep(nn.Module):
             last_hidden_state=hidden,
             pooler_output=sam.text_projection(hidden).index_select(0, phrase_index),
         )
-        out = sam(
-            vision_embeds=rows,
-            text_embeds=text,
-            attention_mask=self.attention_mask.index_select(0, phrase_index),
-            input_boxes=input_boxes,
-            input_boxes_labels=input_boxes_labels,
-        )
+        with DecoderLayers(sam) as layers:
+            out = sam(
+                vision_embeds=rows,
+                text_embeds=text,
+                attention_mask=self.attention_mask.index_select(0, phrase_index),
+                input_boxes=input_boxes,
+                input_boxes_labels=input_boxes_labels,
+            )
         keys = ("pred_logits", "presence_logits", "pred_boxes", "pred_masks")
-        return {key: out[key] for key in keys}
+        return {**{key: out[key] for key in keys}, "aux_outputs": layers.outputs()[:-1]}
+
+
+# --------------------------------------------------------------------------- decoder layers
+
+
+class DecoderLayers:
+    """Every DETR decoder layer's predictions, recorded during one ``Sam3Model`` forward.
+
+    ``Sam3Model`` computes each layer's class logits and boxes (``all_pred_logits``,
+    ``all_pred_boxes``, transformers 5.25 ``modeling_sam3.py``) and returns only the last
+    layer's; its ``decoder_reference_boxes`` are each layer's *input* boxes and the earlier
+    layers' presence logits are not returned at all. While the context is open, forward hooks
+    keep what the model computes anyway: the decoder's output (``intermediate_hidden_states``
+    ``(L, R, Q, D)``, ``reference_boxes`` ``(L, R, Q, 4)`` cxcywh, ``presence_logits``
+    ``(L, R, 1)``), the scoring head's logits of every layer ``(L, R, Q, 1)`` and the box
+    head's offsets for every layer ``(L, R, Q, 4)``. :meth:`outputs` finishes the boxes with
+    ``Sam3Model``'s own lines (``(inverse_sigmoid(reference) + offsets).sigmoid()``, then XYXY),
+    so its last entry equals ``Sam3Model``'s ``pred_logits``, ``presence_logits`` and
+    ``pred_boxes`` exactly (``tests/test_sam3_aux.py``).
+    """
+
+    def __init__(self, sam: nn.Module) -> None:
+        self.sam, self.found, self._handles = sam, {}, []
+
+    def __enter__(self) -> DecoderLayers:
+        decoder, found = self.sam.detr_decoder, self.found
+        found.clear()
+
+        def keep(name: str) -> Callable:
+            return lambda module, args, output: found.__setitem__(name, output)
+
+        def offsets(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            layers = found.get("decoder")  # the box head's call on every layer's states
+            if layers is not None and args and args[0] is layers.intermediate_hidden_states:
+                found["offsets"] = output
+
+        self._handles = [
+            decoder.register_forward_hook(keep("decoder")),
+            self.sam.dot_product_scoring.register_forward_hook(keep("logits")),
+            decoder.box_head.register_forward_hook(offsets),
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def outputs(self) -> list[dict[str, torch.Tensor]]:
+        """One dict per decoder layer, first to last: ``pred_logits`` ``(R, Q)``,
+        ``presence_logits`` ``(R, 1)``, ``pred_boxes`` ``(R, Q, 4)`` normalised XYXY.
+
+        Raises:
+            RunError: the forward did not run the decoder, scoring and box heads as
+                ``Sam3Model`` of transformers 5.25 does (another transformers version).
+        """
+        from transformers.models.sam3.modeling_sam3 import box_cxcywh_to_xyxy, inverse_sigmoid
+
+        missing = [k for k in ("decoder", "logits", "offsets") if k not in self.found]
+        if missing:
+            raise RunError(
+                f"Sam3Model's forward did not compute every decoder layer's {missing[0]} as "
+                "transformers 5.25 does: train with sam3_loss aux_loss: false, or use "
+                "transformers 5.25"
+            )
+        decoder = self.found["decoder"]
+        boxes = (inverse_sigmoid(decoder.reference_boxes) + self.found["offsets"]).sigmoid()
+        boxes, logits = box_cxcywh_to_xyxy(boxes), self.found["logits"].squeeze(-1)
+        return [
+            {"pred_logits": logits[i], "presence_logits": presence, "pred_boxes": boxes[i]}
+            for i, presence in enumerate(decoder.presence_logits)
+        ]
 
 
 # --------------------------------------------------------------------------- the loss
@@ -408,6 +484,7 @@ def text_step_loss(
 
 
 __all__ = [
+    "DecoderLayers",
     "Sam3TextStep",
     "TextPromptDataset",
     "Tokenize",
