@@ -494,6 +494,7 @@ def _text_config(d: Mapping[str, torch.Tensor], stated: dict, assumed: list[str]
         num_hidden_layers=_count(d, _TEXT + "transformer.resblocks."),
         max_position_embeddings=d[_TEXT + "positional_embedding"].shape[0],
         layer_norm_eps=META_LAYER_NORM_EPS,
+        hidden_act="gelu",  # Meta's nn.GELU; a CLIPTextConfig built from a dict says quick_gelu
     )
     text["num_attention_heads"] = _heads(
         "text_num_attention_heads", width, META_TEXT_WIDTH, META_TEXT_HEADS, stated, assumed
