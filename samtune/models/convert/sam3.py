@@ -406,7 +406,8 @@ def _sam3_config(sd: Mapping[str, torch.Tensor], stated: dict) -> tuple[Sam3Conf
         parts = _detector_configs(d, stated, assumed)
     except KeyError as exc:
         raise CheckpointError(
-            f"not a complete SAM 3 checkpoint: tensor {DETECTOR + exc.args[0]!r} is missing"
+            f"not a complete SAM 3 checkpoint: tensor {DETECTOR + exc.args[0]!r} is missing; "
+            "the file is cut short or edited: download or write it again"
         ) from None
     return Sam3Config(vision_config=vision, text_config=text, **parts), assumed
 
@@ -583,7 +584,7 @@ def _check_against(config: Sam3Config, hf: Mapping[str, torch.Tensor]) -> None:
         if key not in hf:
             raise CheckpointError(
                 f"not a complete SAM 3 checkpoint: tensor {name!r} is missing (Sam3Model needs "
-                f"it as {key!r})"
+                f"it as {key!r}); the file is cut short or edited: download or write it again"
             )
         if tuple(hf[key].shape) != tuple(expected.shape):
             raise CheckpointError(
@@ -680,8 +681,8 @@ def tokenizer_from_record(record: Any, where: Path) -> Any:
         )
     except Exception as exc:  # tokenizers raises its own exception types for a bad JSON
         raise CheckpointError(
-            f"{str(where)!r} holds an invalid tokenizer record ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); remove the stale sidecar"
+            f"{str(where)!r} holds an invalid tokenizer record ({type(exc).__name__}: it is "
+            "not the tokenizer JSON samtune writes); remove the stale sidecar"
         ) from None
 
 
