@@ -1,7 +1,7 @@
 """Meta's original checkpoint formats, one module per family behind one dispatch.
 
-:mod:`.sam` (segment-anything ``.pth``), :mod:`.hq` (segment_anything_hq ``.pth``) and
-:mod:`.sam2` (sam2 ``.pt``) each convert one family's original state dict to and from its
+:mod:`.sam` (segment-anything ``.pth``), :mod:`.hq` (segment_anything_hq ``.pth``),
+:mod:`.sam2` (sam2 ``.pt``) and :mod:`.sam3` (sam3 ``.pt``) each convert one family's original state dict to and from its
 transformers model, exactly (tests hold each against Meta's own package). This package's
 :func:`load_original_checkpoint` recognises a checkpoint's family from its keys; :func:`save_original_checkpoint`
 writes a model in its family's format. Both read or write samtune's JSON sidecar, which
@@ -17,9 +17,9 @@ import torch
 from transformers import SamModel
 
 from ...errors import AssumptionWarning, CheckpointError, ConfigError, InputError
-from ..family import SAM2, SAM_HQ, family_of
+from ..family import SAM2, SAM3, SAM_HQ, family_of
 from ..identity import PreprocessConfig, samtune_info
-from . import hq, sam, sam2
+from . import hq, sam, sam2, sam3
 
 #: Families whose original (Meta) checkpoint format samtune does not convert, with the
 #: name of the original code: load them from transformers folders or hub ids.
@@ -27,10 +27,10 @@ NO_ORIGINAL_FORMAT = {"sam3-tracker": "SAM 3's tracker (Meta's sam3 package)", "
 
 
 def load_original_checkpoint(path: Path, stated: dict) -> torch.nn.Module:
-    """An original-format checkpoint file, dispatched on its keys: Meta's SAM today.
+    """An original-format checkpoint file, dispatched on its keys: SAM-HQ, SAM 2, SAM 3, then
+    Meta's SAM.
 
-    This is the one place that recognises an original checkpoint's family; SAM-HQ and SAM 2
-    formats join here as further ``is_*_state_dict`` branches."""
+    This is the one place that recognises an original checkpoint's family."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -52,6 +52,14 @@ def load_original_checkpoint(path: Path, stated: dict) -> torch.nn.Module:
                 "and SAM-HQ checkpoints (SAM 2's decoder always has 8 heads)"
             )
         return _with_sidecar_preprocess(sam2.model_from_original(path, sd), path)
+    if sam3.is_sam3_state_dict(sd):
+        if stated:
+            raise ConfigError(
+                f"{str(path)!r} is a SAM 3 checkpoint; {', '.join(stated)} only apply to SAM "
+                "and SAM-HQ checkpoints (a SAM 3 sidecar, or samtune.models.convert.sam3."
+                "load_original, states what SAM 3's weights do not record)"
+            )
+        return _with_sidecar_preprocess(sam3.model_from_original(path, sd), path)
     if sam.is_meta_state_dict(sd):
         return _model_from_meta(path, sd, stated)
     if stated:
@@ -61,8 +69,9 @@ def load_original_checkpoint(path: Path, stated: dict) -> torch.nn.Module:
     raise CheckpointError(
         f"{str(path)!r} is not a SAM checkpoint: expected Meta segment-anything keys "
         f"('image_encoder.*', 'prompt_encoder.*', 'mask_decoder.*'), SAM-HQ's (the same and "
-        f"'mask_decoder.hf_token.weight') or SAM 2's ('image_encoder.trunk.*', "
-        f"'sam_mask_decoder.*'), found keys like {sorted(sd)[:3]}"
+        f"'mask_decoder.hf_token.weight'), SAM 2's ('image_encoder.trunk.*', "
+        f"'sam_mask_decoder.*') or SAM 3's ('detector.*', 'tracker.*'), found keys like "
+        f"{sorted(sd)[:3]}"
     )
 
 
@@ -109,8 +118,8 @@ def save_original_checkpoint(
     model: torch.nn.Module, path: str | os.PathLike, *, overwrite: bool = False
 ) -> Path:
     """Write ``model`` in its family's original format, with samtune's sidecar: a Meta
-    ``segment_anything`` ``.pth`` (SAM), a ``segment_anything_hq`` ``.pth`` (SAM-HQ) or a
-    ``sam2`` ``.pt`` (SAM 2). :func:`load_model` reads each back to the same fingerprint.
+    ``segment_anything`` ``.pth`` (SAM), a ``segment_anything_hq`` ``.pth`` (SAM-HQ), a
+    ``sam2`` ``.pt`` (SAM 2) or a ``sam3`` ``.pt`` (SAM 3). :func:`load_model` reads each back to the same fingerprint.
 
     Raises:
         InputError: ``path`` exists and may not be replaced (see
@@ -127,4 +136,6 @@ def save_original_checkpoint(
         return hq.save_hq_checkpoint(model, path, overwrite=overwrite)
     if family is SAM2:
         return sam2.save_sam2_checkpoint(model, path, overwrite=overwrite)
+    if family is SAM3:
+        return sam3.save_sam3_checkpoint(model, path, overwrite=overwrite)
     return sam.save_meta_checkpoint(model, path, overwrite=overwrite)

@@ -143,11 +143,14 @@ def is_meta_state_dict(state_dict: Mapping[str, Any]) -> bool:
 
 
 def original_family(state_dict: Mapping[str, Any]) -> str | None:
-    """Which original checkpoint format ``state_dict`` is in: "SAM 2", "SAM-HQ", "SAM" or None.
+    """Which original checkpoint format ``state_dict`` is in: "SAM 3", "SAM 2", "SAM-HQ",
+    "SAM" or None.
 
     For messages that name what was found; each converter module has its own ``is_*`` test.
     """
     sd = strip_wrapper_prefix(state_dict)
+    if "detector.backbone.vision_backbone.trunk.patch_embed.proj.weight" in sd:
+        return "SAM 3"
     if "image_encoder.trunk.patch_embed.proj.weight" in sd:
         return "SAM 2"
     if not is_meta_state_dict(sd):
@@ -624,13 +627,20 @@ def save_meta_checkpoint(model, path: str | Path, *, overwrite: bool = False) ->
 
 
 def write_original_checkpoint(
-    model, payload: dict, path: str | Path, *, overwrite: bool = False, family: str = "sam"
+    model,
+    payload: dict,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    family: str = "sam",
+    sidecar_extra: dict | None = None,
 ) -> Path:
     """Write ``payload`` (an original-format checkpoint object) with ``torch.save``, plus the
     sidecar that records ``model``'s config, preprocessing and fingerprint.
 
     The rules of :func:`save_meta_checkpoint` apply: never replace a file samtune did not
-    write, and never leave a half-written file.
+    write, and never leave a half-written file. ``sidecar_extra`` adds entries to the sidecar
+    (SAM 3: its tokenizer).
 
     Raises:
         InputError: ``path`` exists and ``overwrite`` is off, or it is not samtune's to replace.
@@ -655,6 +665,7 @@ def write_original_checkpoint(
             "samtune_version": __version__,
             "preprocess": preprocess_config(model).to_dict(),
             "config": config,
+            **(sidecar_extra or {}),
         }
         with atomic_write(sidecar_path(path)) as side_tmp:
             side_tmp.write_text(dump_json(side, indent=2) + "\n")
