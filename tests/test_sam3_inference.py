@@ -423,9 +423,11 @@ def test_text_protocol_gathered_through_rle_scores_the_same(sam3, tmp_path):
     }
 
 
-def test_a_suite_refuses_the_text_protocol_it_cannot_rank():
+def test_a_suite_takes_the_text_protocol_and_still_refuses_auto():
+    """Suites rank text cells by class-aware AP (tests/test_suite_text.py); ``auto`` has no
+    per-cell headline they could rank, so it stays refused."""
     from samtune.suite.spec import _parse_protocols
 
-    assert _parse_protocols(["box", "point"]) == ("box", "point")
-    with pytest.raises(ConfigError, match="'text' is scored by COCO AP/AR.*--prompt text"):
-        _parse_protocols(["box", "text"])
+    assert _parse_protocols(["box", "text"]) == ("box", "text")
+    with pytest.raises(ConfigError, match="auto"):
+        _parse_protocols(["box", "auto"])

@@ -76,7 +76,9 @@ def test_text_cell_trains_by_name_and_is_scored_class_aware(suite):
     assert "miou" not in cell["test"]["text"]
     # evaluated by the phrases it trained with (the demo recipe's prompt map)
     metrics = read(run / "eval/text/metrics.json")
-    assert set(metrics["metrics"]["per_class"]) == set(DEMO_PHRASES.values())
+    names = {"1": "bottle", "2": "can", "3": "cardboard", "4": "bag"}
+    assert set(metrics["metrics"]["per_class"]) == set(names.values())  # scored per category
+    assert metrics["options"]["phrases"] == {names[k]: v for k, v in DEMO_PHRASES.items()}
     zero = read(out / "zero-shot/tiny-sam3/demo/text/zero-shot.json")
     assert zero["settings"]["phrases"] == DEMO_PHRASES
     assert "[suite] zero-shot tiny-sam3 on demo, text: AP " in suite["output"]
@@ -134,9 +136,11 @@ def test_text_cell_equals_samtune_evaluate(suite):
     run = out / "runs/tiny-sam3/demo/lora/seed-0"
     test = load_dataset("demo", "test", suite["spec"]["datasets"][0]["root"], counts=COUNTS)
     names = dict(test.categories)
-    test.categories = {int(k): v for k, v in DEMO_PHRASES.items()}
     model = samtune.load_adapter(samtune.load_model("tiny-sam3"), run / "adapter")
+    # samtune.evaluate asks a demo split by the demo recipe's phrases by default
     report = samtune.evaluate(model, test, "text", progress=False)
+    phrased = {int(k): v for k, v in DEMO_PHRASES.items()}
+    assert report.options["phrases"] == {names[k]: v for k, v in phrased.items()}
     cell = read(run / "cell.json")["test"]["text"]
     for key in ("ap", "semantic_miou", "cgf1"):
         assert report.metrics[key] == pytest.approx(cell[key], abs=1e-12)
@@ -144,8 +148,7 @@ def test_text_cell_equals_samtune_evaluate(suite):
     assert scores(report.coco["results"]) == suite_results and suite_results
     zero = out / "zero-shot/tiny-sam3/demo/text/coco_results.json"
     assert scores(json.loads(zero.read_text())) != suite_results
-    test.categories = names  # asked by the bare category names instead
-    by_names = samtune.evaluate(model, test, "text", progress=False)
+    by_names = samtune.evaluate(model, test, "text", progress=False, phrases=names)
     assert scores(by_names.coco["results"]) != suite_results
 
 

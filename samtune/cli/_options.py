@@ -90,3 +90,19 @@ ModelOption = Annotated[
 AdapterOption = Annotated[
     str | None, typer.Option("--adapter", "-a", help="Adapter folder or hub id.")
 ]
+
+
+def parse_phrases(items: list[str]) -> dict[str, str]:
+    """``["trash_plastic=plastic trash"]`` -> ``{"trash_plastic": "plastic trash"}`` (text as typed)."""
+    from ..errors import ConfigError, quote_untrusted
+
+    out = {}
+    for item in items:
+        name, sep, phrase = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(
+                f"--prompt-map expects NAME=PHRASE (e.g. trash_plastic='plastic trash'); found "
+                f"{quote_untrusted(item)}"
+            )
+        out[name] = phrase
+    return out

@@ -27,6 +27,7 @@ def eval_command(
     images: Annotated[Path | None, EVAL.option("images", "--images")] = None,
     annotations: Annotated[Path | None, EVAL.option("annotations", "--annotations")] = None,
     prompt: Annotated[str | None, EVAL.option("prompt", "--prompt", "-p")] = None,
+    prompt_map: Annotated[list[str] | None, EVAL.option("prompt_map", "--prompt-map")] = None,
     jitter: Annotated[float | None, EVAL.option("jitter", "--jitter")] = None,
     box_source: Annotated[str | None, EVAL.option("box_source", "--box-source")] = None,
     seed: Annotated[int | None, EVAL.option("seed", "--seed")] = None,
@@ -75,9 +76,12 @@ def eval_command(
     """
     from ..evaluation import EvalConfig, format_reports, reports_to_json, run_evaluation
     from ..options import merge_options
+    from ._options import parse_phrases
 
     options = given(ctx)
     options.pop("config", None)
+    if "prompt_map" in options:
+        options["prompt_map"] = parse_phrases(options["prompt_map"])
     cfg = merge_options(EvalConfig, config, options)
     reports = run_evaluation(cfg, inputs=[config] if config is not None else [])
 

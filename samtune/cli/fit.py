@@ -78,33 +78,18 @@ def fit(
     """
     from ..options import parse_key_values
     from ..train import fit as run_fit
+    from ._options import parse_phrases
 
     options = given(ctx)
     options.pop("config", None)
     if "strategy_option" in options:
         options["strategy_options"] = parse_key_values(options.pop("strategy_option"))
     if "prompt_map" in options:
-        options["prompt_map"] = _phrases(options["prompt_map"])
+        options["prompt_map"] = parse_phrases(options["prompt_map"])
     result = run_fit(config=config, **options)
     typer.echo(f"run folder: {result.output_dir}")
     if result.best_metric is not None:
         typer.echo(f"best validation mIoU {result.best_metric:.4f} at step {result.best_step}")
-
-
-def _phrases(items: list[str]) -> dict[str, str]:
-    """``["trash_plastic=plastic trash"]`` -> ``{"trash_plastic": "plastic trash"}`` (text as typed)."""
-    from ..errors import ConfigError, quote_untrusted
-
-    out = {}
-    for item in items:
-        name, sep, phrase = item.partition("=")
-        if not sep or not name:
-            raise ConfigError(
-                f"--prompt-map expects NAME=PHRASE (e.g. trash_plastic='plastic trash'); found "
-                f"{quote_untrusted(item)}"
-            )
-        out[name] = phrase
-    return out
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,11 @@ lacks are ignored, so a category selection (``categories=...``) keeps working.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ConfigError, DataError, quote_untrusted
+
 _TRASHCAN = {
     # both versions
     "rov": "underwater robot",
@@ -100,4 +105,107 @@ PROMPT_MAPS: dict[str, dict[str, str]] = {
 }
 """``{recipe name: {category name: phrase}}``; read it through ``Recipe.prompt_map``."""
 
-__all__ = ["PROMPT_MAPS"]
+
+# --------------------------------------------------------------------------- phrases of a dataset
+
+
+def check_prompt_map(value: Any) -> dict[str, str]:
+    """``value`` as ``{category name: phrase}``; ConfigError for a non-text key or an empty phrase."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"prompt_map must be a mapping of category name to phrase; found "
+            f"{type(value).__name__} {quote_untrusted(value)}"
+        )
+    for name, phrase in value.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(
+                f"prompt_map keys must be category names (text); found {quote_untrusted(name)}"
+            )
+        if not isinstance(phrase, str):
+            raise ConfigError(
+                f"prompt_map gives category {quote_untrusted(name)} the phrase "
+                f"{quote_untrusted(phrase)}; a phrase must be text: quote it in YAML"
+            )
+        if not phrase.strip():
+            raise ConfigError(
+                f"prompt_map gives category {quote_untrusted(name)} an empty phrase "
+                f"({quote_untrusted(phrase)}): give it words, or drop the entry to use its name"
+            )
+    return dict(value)
+
+
+def category_phrases(
+    categories: Mapping[int, str],
+    prompt_map: Mapping[str, str] | None = None,
+    defaults: Mapping[str, str] | None = None,
+    dataset: str = "the dataset",
+) -> dict[int, str]:
+    """The phrase each category is asked by: ``prompt_map``, else ``defaults``, else its name.
+
+    Args:
+        categories: the dataset's ``{category id: name}``.
+        prompt_map: the user's ``{category name: phrase}``; every name must be a category.
+        defaults: a recipe's own map; names the dataset lacks (a category selection) are
+            ignored.
+        dataset: the dataset's name, for messages.
+
+    Returns:
+        ``{category id: phrase}`` in the dataset's category order.
+
+    Raises:
+        DataError: the dataset has no category names.
+        ConfigError: the prompt map names a category the dataset lacks, a phrase is empty, or
+            two categories would be asked by the same phrase.
+    """
+    prompt_map, defaults = dict(prompt_map or {}), dict(defaults or {})
+    names = {name: cid for cid, name in categories.items()}
+    if not categories or not any(str(n).strip() for n in names):
+        raise DataError(
+            f"prompt: text asks SAM 3 for each category by name, and {dataset} has no category "
+            "names: give its COCO file a 'categories' list with names, or train with prompt: box"
+        )
+    unknown = [name for name in prompt_map if name not in names]
+    if unknown:
+        raise ConfigError(
+            f"prompt_map names category {quote_untrusted(unknown[0])}, which {dataset} lacks; its "
+            f"categories are {quote_untrusted(sorted(names))}: fix or drop that entry"
+        )
+    phrases: dict[int, str] = {}
+    for cid, name in categories.items():
+        phrase = prompt_map.get(name, defaults.get(name, name))
+        if not isinstance(phrase, str) or not phrase.strip():
+            raise ConfigError(
+                f"category {quote_untrusted(name)} of {dataset} would be asked by an empty "
+                "phrase: give it a phrase in prompt_map (category name: phrase)"
+            )
+        phrases[cid] = " ".join(phrase.split())
+    seen: dict[str, int] = {}
+    for cid, phrase in phrases.items():
+        if phrase in seen:
+            raise ConfigError(
+                f"categories {quote_untrusted(categories[seen[phrase]])} and "
+                f"{quote_untrusted(categories[cid])} would both be asked by the phrase "
+                f"{quote_untrusted(phrase)}: give them different phrases in prompt_map, or merge "
+                "them with the dataset option category_map"
+            )
+        seen[phrase] = cid
+    return phrases
+
+
+def dataset_phrases(
+    dataset: Any, prompt_map: Mapping[str, str] | None = None, recipe: str | None = None
+) -> dict[int, str]:
+    """``{category id: phrase}`` that ``dataset`` is asked by: :func:`category_phrases` over
+    its categories, with the built-in map of ``recipe`` (default: the recipe the dataset's
+    ``name`` starts with, as :func:`samtune.load_dataset` names a split ``demo/test``) under
+    ``prompt_map``. Training and evaluation both ask by these, so a model is scored on the
+    phrases it trained with."""
+    if recipe is None:  # a loaded split is named "<recipe>/<split>" (load_dataset)
+        recipe = str(getattr(dataset, "name", "") or "").split("/")[0]
+    defaults = PROMPT_MAPS.get(recipe, {}) if isinstance(recipe, str) else {}
+    name = getattr(dataset, "name", None) or "the dataset"
+    return category_phrases(getattr(dataset, "categories", None) or {}, prompt_map, defaults,
+                            dataset=f"dataset {quote_untrusted(name)}")  # fmt: skip
+
+
+__all__ = ["PROMPT_MAPS", "category_phrases", "check_prompt_map", "dataset_phrases"]

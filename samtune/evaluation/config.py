@@ -99,6 +99,14 @@ class EvalConfig(Options):
             "category name)."
         },
     )
+    prompt_map: dict[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "help": "text: NAME=PHRASE, the phrase a category is asked by (over the dataset's "
+            "built-in map, over the name); repeat for several.",
+            "expected": "a mapping of category name to phrase",
+        },
+    )
     jitter: float = field(
         default=0.0, metadata={"help": "Box noise (fraction of box side), box only."}
     )
@@ -145,6 +153,14 @@ class EvalConfig(Options):
         super().validate()
         PassOptions.of(self)
         check_range("points_per_side", self.points_per_side, minimum=1)
+        from ..data.phrases import check_prompt_map
+
+        self.prompt_map = check_prompt_map(self.prompt_map)
+        if self.prompt_map and self.prompt.strip().lower() != "text":
+            raise ConfigError(
+                f"prompt_map gives the phrases of --prompt text; this evaluation's prompt is "
+                f"{self.prompt!r}: drop prompt_map, or evaluate with --prompt text"
+            )
         if self.device is not None:
             check_device("device", self.device)
 

@@ -62,13 +62,34 @@ def dataset_categories(dataset: Any) -> dict[int, str]:
     return {int(k): str(v) for k, v in sorted(categories.items())}
 
 
+def check_phrases(phrases: Any, categories: dict[int, str]) -> dict[int, str]:
+    """``phrases`` as ``{category id: phrase}`` in the order of ``categories``; ConfigError
+    unless it gives every category (and only those) one non-empty phrase."""
+    if not isinstance(phrases, dict):
+        raise ConfigError(
+            f"phrases must map each category id to a phrase; found {type(phrases).__name__}"
+        )
+    given = {int(k): v for k, v in phrases.items()}
+    if set(given) != set(categories):
+        missing = sorted(set(categories) - set(given)) or sorted(set(given) - set(categories))
+        raise ConfigError(
+            f"phrases must give each of the dataset's category ids {sorted(categories)} one "
+            f"phrase; category id {missing[0]} is {'missing' if missing[0] in categories else 'not in the dataset'}"
+        )
+    for cid in categories:
+        if not isinstance(given[cid], str) or not given[cid].strip():
+            raise ConfigError(f"phrases gives category id {cid} no words: {given[cid]!r}")
+    return {cid: given[cid] for cid in categories}
+
+
 def predict_image(
-    sam: torch.nn.Module, sample: Any, categories: dict[int, str]
+    sam: torch.nn.Module, sample: Any, phrases: dict[int, str]
 ) -> list[ClassPrediction]:
-    """Every category name of ``categories`` on ``sample.image``: the predictions scored above
-    :data:`AP_SCORE_FLOOR`, phrase by phrase."""
-    ids = list(categories)
-    found = segment_by_name(sam, sample.image, list(categories.values()),
+    """Every phrase of ``phrases`` (``{category id: phrase}``) on ``sample.image``: the
+    predictions scored above :data:`AP_SCORE_FLOOR`, phrase by phrase, with the category id
+    of their phrase."""
+    ids = list(phrases)
+    found = segment_by_name(sam, sample.image, list(phrases.values()),
                             score_threshold=AP_SCORE_FLOOR, text_batch=TEXT_BATCH)  # fmt: skip
     return [ClassPrediction(f.mask, ids[f.category_id], f.score) for f in found]
 
@@ -92,19 +113,22 @@ def evaluate_text(
     dataset: Any,
     indices: list[int],
     *,
+    phrases: dict[int, str] | None = None,
     progress: Callable[[int | None], None] = lambda n: None,
     gather: bool = False,
 ) -> tuple[ClassMetrics, float]:
-    """Prompt the images ``indices`` (this process's share) by every category name and score
-    them: ``(metrics, seconds)``; with ``gather``, every process's images, on all."""
+    """Prompt the images ``indices`` (this process's share) by the phrase of every category
+    (``phrases``: ``{category id: phrase}``; default: the category names) and score them:
+    ``(metrics, seconds)``; with ``gather``, every process's images, on all."""
     categories = dataset_categories(dataset)
+    phrases = dict(categories) if phrases is None else check_phrases(phrases, categories)
     metrics = ClassMetrics(categories, score_threshold=SCORE_THRESHOLD)
     per_image = []
     t0 = time.perf_counter()
     try:
         for index in indices:
             sample = dataset[index]
-            predictions = predict_image(sam, sample, categories)
+            predictions = predict_image(sam, sample, phrases)
             if gather:  # sent to every process as RLE, scored there in image order
                 per_image.append({"index": index, "predictions": _encoded(predictions)})
             else:
@@ -143,6 +167,7 @@ def text_report(metrics: ClassMetrics, seconds: float, **fields: Any) -> EvalRep
 __all__ = [
     "AP_SCORE_FLOOR",
     "TEXT_BATCH",
+    "check_phrases",
     "check_text_model",
     "dataset_categories",
     "evaluate_text",

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ import torch
 
 from .. import prompting
 from ..data.masks import encode_mask, semantic_label_map
+from ..data.phrases import dataset_phrases
 from ..data.prompts import jitter_boxes, points_from_masks, prompt_boxes
 from ..data.transforms import Geometry, preprocess_image
 from ..errors import ConfigError, RunError, UnknownNameError
@@ -320,6 +321,7 @@ def evaluate(
     name: str | None = None,
     auto: AutoMaskConfig | None = None,
     box_source: str = "mask",
+    phrases: Mapping[int, str] | None = None,
 ) -> EvalReport:
     """Evaluate ``model`` on every non-crowd instance of ``dataset`` with one prompt protocol.
 
@@ -346,6 +348,10 @@ def evaluate(
         auto: ``auto`` protocol only, the mask generator's options (default:
             :class:`~samtune.segment.automatic_config.AutoMaskConfig` with ``points_per_batch =
             prompt_batch``).
+        phrases: ``text`` protocol only, ``{category id: phrase}`` each category is asked by;
+            default :func:`samtune.data.phrases.dataset_phrases` (the built-in recipe's map for
+            a dataset named like one, else the category names): what ``prompt: text`` trains
+            with, so a tuned model is scored on its own phrases.
 
     Returns:
         :class:`EvalReport`; ``report.metrics["miou"]`` is the headline mean instance IoU
@@ -361,6 +367,8 @@ def evaluate(
     sam = _unwrap(model, accelerator)
     if protocol.kind == "text":
         check_text_model(sam)
+    elif phrases is not None:
+        raise ConfigError(f"phrases apply to the text protocol only, not {protocol.name!r}")
     elif family_of(sam).has_text:
         raise ConfigError(
             f"a SAM 3 model is prompted by name: evaluate it with prompt 'text', not "
@@ -381,7 +389,8 @@ def evaluate(
             auto = auto if auto is not None else AutoMaskConfig(points_per_batch=prompt_batch)
             return _auto_report(sam, dataset, indices, opts, auto, show, world, name)
         if protocol.kind == "text":
-            return _text_report(sam, dataset, indices, opts, show, world, name)
+            asked = dataset_phrases(dataset) if phrases is None else dict(phrases)
+            return _text_report(sam, dataset, indices, opts, show, world, name, asked)
         results = _run_images(sam, dataset, indices, opts, show)
     finally:
         sam.train(was_training)
@@ -427,11 +436,12 @@ def _text_report(
     show: bool,
     world: int,
     name: str | None,
+    phrases: dict[int, str],
 ) -> EvalReport:
     """The ``text`` protocol on this process's images, gathered; class-aware metrics."""
-    metrics, seconds = evaluate_text(
-        sam, dataset, indices, progress=_progress(len(indices), show), gather=world > 1
-    )
+    metrics, seconds = evaluate_text(sam, dataset, indices, phrases=phrases,
+                                     progress=_progress(len(indices), show), gather=world > 1)  # fmt: skip
+    categories = metrics.categories
     return text_report(
         metrics,
         seconds,
@@ -444,6 +454,7 @@ def _text_report(
             "score_threshold": SCORE_THRESHOLD,
             "ap_score_floor": AP_SCORE_FLOOR,
             "max_images": opts.max_images,
+            "phrases": {categories[cid]: phrases[cid] for cid in categories},
         },  # fmt: skip
         processes=world,
     )

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..adapters import load_tuned, read_adapter
 from ..data import load_dataset
+from ..data.phrases import dataset_phrases
 from ..data.recipes import check_dataset
 from ..data.tool_exports import tool_export_name
 from ..errors import CheckpointError, ConfigError, MissingFileError
@@ -97,7 +98,10 @@ def run_evaluation(
             from accelerate import Accelerator
 
             accelerator = Accelerator(cpu=config.device == "cpu")
-        reports = _evaluate_all(config, runs, data, protocol, accelerator)
+        phrases = None
+        if protocol.kind == "text":  # what prompt: text trains with (checked before any load)
+            phrases = dataset_phrases(data, config.prompt_map, recipe=config.dataset)
+        reports = _evaluate_all(config, runs, data, protocol, accelerator, phrases)
         if config.output is not None and accelerator.is_main_process:
             write_outputs(reports, config.output, data, plots=config.plots)
     return reports
@@ -143,7 +147,9 @@ def _claim(config: EvalConfig, labels: list[str], inputs) -> Any:
                         lock=is_main_process())  # fmt: skip
 
 
-def _evaluate_all(config: EvalConfig, runs: list, data, protocol, accelerator) -> dict:
+def _evaluate_all(
+    config: EvalConfig, runs: list, data, protocol, accelerator, phrases: dict | None
+) -> dict:
     target = config.device if config.device is not None else accelerator.device
     auto = _auto_config(config) if protocol.kind == "auto" else None
     reports = {}
@@ -163,6 +169,7 @@ def _evaluate_all(config: EvalConfig, runs: list, data, protocol, accelerator) -
             name=label,
             auto=auto,
             box_source=config.box_source,
+            phrases=phrases,
         )
         reports[label].model["adapter"] = adapter
         del sam

@@ -23,7 +23,7 @@ from .plan import (
     read_record,
 )
 from .spec import FORMAT, DatasetEntry, SuiteSpec, load_spec
-from .text import TEXT_NAMES, Phrased, check_family, headline, is_text, phrases, prompt_map
+from .text import TEXT_NAMES, check_family, headline, is_text, phrases, prompt_map
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class _Runner:
     def __init__(self, spec: SuiteSpec, out: Path, on_event: Callable | None, quiet: bool):
         self.spec, self.out, self.on_event, self.quiet = spec, out, on_event, quiet
         self._test_splits: dict[str, Any] = {}
-        self._phrased: dict[str, Phrased] = {}
+        self._phrases: dict[str, dict[int, str]] = {}
 
     def emit(self, kind: str, folder: Path, message: str) -> None:
         if self.on_event is not None:
@@ -87,13 +87,14 @@ class _Runner:
             )
         return self._test_splits[dataset.label]
 
-    def phrased(self, dataset: DatasetEntry) -> Phrased:
-        """The test split asked by the phrases its text cells train with."""
-        if dataset.label not in self._phrased:
+    def phrases(self, dataset: DatasetEntry) -> dict[int, str]:
+        """``{category id: phrase}`` of the test split: the phrases its text cells train with."""
+        if dataset.label not in self._phrases:
             test = self.test_split(dataset)
-            asked = phrases(test, prompt_map(self.spec, dataset), dataset.name)
-            self._phrased[dataset.label] = Phrased(test, asked)
-        return self._phrased[dataset.label]
+            self._phrases[dataset.label] = phrases(
+                test, prompt_map(self.spec, dataset), dataset.name
+            )
+        return self._phrases[dataset.label]
 
     def evaluate(self, model: Any, dataset: DatasetEntry, protocol: str, folder: Path) -> dict:
         """Evaluate on the test split (``text``: by its phrases), save the report in
@@ -101,11 +102,11 @@ class _Runner:
         ``metrics.json``)."""
         from ..evaluation import evaluate
 
-        data = self.phrased(dataset) if is_text(protocol) else self.test_split(dataset)
         report = evaluate(
             model,
-            data,
+            self.test_split(dataset),
             protocol,
+            phrases=self.phrases(dataset) if is_text(protocol) else None,
             prompt_batch=self.spec.eval["prompt_batch"],
             max_images=self.spec.eval["max_images"],
             # the box protocol's boxes: the others take none (and refuse the option)
@@ -151,7 +152,7 @@ class _Runner:
             "eval": self.spec.eval,
         }
         if is_text(protocol):
-            settings["phrases"] = self.phrased(dataset).categories
+            settings["phrases"] = self.phrases(dataset)
         return _plain(settings)
 
     def train(self, item: PlannedCell) -> tuple[dict, Any]:

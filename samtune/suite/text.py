@@ -8,8 +8,8 @@ and cgF1 (:data:`TEXT_METRICS`), not the instance mIoU of the prompted protocols
 
 A text cell is evaluated, zero-shot and fine-tuned, with the phrases it trains with (the
 ``prompt_map`` of the spec's and the dataset's ``train``, over the recipe's phrases, over the
-category names: :func:`samtune.train.sam3_step.category_phrases`): :func:`phrased` gives
-:func:`samtune.evaluate` the test split with those phrases as its category names.
+category names: :func:`samtune.data.phrases.dataset_phrases`), given to :func:`samtune.evaluate`
+as its ``phrases``.
 """
 
 from __future__ import annotations
@@ -180,29 +180,9 @@ def train_prompt(options: Mapping[str, Any], text: bool, where: str) -> str | No
 
 def phrases(dataset: Any, prompt_map: Mapping[str, str], recipe: str) -> dict[int, str]:
     """``{category id: phrase}`` a text cell asks the dataset by (as training does)."""
-    from ..data.recipes import RECIPES
-    from ..train.sam3_step import category_phrases
+    from ..data.phrases import dataset_phrases
 
-    defaults = RECIPES[recipe].prompt_map if recipe in RECIPES else {}
-    name = getattr(dataset, "name", None) or recipe
-    return category_phrases(getattr(dataset, "categories", None) or {}, prompt_map, defaults,
-                            dataset=f"dataset {quote_untrusted(name)}")  # fmt: skip
-
-
-class Phrased:
-    """A dataset seen with ``phrases`` as its category names (same samples, ids, length and
-    name): what :func:`samtune.evaluate` prompts by with the ``text`` protocol."""
-
-    def __init__(self, dataset: Any, phrases: Mapping[int, str]):
-        self.dataset = dataset
-        self.categories = dict(phrases)
-        self.name = getattr(dataset, "name", type(dataset).__name__)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.dataset[index]
+    return dataset_phrases(dataset, prompt_map, recipe=recipe)
 
 
 def headline(metrics: Mapping[str, Any], protocol: str) -> dict:

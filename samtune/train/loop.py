@@ -29,6 +29,7 @@ from torch import nn
 
 from ..adapters import save_adapter
 from ..data import PromptedDataset, collate_prompted, load_dataset
+from ..data.phrases import dataset_phrases
 from ..data.transforms import AugmentConfig
 from ..errors import ConfigError, InputError, RunError, SamtuneError, quote_untrusted
 from ..evaluation import EvalReport, evaluate, format_comparison
@@ -60,7 +61,6 @@ from .sam3_options import TEXT_PROMPTS, sam3_loss_config
 from .sam3_step import (
     Sam3TextStep,
     TextPromptDataset,
-    category_phrases,
     collate_text,
     has_text_encoder,
     load_tokenizer,
@@ -435,7 +435,7 @@ def _setup(
     test_ds = splits.get(cfg.test_split) if cfg.test_split else None
     if cfg.compare and test_ds is not None and not cfg.resume:  # before the model changes
         comparison["zero_shot"] = _evaluate(model, test_ds, compare_protocols(cfg), accelerator,
-                                            "zero-shot", cfg.box_source)  # fmt: skip
+                                            "zero-shot", cfg)  # fmt: skip
     model = _apply_strategy(cfg, model, strategy, accelerator)
     if cfg.prompt in TEXT_PROMPTS:
         run = _prepare_text(cfg, model, splits, phrases, accelerator, callbacks, tokenize)
@@ -479,7 +479,7 @@ def _model_and_data(
     splits, phrases = None, None
     if text:
         splits = _main_first(accelerator, _load_splits, cfg, dataset)
-        phrases = _text_phrases(cfg, splits)
+        phrases = _text_phrases(cfg, splits[cfg.train_split])
     if model is None:
         model = load_model(cfg.model, seed=cfg.seed)
     if text and not has_text_encoder(model):
@@ -499,16 +499,10 @@ def _main_first(accelerator, work, *args):
         return work(*args)
 
 
-def _text_phrases(cfg: FitConfig, splits: dict) -> dict[int, str]:
-    """``{category id: phrase}`` of the training split (prompt map > recipe map > name)."""
-    from ..data.recipes import RECIPES
-
-    train_ds = splits[cfg.train_split]
-    recipe = RECIPES.get(cfg.dataset)
-    name = getattr(train_ds, "name", None) or cfg.dataset
-    return category_phrases(getattr(train_ds, "categories", None) or {}, cfg.prompt_map,
-                            recipe.prompt_map if recipe else {},
-                            dataset=f"dataset {quote_untrusted(name)}")  # fmt: skip
+def _text_phrases(cfg: FitConfig, dataset: Any) -> dict[int, str]:
+    """``{category id: phrase}`` of ``dataset`` (a split) as this run asks it: prompt map >
+    the recipe's map > name. Training and the zero-shot/fine-tuned evaluation use the same."""
+    return dataset_phrases(dataset, cfg.prompt_map, recipe=cfg.dataset)
 
 
 def _apply_strategy(cfg: FitConfig, model, strategy, accelerator) -> nn.Module:
@@ -781,8 +775,7 @@ def _validate(run: Run) -> None:
     val_ds, state, cfg = run.split(run.cfg.val_split), run.state, run.cfg
     if val_ds is None or cfg.prompt in TEXT_PROMPTS:
         return
-    report = _evaluate_one(run.model, val_ds, cfg.eval_prompt, run.accelerator, "validation",
-                           cfg.box_source)  # fmt: skip
+    report = _evaluate_one(run.model, val_ds, cfg.eval_prompt, run.accelerator, "validation", cfg)
     miou = float(report.metrics["miou"])
     state.history.append(
         {"step": state.step, "epoch": state.epoch, "metrics": dict(report.metrics)}
@@ -821,7 +814,7 @@ def _finish(run: Run) -> FitResult:
     test_ds = run.split(cfg.test_split)
     if cfg.compare and test_ds is not None:
         run.comparison["fine_tuned"] = _evaluate(run.model, test_ds, run.protocols, acc,
-                                                 "fine-tuned", cfg.box_source)  # fmt: skip
+                                                 "fine-tuned", cfg)  # fmt: skip
         if "zero_shot" in run.comparison:
             table = _comparison_table(run.comparison, run.protocols)
             run.say(table)
@@ -861,20 +854,17 @@ def compare_protocols(cfg: FitConfig) -> list[str]:
     return ["box"] + (["point"] if cfg.compare_point else [])
 
 
-def _evaluate_one(model, dataset, prompt: str, accelerator, name: str, box_source: str):
+def _evaluate_one(model, dataset, prompt: str, accelerator, name: str, cfg: FitConfig):
     return evaluate(
         model, dataset, prompt=prompt, accelerator=accelerator, progress=False, name=name,
-        box_source=box_source if prompt == "box" else "mask",  # the other protocols take no box
+        box_source=cfg.box_source if prompt == "box" else "mask",  # the others take no box
+        phrases=_text_phrases(cfg, dataset) if prompt == "text" else None,
     )  # fmt: skip
 
 
-def _evaluate(
-    model, dataset, protocols: list[str], accelerator, name: str, box_source: str
-) -> dict:
+def _evaluate(model, dataset, protocols: list[str], accelerator, name: str, cfg: FitConfig) -> dict:
     was_training = model.training
-    reports = {
-        p: _evaluate_one(model, dataset, p, accelerator, name, box_source) for p in protocols
-    }
+    reports = {p: _evaluate_one(model, dataset, p, accelerator, name, cfg) for p in protocols}
     model.train(was_training)
     return reports
 

@@ -27,7 +27,7 @@ loss is :func:`samtune.train.sam3_losses.sam3_loss`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, DataError, RunError, quote_untrusted
+from ..data.phrases import category_phrases
+from ..errors import ConfigError, RunError
 from ..models.family import family_of
 from ..models.identity import PreprocessConfig, preprocess_config
 from ..models.text import text_tokenizer, tokenize_phrases
@@ -92,64 +93,6 @@ def load_tokenizer(model: nn.Module) -> Tokenize:
 
 
 # --------------------------------------------------------------------------- phrases
-
-
-def category_phrases(
-    categories: Mapping[int, str],
-    prompt_map: Mapping[str, str] | None = None,
-    defaults: Mapping[str, str] | None = None,
-    dataset: str = "the dataset",
-) -> dict[int, str]:
-    """The phrase each category is asked by: ``prompt_map``, else ``defaults``, else its name.
-
-    Args:
-        categories: the dataset's ``{category id: name}``.
-        prompt_map: the user's ``{category name: phrase}``; every name must be a category.
-        defaults: a recipe's own map; names the dataset lacks (a category selection) are
-            ignored.
-        dataset: the dataset's name, for messages.
-
-    Returns:
-        ``{category id: phrase}`` in the dataset's category order.
-
-    Raises:
-        DataError: the dataset has no category names.
-        ConfigError: the prompt map names a category the dataset lacks, a phrase is empty, or
-            two categories would be asked by the same phrase.
-    """
-    prompt_map, defaults = dict(prompt_map or {}), dict(defaults or {})
-    names = {name: cid for cid, name in categories.items()}
-    if not categories or not any(str(n).strip() for n in names):
-        raise DataError(
-            f"prompt: text asks SAM 3 for each category by name, and {dataset} has no category "
-            "names: give its COCO file a 'categories' list with names, or train with prompt: box"
-        )
-    unknown = [name for name in prompt_map if name not in names]
-    if unknown:
-        raise ConfigError(
-            f"prompt_map names category {quote_untrusted(unknown[0])}, which {dataset} lacks; its "
-            f"categories are {quote_untrusted(sorted(names))}: fix or drop that entry"
-        )
-    phrases: dict[int, str] = {}
-    for cid, name in categories.items():
-        phrase = prompt_map.get(name, defaults.get(name, name))
-        if not isinstance(phrase, str) or not phrase.strip():
-            raise ConfigError(
-                f"category {quote_untrusted(name)} of {dataset} would be asked by an empty "
-                "phrase: give it a phrase in prompt_map (category name: phrase)"
-            )
-        phrases[cid] = " ".join(phrase.split())
-    seen: dict[str, int] = {}
-    for cid, phrase in phrases.items():
-        if phrase in seen:
-            raise ConfigError(
-                f"categories {quote_untrusted(categories[seen[phrase]])} and "
-                f"{quote_untrusted(categories[cid])} would both be asked by the phrase "
-                f"{quote_untrusted(phrase)}: give them different phrases in prompt_map, or merge "
-                "them with the dataset option category_map"
-            )
-        seen[phrase] = cid
-    return phrases
 
 
 # --------------------------------------------------------------------------- targets
