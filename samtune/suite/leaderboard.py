@@ -131,6 +131,7 @@ def build_leaderboard(spec: str | Path | Mapping | SuiteSpec, output_dir: str | 
             ]
             board["strategies"].append(_strategy_summary(m, s, records))
     board["cells"] = {"total": len(spec.cells()), "done": done}
+    board["test_splits"] = list(dict.fromkeys(d.splits["test"] for d in spec.datasets))
     return board
 
 
@@ -204,13 +205,19 @@ def _model_table(board: dict, model: str) -> list[str]:
     return markdown_table(header, table).split("\n")
 
 
+def _split_words(board: dict) -> str:
+    """``Test-split``, or the split a spec scores instead (``val-split``: choosing on val)."""
+    splits = board.get("test_splits", ["test"])  # absent from boards built before it was added
+    return "Test-split" if splits == ["test"] else f"{'/'.join(splits)}-split"
+
+
 def format_leaderboard(board: dict) -> str:
     """The leaderboard as Markdown: one table per base model (see :func:`build_leaderboard`)."""
     seeds = board["seeds"]
     lines = [
         f"# {board['name']}",
         "",
-        "Test-split instance mIoU (%) per dataset and protocol, with the gain over the "
+        f"{_split_words(board)} instance mIoU (%) per dataset and protocol, with the gain over the "
         "zero-shot base model in parentheses"
         + (
             f"; mean ± standard deviation over seeds {', '.join(map(str, seeds))}."

@@ -75,6 +75,7 @@ RECIPES: dict[str, Recipe] = {
                 "decay_factor": 10.0,
                 "batch_size": 12,
                 "epochs": 20,
+                "augment": False,
             },
         ),
         Recipe(
@@ -86,9 +87,11 @@ RECIPES: dict[str, Recipe] = {
                 "iou_weight": 1.0,
                 "prompt": "interactive",
                 "interactive_rounds": 7,
+                "box_jitter": 0.0,
                 "max_instances": 25,
                 "schedule": "constant",
                 "warmup_steps": 0,
+                "augment": False,
             },
         ),
     )
