@@ -539,7 +539,7 @@ def auto_cache_passes(image_size: int) -> int:
 
     The cache is written in the first epoch (which it makes slower) and read from the second
     on. At SAM's 1024 px input the encoder is most of a step and the second pass pays for the
-    first (ViT-B: 0.96x, then 0.05x); at the demo's 128 px (1/64 of the tokens) epoch 1 costs
+    first (ViT-B: 0.96x, then 0.05x); at the demo's 128 px (1/16 of the tokens) epoch 1 costs
     1.28x and a cached epoch still 0.81x, so the cached run is ahead only from the third
     (docs/performance.md, "When the embedding cache pays"). 512 px splits the two measured sizes.
     """
