@@ -34,6 +34,17 @@ NOT_RUN = {
         "checks the shipped specs"
     ),
     "samtune data download taco": NEEDS_NETWORK,
+    "samtune suite examples/suites/recipe-study.yaml -o suites/recipe-study": (
+        "the recipe study: 36 demo fine-tuning runs (CPU-hours on a busy machine); "
+        "tests/test_recipe_study.py checks its specs"
+    ),
+    "samtune suite examples/suites/recipe-study-lora.yaml -o suites/recipe-study-lora": (
+        "the recipe study's 21 LoRA runs; tests/test_recipe_study.py checks its specs"
+    ),
+    "samtune suite examples/suites/recipe-study-test.yaml -o suites/recipe-study-test": (
+        "scores (or trains) the study's 12 old- and new-default runs on the test split; "
+        "tests/test_recipe_study.py checks its spec"
+    ),
     "samtune fit --model facebook/sam3 --strategy lora --prompt text --dataset zerowaste": (
         NEEDS_NETWORK
     ),

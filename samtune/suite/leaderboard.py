@@ -136,6 +136,7 @@ def build_leaderboard(spec: str | Path | Mapping | SuiteSpec, output_dir: str | 
             ]
             board["strategies"].append(_strategy_summary(m, s, records))
     board["cells"] = {"total": len(spec.cells()), "done": done}
+    board["test_splits"] = list(dict.fromkeys(d.splits["test"] for d in spec.datasets))
     if TEXT in spec.protocols:
         from .leaderboard_text import add_text
 
@@ -205,6 +206,12 @@ def _model_table(board: dict, model: str) -> list[str]:
     return markdown_table(header, table).split("\n")
 
 
+def _split_words(board: dict) -> str:
+    """``Test-split``, or the split a spec scores instead (``val-split``: choosing on val)."""
+    splits = board.get("test_splits", ["test"])  # absent from boards built before it was added
+    return "Test-split" if splits == ["test"] else f"{'/'.join(splits)}-split"
+
+
 def _strategy_columns(s: dict) -> list[str]:
     """Trainable parameters, adapter size and mean training time of a strategy summary."""
     return [
@@ -223,8 +230,8 @@ def format_leaderboard(board: dict) -> str:
     if board["zero_shot"] or not board.get("text_zero_shot"):
         lines[-1:] = [
             "",
-            "Test-split instance mIoU (%) per dataset and protocol, with the gain over the "
-            "zero-shot base model in parentheses"
+            f"{_split_words(board)} instance mIoU (%) per dataset and protocol, with the gain "
+            "over the zero-shot base model in parentheses"
             + (
                 f"; mean ± standard deviation over seeds {', '.join(map(str, seeds))}."
                 if len(seeds) > 1

@@ -78,6 +78,12 @@ def _recorded_fit(folder: Path) -> dict | None:
     return _plain({k: v for k, v in config.to_dict().items() if k not in NEUTRAL})
 
 
+# Training options a suite cell's training never reads: the suite turns fit's comparison off
+# and scores the test split itself, so a trained cell can be scored on another split (choose
+# on val, then confirm on test) without training again.
+SCORING_ONLY = frozenset({"test_split"})
+
+
 def _check_same(folder: Path, recorded: dict, wanted: dict) -> None:
     from ..train.config import FitConfig
 
@@ -86,7 +92,8 @@ def _check_same(folder: Path, recorded: dict, wanted: dict) -> None:
         default = _plain(FitConfig.field_default(key)) if key in fields else None
         return recorded.get(key, default)
 
-    diff = [k for k in sorted(set(recorded) | set(wanted)) if was(k) != wanted.get(k)]
+    keys = sorted((set(recorded) | set(wanted)) - SCORING_ONLY)
+    diff = [k for k in keys if was(k) != wanted.get(k)]
     if diff:
         shown = "; ".join(f"{k}: {was(k)!r} there, {wanted.get(k)!r} in the spec" for k in diff[:4])
         raise ConfigError(

@@ -109,7 +109,7 @@ class FitConfig(Options):
     weight_decay: float = 0.01
     warmup_steps: int | None = None
     schedule: str = field(
-        default="cosine",
+        default="constant",
         metadata={"help": "After warmup: cosine, constant, or step (decay_steps, decay_factor)."},
     )
     decay_steps: list[int] = field(
@@ -176,7 +176,7 @@ class FitConfig(Options):
         },
     )
     interactive_rounds: int = field(default=3, metadata={"help": "Corrective-click rounds."})
-    box_jitter: float = field(default=0.1, metadata={"help": "Box noise (fraction of box size)."})
+    box_jitter: float = field(default=0.0, metadata={"help": "Box noise (fraction of box size)."})
     box_source: str = field(
         default="mask",
         metadata={
@@ -187,7 +187,7 @@ class FitConfig(Options):
     max_instances: int | None = field(
         default=16, metadata={"help": "At most this many instances per image per step."}
     )
-    focal_weight: float = 20.0
+    focal_weight: float = 0.0  # docs/training.md, "Why these defaults" (lightning-sam's: 20)
     dice_weight: float = 1.0
     iou_weight: float = 1.0
     cache: str = field(

@@ -528,14 +528,23 @@ def _apply_strategy(cfg: FitConfig, model, strategy, accelerator) -> nn.Module:
     return model
 
 
-def _embedding_cache(
-    cfg: FitConfig, frozen_encoder: bool, accelerator, passes: int = 2
-) -> EmbeddingCache | None:
-    """The cache, or None: ``passes`` is how many times the run sees each training image.
+def auto_cache_passes(image_size: int) -> int:
+    """From how many passes over the training images ``cache: auto`` turns the cache on.
 
-    ``auto`` turns the cache on only for more than one pass: it is written in the first epoch
-    (which it makes slower) and read from the second on (docs/training.md, "Embedding cache").
+    The cache is written in the first epoch (which it makes slower) and read from the second
+    on. At SAM's 1024 px input the encoder is most of a step and the second pass pays for the
+    first (ViT-B: 0.96x, then 0.05x); at the demo's 128 px (1/16 of the tokens) epoch 1 costs
+    1.28x and a cached epoch still 0.81x, so the cached run is ahead only from the third
+    (docs/performance.md, "When the embedding cache pays"). 512 px splits the two measured sizes.
     """
+    return 2 if image_size >= 512 else 3
+
+
+def _embedding_cache(
+    cfg: FitConfig, frozen_encoder: bool, accelerator, passes: int = 2, image_size: int = 1024
+) -> EmbeddingCache | None:
+    """The cache, or None: ``passes`` is how many times the run sees each training image,
+    ``image_size`` the side of the model's input (:func:`auto_cache_passes`)."""
     if not frozen_encoder:
         if cfg.cache == "on":
             accelerator.print(
@@ -547,8 +556,8 @@ def _embedding_cache(
     if cfg.augment:
         accelerator.print("embedding cache off: augmentation changes the images every epoch")
         return None
-    if cfg.cache == "auto" and passes < 2:
-        return None  # one pass: every image is encoded once either way; storing only costs
+    if cfg.cache == "auto" and passes < auto_cache_passes(image_size):
+        return None  # too few passes: storing costs more than reading back saves
     directory = cfg.cache_dir or Path(cfg.output_dir) / "cache"
     return EmbeddingCache(directory, memory_mb=cfg.cache_memory_mb, device=accelerator.device)
 
@@ -578,7 +587,8 @@ def _prepare(cfg: FitConfig, model, splits: dict, accelerator, callbacks: Callba
     run = Run(cfg, accelerator, model, step_module, optimizer, scheduler, loader, prompted,
               sampler, None, splits, callbacks, total_steps)  # fmt: skip
     if frozen:
-        cache = _embedding_cache(cfg, frozen, accelerator, math.ceil(total_steps / epoch_steps))
+        passes = math.ceil(total_steps / epoch_steps)
+        cache = _embedding_cache(cfg, frozen, accelerator, passes, pre.image_size)
         run.embed = FrozenEncoderEmbeddings(
             model, train_ds, cache, pre, accelerator,
             on_encode=lambda encoded, cached: callbacks.on_encode(run, encoded, cached),

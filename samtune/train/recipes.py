@@ -13,7 +13,10 @@ as given.
 
 Recipes:
 
-* ``default``: samtune's defaults, unchanged (no values of its own).
+* ``default``: samtune's defaults (no values of its own), chosen by the recipe study of
+  ``docs/training.md`` ("Why these defaults"): dice + MSE(IoU head) without the focal term,
+  boxes without jitter, a constant lr after warmup.
+* The named recipes pin every value they publish, so changing the defaults never moves them.
 * ``lightning-sam``: luca-medeiros/lightning-sam as published (``lightning_sam/config.py``
   and ``train.py``): loss ``20 * focal + dice + MSE(IoU head)``, boxes from the annotation's
   COCO ``bbox`` without noise, every annotation of an image, lr 8e-4 with weight decay 1e-4,
@@ -22,8 +25,9 @@ Recipes:
   ``docs/training.md`` (optimizer AdamW, not Adam; samtune's focal and dice terms).
 * ``micro-sam``: computational-cell-analytics/micro-sam's ``train_sam`` defaults where
   samtune has the same knob: dice + MSE(IoU head), no focal term, iterative prompting (a
-  first prompt, then 7 corrective clicks: 8 sub-iterations), 25 objects per image, constant
-  lr without warmup.
+  first prompt, then 7 corrective clicks: 8 sub-iterations), boxes without distortion, 25
+  objects per image, constant lr without warmup; augmentation off (micro-sam flips, samtune's
+  ``augment`` also rescales and colour-jitters).
 
 This module imports no torch (``samtune fit --help`` lists the recipes).
 """
@@ -75,6 +79,7 @@ RECIPES: dict[str, Recipe] = {
                 "decay_factor": 10.0,
                 "batch_size": 12,
                 "epochs": 20,
+                "augment": False,
             },
         ),
         Recipe(
@@ -86,9 +91,11 @@ RECIPES: dict[str, Recipe] = {
                 "iou_weight": 1.0,
                 "prompt": "interactive",
                 "interactive_rounds": 7,
+                "box_jitter": 0.0,
                 "max_instances": 25,
                 "schedule": "constant",
                 "warmup_steps": 0,
+                "augment": False,
             },
         ),
     )
