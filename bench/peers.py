@@ -33,6 +33,7 @@ the first epoch (and the ratio to the samtune runner of the same strategy), peak
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -103,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lightning-sam", type=Path, default=None,
                    help="a checkout of luca-medeiros/lightning-sam")  # fmt: skip
     p.add_argument("--json", type=Path, default=None, help="also write every run's record here")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="keep each run's folder (log, weights) here; a new or empty folder "
+                        "(default: a temporary folder, removed after)")  # fmt: skip
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
@@ -132,6 +136,9 @@ def select_runners(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             f"{', '.join(GROUPS)} or runner names ({', '.join(by_name)})"
         )
     chosen = [r for r in runners if r.group in wanted or r.name in wanted]
+    if args.work_dir is not None and args.work_dir.exists():
+        if not args.work_dir.is_dir() or any(args.work_dir.iterdir()):
+            parser.error(f"--work-dir {str(args.work_dir)!r} exists and is not an empty folder")
     if args.lightning_sam is not None and any(r.group == "lightning-sam" for r in chosen):
         from _peers_lightning import check_checkout
 
@@ -217,6 +224,10 @@ def spawn(
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
         raise RunFailed(f"{runner.name} seed {seed} failed (exit {proc.returncode}):\n{tail}")
     record = RunRecord.read(run_dir / "result.json")
+    if record.steps_done != args.steps:
+        raise RunFailed(
+            f"{runner.name} seed {seed} ran {record.steps_done} steps, not {args.steps}"
+        )
     record.peak_rss_mb = usage.ru_maxrss / 1024  # kilobytes on Linux
     return record
 
@@ -248,8 +259,12 @@ def bench(args: argparse.Namespace, runners: list[Runner]) -> tuple[dict, list[R
     from samtune.data import load_dataset
 
     test = load_dataset("demo", "test")
-    with tempfile.TemporaryDirectory(prefix="samtune-peers-") as tmp:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.work_dir is None:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="samtune-peers-")))
+        else:
+            work = args.work_dir
+            work.mkdir(parents=True, exist_ok=True)
         facts = prepare(work / "shared", runners)
         facts["zero_shot_miou"] = score(None, test)
         records = []
@@ -257,7 +272,8 @@ def bench(args: argparse.Namespace, runners: list[Runner]) -> tuple[dict, list[R
             for runner in runners:
                 record = spawn(runner, seed, args, work, work / "shared")
                 record.miou = score(record.weights, test)
-                record.weights = Path(record.weights).name
+                if args.work_dir is None:  # the folder goes with the run
+                    record.weights = Path(record.weights).name
                 print(f"seed {seed} {runner.name}: mIoU {record.miou:.2f}, "
                       f"{record.s_per_step:.3f} s/step, {record.peak_rss_mb:.0f} MB",
                       file=sys.stderr, flush=True)  # fmt: skip
