@@ -36,6 +36,24 @@ def test_bad_arguments_exit_2_with_one_error_line(argv, words, capsys):
     assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
 
 
+def test_work_dir_must_be_new_or_empty(tmp_path, capsys):
+    (tmp_path / "someone's.txt").write_text("kept")
+    with pytest.raises(SystemExit) as exc:
+        peers.main(["--peers", "samtune", "--work-dir", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "not an empty folder" in capsys.readouterr().err
+    assert (tmp_path / "someone's.txt").read_text() == "kept"
+
+
+def test_a_lightning_sam_checkout_is_recognised(tmp_path):
+    (tmp_path / "lightning_sam").mkdir()
+    (tmp_path / "lightning_sam" / "train.py").write_text("")
+    argv = ["--peers", "lightning-sam", "--lightning-sam", str(tmp_path)]
+    args = peers.build_parser().parse_args(argv)
+    runners = peers.select_runners(args, peers.build_parser())
+    assert [r.name for r in runners] == ["lightning-sam-decoder"]
+
+
 def test_peers_and_recipes_select_runners():
     args = peers.build_parser().parse_args(
         ["--peers", "samtune,micro-sam-lora", "--recipes", "default,micro-sam"]
