@@ -1,8 +1,7 @@
 """Built-in models by name: ``tiny``/``tiny-hq``/``tiny-sam2``/``tiny-sam3-tracker``/
-``tiny-edgetam``/``tiny-sam3`` (random, for tests), ``vit-b``-style configs, ``demo`` (the
-bundled pretrained demo SAM) and ``demo-sam3`` (its SAM 3 twin, trained to find named
-objects); :func:`sam_from_config` builds any family's model from its config, initialised as
-the original code does."""
+``tiny-edgetam``/``tiny-sam3`` (random, for tests), ``vit-b``-style configs, and ``demo`` (the
+bundled pretrained demo SAM); :func:`sam_from_config` builds any family's model from its
+config, initialised as the original code does."""
 
 from __future__ import annotations
 
@@ -308,20 +307,12 @@ def _load_demo(_seed: int) -> SamModel:
     return load_bundled_demo_model()
 
 
-def _load_demo_sam3(_seed: int) -> torch.nn.Module:
-    """The bundled demo SAM 3 (pretrained, with its offline tokenizer)."""
-    from .demo import load_bundled_demo_sam3
-
-    return load_bundled_demo_sam3()
-
-
 PRESET_FAMILIES = {
     "tiny-hq": "sam-hq",
     "tiny-sam2": "sam2",
     "tiny-sam3-tracker": "sam3-tracker",
     "tiny-edgetam": "edgetam",
     "tiny-sam3": "sam3",
-    "demo-sam3": "sam3",
 }
 """The family of each preset that is not SAM (``samtune.models.family``), known without
 building it."""
@@ -364,10 +355,6 @@ PRESETS: dict[str, tuple[str, Callable[[int], SamModel]]] = {
     "demo": (
         "small SAM pretrained on synthetic scenes, bundled with samtune (demo only)",
         _load_demo,
-    ),
-    "demo-sam3": (
-        "small SAM 3 pretrained to find named objects in synthetic scenes, bundled (demo only)",
-        _load_demo_sam3,
     ),
     "vit-b-random": (
         "SAM ViT-B architecture, random weights (benchmarks)",
