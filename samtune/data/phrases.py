@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError, DataError, quote_untrusted
+from ..options import check_prompt_map
 
 _TRASHCAN = {
     # both versions
@@ -107,31 +108,6 @@ PROMPT_MAPS: dict[str, dict[str, str]] = {
 
 
 # --------------------------------------------------------------------------- phrases of a dataset
-
-
-def check_prompt_map(value: Any) -> dict[str, str]:
-    """``value`` as ``{category name: phrase}``; ConfigError for a non-text key or an empty phrase."""
-    if not isinstance(value, Mapping):
-        raise ConfigError(
-            f"prompt_map must be a mapping of category name to phrase; found "
-            f"{type(value).__name__} {quote_untrusted(value)}"
-        )
-    for name, phrase in value.items():
-        if not isinstance(name, str) or not name:
-            raise ConfigError(
-                f"prompt_map keys must be category names (text); found {quote_untrusted(name)}"
-            )
-        if not isinstance(phrase, str):
-            raise ConfigError(
-                f"prompt_map gives category {quote_untrusted(name)} the phrase "
-                f"{quote_untrusted(phrase)}; a phrase must be text: quote it in YAML"
-            )
-        if not phrase.strip():
-            raise ConfigError(
-                f"prompt_map gives category {quote_untrusted(name)} an empty phrase "
-                f"({quote_untrusted(phrase)}): give it words, or drop the entry to use its name"
-            )
-    return dict(value)
 
 
 def category_phrases(

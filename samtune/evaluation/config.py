@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..io import read_yaml_mapping
-from ..options import Options, check_device, check_range, check_seed
+from ..options import Options, check_device, check_prompt_map, check_range, check_seed
 
 
 @dataclass
@@ -153,8 +153,6 @@ class EvalConfig(Options):
         super().validate()
         PassOptions.of(self)
         check_range("points_per_side", self.points_per_side, minimum=1)
-        from ..data.phrases import check_prompt_map
-
         self.prompt_map = check_prompt_map(self.prompt_map)
         if self.prompt_map and self.prompt.strip().lower() != "text":
             raise ConfigError(

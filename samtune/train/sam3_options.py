@@ -12,9 +12,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from ..data.phrases import check_prompt_map
 from ..errors import ConfigError, quote_untrusted
-from ..options import check_range
+from ..options import check_prompt_map, check_range
 
 TEXT_PROMPTS = ("text", "text+exemplar")
 """Training prompts that ask SAM 3 for each category by name (``+exemplar``: and one box)."""
