@@ -50,8 +50,16 @@ def _masks(model: torch.nn.Module) -> torch.Tensor:
         ).pred_masks
 
 
-@pytest.mark.parametrize("preset", ["tiny", "tiny-hq", "tiny-sam2"])
-@pytest.mark.parametrize("name", BUILT_IN)
+def _fast_or_slow(name: str, preset: str):
+    """Every strategy on SAM and lora on each other family in the fast tier; the rest slow."""
+    fast = preset == "tiny" or name == "lora"
+    return (name, preset) if fast else pytest.param(name, preset, marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize(
+    ("name", "preset"),
+    [_fast_or_slow(n, p) for p in ("tiny", "tiny-hq", "tiny-sam2") for n in BUILT_IN],
+)
 def test_strategy_fits_two_steps_on_each_family(name, preset, two_images, tmp_path):
     result = fit(preset, name, two_images, tmp_path / "run", max_steps=2, batch_size=1, lr=1e-3,
                  val_split=None, test_split=None, compare=False, quiet=True, log_with=None)  # fmt: skip

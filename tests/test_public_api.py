@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import samtune
 
 
@@ -31,6 +33,7 @@ def test_import_and_help_do_not_load_torch():
     assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
 
 
+@pytest.mark.slow  # imports every module in a fresh interpreter (15 s); test_layers checks names
 def test_evaluate_and_predict_stay_functions_after_their_modules_are_imported():
     """samtune.evaluate and samtune.predict are functions, and no module of the package shares
     their names, so importing every module (training, adapters and the generator do) leaves

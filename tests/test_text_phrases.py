@@ -75,6 +75,7 @@ def test_fit_scores_zero_shot_and_fine_tuned_by_its_training_phrases(tmp_path, m
     assert asked == [{**DEMO, 2: "tin can"}] * 2  # zero-shot, then fine-tuned
 
 
+@pytest.mark.slow  # a CLI run on freshly generated demo data (6 s); the API tests above are fast
 def test_eval_cli_prompt_map(tmp_path):
     root = tmp_path / "demo"
     out = tmp_path / "eval"

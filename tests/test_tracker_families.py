@@ -281,7 +281,14 @@ def test_edgetam_lora_on_the_decoder_attention_leaves_the_encoder_alone():
 # --------------------------------------------------------------------------- training
 
 
-@pytest.mark.parametrize(("family", "name", "options"), APPLICABLE)
+# the fast tier trains lora (encoder or decoder attention) on each family; the slow tier all
+FAST_STRATEGY = "lora"
+
+
+@pytest.mark.parametrize(
+    ("family", "name", "options"),
+    [a if a[1] == FAST_STRATEGY else pytest.param(*a, marks=pytest.mark.slow) for a in APPLICABLE],
+)
 def test_every_applicable_strategy_fits_two_steps(family, name, options, demo, tmp_path):
     preset = PRESETS[family]
     result = fit(preset, name, {"train": demo["train"]}, tmp_path / "run", max_steps=2,
