@@ -3,13 +3,10 @@
 * ``demo``: a small SAM (128 px input, 0.7 M parameters) pretrained by
   ``tools/pretrain_demo_model.py`` on procedurally drawn generic shapes. It exists so that the
   quick start can fine-tune and evaluate offline in a couple of minutes on a CPU.
-* ``demo-sam3`` (not bundled yet): the architecture of a small SAM 3 (128 px input, 0.5 M
-  parameters, with the tiny offline CLIP tokenizer of :mod:`samtune.models.text`) that
-  ``tools/pretrain_demo_sam3.py`` pretrains to find objects named by a phrase ("bottle",
-  "plastic bag", "tire"...) in generic scenes, so that training by name (``--prompt text``)
-  can show its lift offline. Pretraining a DETR-style model from scratch takes thousands of
-  steps: on the shared 2-core CPU, 400 steps took 32 minutes and had not yet learned to
-  detect (AP 0.0 on its own scenes), so the weights wait for a GPU run.
+* ``demo-sam3``: a small SAM 3 (128 px input, 0.5 M parameters, with the tiny offline CLIP
+  tokenizer of :mod:`samtune.models.text`) that ``tools/pretrain_demo_sam3.py`` pretrains to
+  find objects named by a phrase ("bottle", "plastic bag", "tire"...) in generic scenes, so
+  that training by name (``--prompt text``) can show its lift offline.
 
 They are demo models: for real work use Meta's (``facebook/sam-vit-base|large|huge``, a
 ``sam_vit_*.pth`` checkpoint, ``facebook/sam3``).
@@ -20,11 +17,13 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+import torch
 from transformers import Sam3Config, SamConfig, SamModel
 
 from ..errors import MissingFileError
 
 DEMO_MODEL_DIR = "assets/demo_model"
+DEMO_SAM3_DIR = "assets/demo_sam3_model"
 
 
 def demo_config() -> SamConfig:
@@ -53,22 +52,27 @@ def demo_config() -> SamConfig:
     )
 
 
-def demo_model_path() -> Path:
-    return Path(str(resources.files("samtune").joinpath(DEMO_MODEL_DIR)))
+def demo_model_path(folder: str = DEMO_MODEL_DIR) -> Path:
+    return Path(str(resources.files("samtune").joinpath(folder)))
+
+
+def _bundled_weights(folder: str, tool: str) -> dict:
+    """The fp16 weights bundled in ``samtune/<folder>``, as fp32; one clear error if absent."""
+    from safetensors.torch import load_file
+
+    weights = demo_model_path(folder) / "model.safetensors"
+    if not weights.is_file():
+        raise MissingFileError(
+            f"the bundled demo model is missing ({weights}); reinstall samtune, or rebuild it "
+            f"with `python tools/{tool}`"
+        )
+    return {k: v.float() for k, v in load_file(weights).items()}
 
 
 def load_bundled_demo_model() -> SamModel:
     """Load the bundled demo model (fp32)."""
-    from safetensors.torch import load_file
-
-    weights = demo_model_path() / "model.safetensors"
-    if not weights.is_file():
-        raise MissingFileError(
-            f"the bundled demo model is missing ({weights}); reinstall samtune, or rebuild it "
-            "with `python tools/pretrain_demo_model.py`"
-        )
     model = SamModel(demo_config())
-    sd = {k: v.float() for k, v in load_file(weights).items()}
+    sd = _bundled_weights(DEMO_MODEL_DIR, "pretrain_demo_model.py")
     sd["prompt_encoder.shared_embedding.positional_embedding"] = sd[
         "shared_image_embedding.positional_embedding"
     ]
@@ -123,3 +127,16 @@ def demo_sam3_config() -> Sam3Config:
         detr_decoder_config=dict(**layer, num_layers=3, num_queries=16),
         mask_decoder_config=dict(hidden_size=width, num_attention_heads=4),
     )
+
+
+def load_bundled_demo_sam3() -> torch.nn.Module:
+    """Load the bundled ``demo-sam3`` model (fp32), its tiny offline tokenizer attached."""
+    from transformers import Sam3Model
+
+    from .identity import samtune_info
+    from .text import tiny_clip_tokenizer
+
+    model = Sam3Model(demo_sam3_config())
+    model.load_state_dict(_bundled_weights(DEMO_SAM3_DIR, "pretrain_demo_sam3.py"), strict=True)
+    samtune_info(model).tokenizer = tiny_clip_tokenizer()
+    return model.eval()

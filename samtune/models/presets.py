@@ -307,12 +307,20 @@ def _load_demo(_seed: int) -> SamModel:
     return load_bundled_demo_model()
 
 
+def _load_demo_sam3(_seed: int) -> torch.nn.Module:
+    """The bundled demo SAM 3 (pretrained: the seed of random presets does not apply)."""
+    from .demo import load_bundled_demo_sam3
+
+    return load_bundled_demo_sam3()
+
+
 PRESET_FAMILIES = {
     "tiny-hq": "sam-hq",
     "tiny-sam2": "sam2",
     "tiny-sam3-tracker": "sam3-tracker",
     "tiny-edgetam": "edgetam",
     "tiny-sam3": "sam3",
+    "demo-sam3": "sam3",
 }
 """The family of each preset that is not SAM (``samtune.models.family``), known without
 building it."""
@@ -355,6 +363,10 @@ PRESETS: dict[str, tuple[str, Callable[[int], SamModel]]] = {
     "demo": (
         "small SAM pretrained on synthetic scenes, bundled with samtune (demo only)",
         _load_demo,
+    ),
+    "demo-sam3": (
+        "small SAM 3 pretrained to find named objects in synthetic scenes, bundled (demo only)",
+        _load_demo_sam3,
     ),
     "vit-b-random": (
         "SAM ViT-B architecture, random weights (benchmarks)",

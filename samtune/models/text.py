@@ -107,7 +107,7 @@ def text_tokenizer(model: torch.nn.Module) -> Any:
         raise InputError(
             f"this model is {family.name} ({type(model).__name__}), which has no text "
             "encoder and cannot be prompted by name; use a SAM 3 model (family sam3, e.g. "
-            "facebook/sam3 or the tiny-sam3 preset), or prompt with boxes or points"
+            "facebook/sam3 or the demo-sam3 preset), or prompt with boxes or points"
         )
     tokenizer = samtune_info(model).tokenizer
     if tokenizer is None:
