@@ -157,6 +157,8 @@ RUN = [
     'samtune predict photo.jpg --boxes "10,20,200,240" --model demo --overlay',
     'samtune predict photo.jpg --boxes "10,20,200,180;220,40,300,160" -m demo',
     'samtune predict a.jpg b.jpg --points "64,80" --multimask --overlay -o out/',
+    "samtune fit --model demo-sam3 --strategy lora --prompt text --dataset demo",
+    'samtune segment photo.jpg --model demo-sam3 --text "plastic bag" --text can -o out-sam3/',
 ]
 
 
@@ -272,6 +274,18 @@ def test_documented_commands_run(tmp_path, monkeypatch):
         assert result.exit_code == 0, f"{command!r} failed:\n{result.output[-3000:]}"
         if command == RUN[0]:
             _check_main_job(result.output, tmp_path / "runs" / "lora-demo")
+        if "--model demo-sam3 --strategy lora --prompt text" in command:
+            _check_sam3_demo(result.output)
+
+
+def _check_sam3_demo(output: str) -> None:
+    """SAM 3 by name on the demo: the text protocol's table, with class-aware AP and semantic
+    mIoU higher after fine-tuning."""
+    table = re.findall(r"^\| (zero-shot|fine-tuned) \| ([0-9.]+)[^|]*\| ([0-9.]+)", output, re.M)
+    rows = {name: (float(miou), float(ap)) for name, miou, ap in table}
+    assert set(rows) == {"zero-shot", "fine-tuned"}, output[-2000:]
+    (miou0, ap0), (miou1, ap1) = rows["zero-shot"], rows["fine-tuned"]
+    assert ap1 > ap0 and miou1 >= miou0, output[-2000:]
 
 
 def _check_main_job(output: str, run_dir: Path) -> None:
