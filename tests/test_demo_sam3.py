@@ -47,13 +47,13 @@ def held_out_scenes(tmp_path_factory):
     """Pretraining-world scenes the model never saw (another seed)."""
     root = tmp_path_factory.mktemp("scenes")
     tool = _tool()
-    tool.write_dataset(root, {"test": 24}, seed=1234)
+    tool.write_dataset(root, {"test": 12}, seed=1234)
     dataset = samtune.load_dataset("coco", "test", root=root)
     return dataset, dataset_phrases(dataset, tool.PHRASES, recipe="coco")
 
 
-MIN_HELD_OUT_AP = 0.025
-"""About half of what the bundled model measures on these 24 scenes (AP 0.049; random 0.0)."""
+MIN_HELD_OUT_AP = 0.04
+"""About half of what the bundled model measures on these 12 scenes (AP 0.085; random 0.0)."""
 
 
 def test_the_bundled_weights_are_pretrained_not_random(model, held_out_scenes):

@@ -157,7 +157,7 @@ RUN = [
     'samtune predict photo.jpg --boxes "10,20,200,240" --model demo --overlay',
     'samtune predict photo.jpg --boxes "10,20,200,180;220,40,300,160" -m demo',
     'samtune predict a.jpg b.jpg --points "64,80" --multimask --overlay -o out/',
-    "samtune fit --model demo-sam3 --strategy lora --prompt text --dataset demo",
+    "samtune fit --model demo-sam3 --strategy lora --prompt text --dataset demo -o runs/lora-demo-sam3",
     'samtune segment photo.jpg --model demo-sam3 --text "plastic bag" --text can -o out-sam3/',
 ]
 
