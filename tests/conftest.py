@@ -56,3 +56,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def pretrain_demo_sam3_tool():
+    """``tools/pretrain_demo_sam3.py`` as a module (it is a script, not part of the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "pretrain_demo_sam3.py"
+    spec = importlib.util.spec_from_file_location("pretrain_demo_sam3", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,11 +3,9 @@ objects it was pretrained to name, and refuses clearly when its weights are miss
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import pretrain_demo_sam3_tool
 
 import samtune
 from samtune.data.phrases import dataset_phrases
@@ -15,15 +13,6 @@ from samtune.errors import MissingFileError
 from samtune.models import demo
 from samtune.models.family import family_of
 from samtune.models.presets import list_presets, preset_family
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "pretrain_demo_sam3.py"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("pretrain_demo_sam3", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +35,7 @@ def test_demo_sam3_is_a_listed_sam3_preset_with_an_offline_tokenizer(model):
 def held_out_scenes(tmp_path_factory):
     """Pretraining-world scenes the model never saw (another seed)."""
     root = tmp_path_factory.mktemp("scenes")
-    tool = _tool()
+    tool = pretrain_demo_sam3_tool()
     tool.write_dataset(root, {"test": 12}, seed=1234)
     dataset = samtune.load_dataset("coco", "test", root=root)
     return dataset, dataset_phrases(dataset, tool.PHRASES, recipe="coco")

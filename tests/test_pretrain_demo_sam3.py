@@ -3,10 +3,8 @@ demo's vocabulary, and a training step by name runs on them with the demo SAM 3 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
+from conftest import pretrain_demo_sam3_tool
 
 import samtune
 from samtune.data.phrases import dataset_phrases
@@ -15,18 +13,9 @@ from samtune.models.identity import samtune_info
 from samtune.models.presets import sam_from_config
 from samtune.models.text import tiny_clip_tokenizer
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "pretrain_demo_sam3.py"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("pretrain_demo_sam3", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_scenes_are_coco_named_with_the_demo_phrases(tmp_path):
-    tool = _tool()
+    tool = pretrain_demo_sam3_tool()
     tool.write_dataset(tmp_path, {"train": 6, "test": 2}, seed=0)
     train = samtune.load_dataset("coco", "train", root=tmp_path)
     assert len(train) == 6
@@ -41,7 +30,7 @@ def test_scenes_are_coco_named_with_the_demo_phrases(tmp_path):
 
 
 def test_the_demo_sam3_architecture_trains_by_name_on_them(tmp_path):
-    tool = _tool()
+    tool = pretrain_demo_sam3_tool()
     tool.write_dataset(tmp_path / "data", {"train": 2, "val": 1, "test": 1}, seed=0)
     model = sam_from_config(demo_sam3_config(), 0)
     assert sum(p.numel() for p in model.parameters()) == 523_422
