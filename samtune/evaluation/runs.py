@@ -26,7 +26,7 @@ from ..data.tool_exports import tool_export_name
 from ..errors import CheckpointError, ConfigError, MissingFileError
 from ..io import atomic_write, claim_output, is_main_process, read_json_object
 from ..models.family import SAM, Family, family_named, family_of, family_of_model_type
-from ..models.loading import load_model
+from ..models.loading import check_model_source, load_model
 from ..models.presets import PRESETS, preset_family
 from ..segment.automatic_config import AutoMaskConfig
 from . import plots as P
@@ -69,6 +69,7 @@ def run_evaluation(
         raise ConfigError(
             f"box_source applies to the box protocol only, not {protocol.name!r}; leave it 'mask'"
         )
+    check_model_source(config.model)
     if protocol.kind == "text" or config.model in PRESETS:
         _check_family_fits(config.model, protocol)
     adapters = list(config.adapter or [])

@@ -49,6 +49,20 @@ from .presets import (
 # --------------------------------------------------------------------------- loading
 
 
+def check_model_source(source: str | os.PathLike) -> None:
+    """MissingFileError, before anything is read, when ``source`` is meant as a local path
+    (see :func:`samtune.models.hub.looks_like_local_path`) and does not exist."""
+    source_str = os.fspath(source)
+    if source_str in PRESETS or Path(source_str).expanduser().exists():
+        return
+    if hub.looks_like_local_path(source_str):
+        raise MissingFileError(
+            f"model path {source_str!r} does not exist; give an existing folder or "
+            f"checkpoint, a hub id such as {DEFAULT_HUB_MODEL!r}, or a preset "
+            f"({', '.join(PRESETS)})"
+        )
+
+
 def load_model(
     source: str | os.PathLike = DEFAULT_HUB_MODEL,
     *,
@@ -98,17 +112,12 @@ def load_model(
             f"{', '.join(stated)} only apply to Meta .pth/.safetensors checkpoints (whose format "
             f"does not record them); {source_str!r} records its own architecture"
         )
+    check_model_source(source_str)
     if source_str in PRESETS:
         model = PRESETS[source_str][1](seed)
     else:
         if path.exists():
             model = _load_local(path, stated)
-        elif hub.looks_like_local_path(source_str):
-            raise MissingFileError(
-                f"model path {source_str!r} does not exist; give an existing folder or "
-                f"checkpoint, a hub id such as {DEFAULT_HUB_MODEL!r}, or a preset "
-                f"({', '.join(PRESETS)})"
-            )
         else:
             model = _load_hub(source_str, revision)
         _check_finite(model, source_str)

@@ -433,6 +433,10 @@ def _setup(
     model, splits, phrases = _model_and_data(cfg, model, dataset, accelerator)
     comparison: dict[str, Any] = previous
     test_ds = splits.get(cfg.test_split) if cfg.test_split else None
+    # A strategy that cannot apply to this model (a family it does not support, blocks the
+    # encoder lacks) is refused by a dry run on the meta device, not after minutes of
+    # zero-shot evaluation.
+    strategy.trainable_shapes(model)
     if cfg.compare and test_ds is not None and not cfg.resume:  # before the model changes
         comparison["zero_shot"] = _evaluate(model, test_ds, compare_protocols(cfg), accelerator,
                                             "zero-shot", cfg)  # fmt: skip
