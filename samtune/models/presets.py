@@ -155,8 +155,8 @@ def tiny_sam3_config(image_size: int = 112) -> Sam3Config:
 
 
 def _tiny_sam3(seed: int) -> torch.nn.Module:
-    """The ``tiny-sam3`` preset: :func:`tiny_sam3_config`, initialised as transformers does,
-    with its tiny tokenizer attached."""
+    """The ``tiny-sam3`` preset: :func:`tiny_sam3_config`, initialised as Meta's code does
+    (:func:`_original_sam3_init`), with its tiny tokenizer attached."""
     from .text import tiny_clip_tokenizer
 
     model = sam_from_config(tiny_sam3_config(), seed)
@@ -273,8 +273,7 @@ def sam_from_config(config: PretrainedConfig, seed: int = 0) -> torch.nn.Module:
     tracker and EdgeTAM take SAM 2's decoder and these rules; their backbones follow their
     own code (:func:`_original_backbone_init`).
 
-    SAM 3 (``Sam3Config``) is initialised as transformers does (its ``post_init``), seeded:
-    it has no prompt-encoder Fourier features to repair.
+    SAM 3 (``Sam3Config``) follows its own code too (:func:`_original_sam3_init`).
     """
     family = family_of(config)
     family.check_requirements()
@@ -282,6 +281,7 @@ def sam_from_config(config: PretrainedConfig, seed: int = 0) -> torch.nn.Module:
         torch.manual_seed(seed)
         model = family.model_class(config)
         if family is SAM3:
+            _original_sam3_init(model)
             return model.eval()
         with torch.no_grad():
             for module in model.modules():
@@ -298,6 +298,66 @@ def sam_from_config(config: PretrainedConfig, seed: int = 0) -> torch.nn.Module:
                     param.normal_(std=0.02)
             _original_backbone_init(model)
     return model.eval()
+
+
+_DETR_NOT_XAVIER = ("box_head", "query_embed", "reference_points")
+
+
+@torch.no_grad()
+def _original_sam3_init(model: torch.nn.Module) -> None:
+    """Initialise a ``Sam3Model`` as Meta's ``sam3`` code does when it builds one untrained.
+
+    transformers draws every linear and convolution weight from N(0, 0.02) whatever the
+    width. At a small width that shrinks each layer's output (a 32-wide linear layer scales
+    its input by about 0.1), so the image features reaching the DETR encoder are about a
+    tenth of the positional encoding added to them: a demo-size model trained that way
+    takes thousands of steps before its scores depend on the image or the phrase. Meta's code
+    (``sam3/model``) leaves every layer at PyTorch's default except:
+
+    - the ViT (``vitdet.py``): linear weights truncated N(0, 0.02), biases zero, the
+      position table N(0, 0.02);
+    - the DETR encoder and decoder (``TransformerWrapper._reset_parameters``): every weight
+      matrix Xavier-uniform but the box head's, the query embeddings' and the reference
+      points'; the box head's last layer zero (``box_refine``); query embeddings N(0, 1);
+    - attention: ``nn.MultiheadAttention``, whose query, key and value weights are one
+      Xavier-uniform ``(3d, d)`` matrix and whose biases are zero;
+    - the text encoder, loaded from CLIP in Meta's code, keeps transformers' CLIP
+      initialisation.
+    """
+    for name, module in model.named_modules():
+        if name.startswith("text_encoder") or module is model:
+            continue
+        if hasattr(module, "reset_parameters") and not any(module.children()):
+            module.reset_parameters()
+    for name, module in model.named_modules():
+        if name.startswith("text_encoder") or not all(
+            hasattr(module, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")
+        ):
+            continue
+        stacked = torch.empty(3 * module.q_proj.out_features, module.q_proj.in_features)
+        torch.nn.init.xavier_uniform_(stacked)
+        for proj, part in zip(
+            (module.q_proj, module.k_proj, module.v_proj), stacked.chunk(3), strict=True
+        ):
+            proj.weight.copy_(part)
+        for proj in (module.q_proj, module.k_proj, module.v_proj, module.o_proj):
+            if proj.bias is not None:
+                proj.bias.zero_()
+    backbone = model.vision_encoder.backbone
+    for module in backbone.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.trunc_normal_(module.weight, std=0.02)
+            torch.nn.init.zeros_(module.bias)
+    torch.nn.init.trunc_normal_(backbone.embeddings.position_embeddings, std=0.02)
+    for prefix in ("detr_encoder", "detr_decoder"):
+        for name, param in getattr(model, prefix).named_parameters():
+            if param.dim() > 1 and not any(part in name for part in _DETR_NOT_XAVIER):
+                if not name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight")):
+                    torch.nn.init.xavier_uniform_(param)
+    last = model.detr_decoder.box_head.layer3
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    torch.nn.init.normal_(model.detr_decoder.query_embed.weight)
 
 
 def _load_demo(_seed: int) -> SamModel:
