@@ -21,7 +21,7 @@ import math
 
 import pytest
 import torch
-from test_sam3_losses import load_meta, meta_matcher, meta_targets
+from test_sam3_losses import load_meta, meta_loss_wrapper, meta_matcher, meta_targets
 from test_sam3_training import PHRASES, batch_for, scene, tiny_sam3_config, word_tokenize
 
 from samtune.errors import ConfigError
@@ -191,32 +191,7 @@ def meta_loss_terms(meta, step, batch) -> tuple[dict, dict, list]:
     batched, matcher = meta_targets(targets, gt), meta_matcher(meta)
     for layer in [out, *out["aux_outputs"]]:
         layer["indices"] = matcher(layer, batched)
-    lf, cfg = meta.loss_fns, Sam3LossConfig()
-    wrapper = meta.wrapper.Sam3LossWrapper(
-        loss_fns_find=[
-            lf.Boxes(weight_dict={"loss_bbox": cfg.weight_bbox, "loss_giou": cfg.weight_giou}),
-            lf.IABCEMdetr(
-                weak_loss=False,
-                weight_dict={"loss_ce": cfg.weight_ce, "presence_loss": cfg.weight_presence},
-                pos_weight=cfg.pos_weight,
-                alpha=cfg.iou_alpha,
-                gamma=cfg.neg_gamma,
-                use_presence=True,
-                pos_focal=False,
-                pad_n_queries=cfg.pad_n_queries,
-                pad_scale_pos=1.0,
-            ),
-            lf.Masks(
-                focal_alpha=0.25,
-                focal_gamma=2.0,
-                weight_dict={"loss_mask": cfg.weight_mask, "loss_dice": cfg.weight_dice},
-                compute_aux=False,
-            ),
-        ],
-        normalization="local",
-        matcher=matcher,
-        scale_by_find_batch_size=True,
-    )
+    wrapper = meta_loss_wrapper(meta, matcher, compute_aux=False)
     expected = wrapper(meta.SAM3Output([[out]]), [batched])
     expected["total"] = expected.pop("core_loss")
     params = [p for p in step.sam.parameters() if p.requires_grad]

@@ -456,16 +456,11 @@ def meta_matches(indices, counts: list[int]) -> list[list[tuple[int, int]]]:
     return [sorted(r) for r in rows]
 
 
-def meta_losses(meta, outputs: dict, targets: list[dict], cxcywh: dict) -> tuple[dict, list]:
-    """Meta's ``Sam3LossWrapper`` on the case, with the fine-tuning config's loss functions."""
-    lf, batched, matcher = meta.loss_fns, meta_targets(targets, cxcywh["gt"]), meta_matcher(meta)
-    layers = [*outputs["aux_outputs"], outputs]
-    out = meta_layer(meta, outputs, cxcywh["layers"][-1], batched, matcher)
-    out["pred_masks"] = outputs["pred_masks"]
-    pairs = zip(layers[:-1], cxcywh["layers"][:-1], strict=True)
-    out["aux_outputs"] = [meta_layer(meta, layer, c, batched, matcher) for layer, c in pairs]
-    cfg = Sam3LossConfig()
-    loss = meta.wrapper.Sam3LossWrapper(
+def meta_loss_wrapper(meta, matcher, **masks_options) -> object:
+    """Meta's ``Sam3LossWrapper`` with the fine-tuning config's loss functions and samtune's
+    default weights (``Sam3LossConfig``); ``masks_options`` go to Meta's ``Masks``."""
+    lf, cfg = meta.loss_fns, Sam3LossConfig()
+    return meta.wrapper.Sam3LossWrapper(
         loss_fns_find=[
             lf.Boxes(weight_dict={"loss_bbox": cfg.weight_bbox, "loss_giou": cfg.weight_giou}),
             lf.IABCEMdetr(
@@ -482,13 +477,25 @@ def meta_losses(meta, outputs: dict, targets: list[dict], cxcywh: dict) -> tuple
             lf.Masks(
                 focal_alpha=0.25,
                 focal_gamma=2.0,
-                weight_dict={"loss_mask": 200.0, "loss_dice": 10.0},
+                weight_dict={"loss_mask": cfg.weight_mask, "loss_dice": cfg.weight_dice},
+                **masks_options,
             ),
         ],
         normalization="local",  # "global" on one process: the same count, without a process group
         matcher=matcher,
         scale_by_find_batch_size=True,
     )
+
+
+def meta_losses(meta, outputs: dict, targets: list[dict], cxcywh: dict) -> tuple[dict, list]:
+    """Meta's ``Sam3LossWrapper`` on the case, with the fine-tuning config's loss functions."""
+    batched, matcher = meta_targets(targets, cxcywh["gt"]), meta_matcher(meta)
+    layers = [*outputs["aux_outputs"], outputs]
+    out = meta_layer(meta, outputs, cxcywh["layers"][-1], batched, matcher)
+    out["pred_masks"] = outputs["pred_masks"]
+    pairs = zip(layers[:-1], cxcywh["layers"][:-1], strict=True)
+    out["aux_outputs"] = [meta_layer(meta, layer, c, batched, matcher) for layer, c in pairs]
+    loss = meta_loss_wrapper(meta, matcher)
     losses = loss(meta.SAM3Output([[out]]), [batched])
     counts = [len(g) for g in cxcywh["gt"]]
     return losses, [meta_matches(layer["indices"], counts) for layer in [out, *out["aux_outputs"]]]
