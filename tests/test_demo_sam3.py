@@ -47,7 +47,7 @@ MIN_HELD_OUT_AP = 0.04
 
 def test_the_bundled_weights_are_pretrained_not_random(model, held_out_scenes):
     """Zero-shot by name on unseen scenes of its pretraining world, the bundled model scores
-    class-aware AP well above the same architecture at transformers' initialisation."""
+    class-aware AP well above the same architecture untrained (``sam_from_config``)."""
     from samtune.models.demo import demo_sam3_config
     from samtune.models.identity import samtune_info
     from samtune.models.presets import sam_from_config
