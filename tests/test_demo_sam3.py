@@ -41,8 +41,8 @@ def held_out_scenes(tmp_path_factory):
     return dataset, dataset_phrases(dataset, tool.PHRASES, recipe="coco")
 
 
-MIN_HELD_OUT_AP = 0.04
-"""About half of what the bundled model measures on these 12 scenes (AP 0.085; random 0.0)."""
+MIN_HELD_OUT_AP = 0.045
+"""About half of what the bundled model measures on these 12 scenes (AP 0.094; random 0.0)."""
 
 
 def test_the_bundled_weights_are_pretrained_not_random(model, held_out_scenes):

@@ -26,9 +26,9 @@ SAM3_STRATEGIES = sorted(
     and "sam3" in get_strategy(name).families
 )
 
-MIN_LIFT = {"full": 1.35, "decoder": 0.25, "lora": 0.75, "adapter": 0.7, "peft": 0.3}
-"""Strategy -> AP50 points (x 100) it must add; measured: full +2.73, decoder +0.53, lora +1.51,
-adapter +1.46, peft +0.67."""
+MIN_LIFT = {"full": 0.55, "decoder": 0.4, "lora": 0.9, "adapter": 1.1, "peft": 0.85}
+"""Strategy -> AP50 points (x 100) it must add, about half of what it measured: full +1.08,
+decoder +0.80, lora +1.86, adapter +2.24, peft +1.71 (docs/sam3.md)."""
 
 
 def test_every_built_in_strategy_has_a_stated_minimum_lift():

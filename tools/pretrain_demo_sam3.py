@@ -20,31 +20,30 @@ samtune itself: ``samtune.fit`` with the ``full`` strategy and ``prompt: text`` 
 folder written here. The result is saved in fp16.
 
 The bundled model was trained in two stages, 9500 steps in all, on the shared 2-core CPU at
-about 0.3 s a step, from transformers' initialisation (its ``training.json`` records both
-commands and the scores below)::
+about 0.35 s a step, from the initialisation of Meta's ``sam3`` code
+(``samtune.models.presets.sam_from_config``; its ``training.json`` records both commands and
+the scores below)::
 
-    python tools/pretrain_demo_sam3.py --random-init transformers --steps 2000 --warmup 50 \
-        --work stage1 --checkpoint-every 2000
+    python tools/pretrain_demo_sam3.py --steps 2000 --warmup 50 --work stage1 --checkpoint-every 500
     python tools/pretrain_demo_sam3.py --steps 7500 --warmup 50 \
         --init stage1/run/checkpoints/step-002000/model.safetensors
 
 Writes ``model.safetensors`` (fp16) and ``training.json`` (the command, the steps, the seconds
 and the class-aware metrics on the pretraining test split and, zero-shot, on the demo's).
 
-It is a weak model: on 50 unseen scenes of its own world it reaches class-aware AP 3.1 (AR@100
-24.5), and no prediction scores 0.5, so its semantic mIoU and cgF1 stay at their floor.
+It is a weak model: on 50 unseen scenes of its own world it reaches class-aware AP 2.1 (AR@100
+35.7), and no prediction scores 0.5, so its semantic mIoU and cgF1 stay at their floor.
+``--random-init transformers`` starts from transformers' N(0, 0.02) instead, which leaves the
+image features at a tenth of the position encoding: the same two stages from it gave the
+weights bundled before (AP 0.95 against 1.73 after 2000 steps; after 9500, AP 3.1 and AR@100
+24.5, and a LoRA lift on the demo of AP +0.41 against +0.99 for these).
 
-The default ``--random-init meta`` starts from the initialisation of Meta's ``sam3`` code
-(``samtune.models.presets.sam_from_config``); transformers' N(0, 0.02) leaves the image
-features at a tenth of the position encoding. The same two stages from it: after 2000 steps
-AP 1.73 and AR@100 14.4 against 0.95 and 4.6; after 9500, AP 2.14 and AR@100 35.7 (masks
-found far more often, ranked no better), demo zero-shot AP 0.47 against 0.50. Neither start
-fixes what keeps the scores under 0.5: the DETR decoder's boxes hardly depend on the image
-(their standard deviation across images is 0.01 of the image side, across queries 0.17): its
-queries learn where objects usually are, and the masks, which read the pixel features
-directly, do the finding. SAM 3 trains its scores towards ``p^0.25 * IoU^0.75`` of the
-matched box, so boxes that do not move cap the scores. A GPU run of tens of thousands of steps
-would make a better model (same commands, more ``--steps``).
+Neither start fixes what keeps the scores under 0.5: the DETR decoder's boxes hardly depend on
+the image (their standard deviation across images is 0.01 of the image side, across queries
+0.17). Its queries learn where objects usually are, and the masks, which read the pixel
+features directly, do the finding; SAM 3 trains a matched query's score towards
+``p^0.25 * IoU^0.75`` of its box, so boxes that do not move cap the scores. A GPU run of tens
+of thousands of steps would make a better model (same commands, more ``--steps``).
 """
 
 from __future__ import annotations
@@ -288,7 +287,7 @@ def main() -> None:
                    help="start from these weights (an earlier stage's model.safetensors)")
     p.add_argument("--random-init", choices=("meta", "transformers"), default="meta",
                    help="the untrained model: Meta's sam3 initialisation (sam_from_config) or "
-                   "transformers' N(0, 0.02), from which the bundled weights were trained")
+                   "transformers' N(0, 0.02), from which the weights bundled before were trained")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "samtune/assets/demo_sam3_model"))
     args = p.parse_args()
