@@ -229,19 +229,23 @@ def tiny_edgetam_config(image_size: int = 128) -> PretrainedConfig:
     return EdgeTamConfig(vision_config=vision, **_sam2_style_parts(image_size))
 
 
+def _vitdet_init(backbone: torch.nn.Module) -> None:
+    """SAM 3's ViT as its ``vitdet.py`` starts it (SAM 3 and its tracker share it): linear
+    weights truncated N(0, 0.02), biases zero, the position table truncated N(0, 0.02)."""
+    for module in backbone.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.trunc_normal_(module.weight, std=0.02)
+            torch.nn.init.zeros_(module.bias)
+    torch.nn.init.trunc_normal_(backbone.embeddings.position_embeddings, std=0.02)
+
+
 def _original_backbone_init(model: torch.nn.Module) -> None:
     """Re-initialise the image-encoder backbones whose original code does not use PyTorch's
-    defaults: SAM 3's ViT (ViTDet's convention: linear weights truncated N(0, 0.02), biases
-    zero, position table N(0, 0.02)); EdgeTAM's RepViT as timm builds it (batch-norm weights
-    one, zero on each residual branch's last one), drawn by timm itself."""
+    defaults: SAM 3's ViT (:func:`_vitdet_init`); EdgeTAM's RepViT as timm builds it
+    (batch-norm weights one, zero on each residual branch's last one), drawn by timm itself."""
     family = family_of(model)
     if family.name == "sam3-tracker":
-        backbone = model.vision_encoder.backbone
-        for module in backbone.modules():
-            if isinstance(module, torch.nn.Linear):
-                torch.nn.init.trunc_normal_(module.weight, std=0.02)
-                torch.nn.init.zeros_(module.bias)
-        backbone.embeddings.position_embeddings.normal_(std=0.02)
+        _vitdet_init(model.vision_encoder.backbone)
     elif family.name == "edgetam":
         import timm
 
@@ -343,12 +347,7 @@ def _original_sam3_init(model: torch.nn.Module) -> None:
         for proj in (module.q_proj, module.k_proj, module.v_proj, module.o_proj):
             if proj.bias is not None:
                 proj.bias.zero_()
-    backbone = model.vision_encoder.backbone
-    for module in backbone.modules():
-        if isinstance(module, torch.nn.Linear):
-            torch.nn.init.trunc_normal_(module.weight, std=0.02)
-            torch.nn.init.zeros_(module.bias)
-    torch.nn.init.trunc_normal_(backbone.embeddings.position_embeddings, std=0.02)
+    _vitdet_init(model.vision_encoder.backbone)
     for prefix in ("detr_encoder", "detr_decoder"):
         for name, param in getattr(model, prefix).named_parameters():
             if param.dim() > 1 and not any(part in name for part in _DETR_NOT_XAVIER):
