@@ -225,9 +225,10 @@ def test_fit_numbers_must_be_finite_and_in_range(tmp_path, capsys, no_model_load
         (["--dataset", "demo"], "dataset_options: {on_error: ignore}\n", ["on_error", "skip"]),
         (["--dataset", "demo", "-S", "rank=-3"], "", ["rank"]),
         (["--dataset", "demo"], "log_with: tensorbored\n", ["log_with", "tensorboard"]),
+        (["--dataset", "demo"], "augment: rotate\n", ["augment", "'rotate'", "flips"]),
     ],
     ids=["dataset", "strategy", "split", "root", "coco-root", "dataset-option", "on-error",
-         "strategy-option", "tracker"],
+         "strategy-option", "tracker", "augment"],
 )  # fmt: skip
 def test_fit_reports_a_bad_name_before_loading_a_model(tmp_path, capsys, no_model_load, args,
                                                        yaml_text, words):  # fmt: skip

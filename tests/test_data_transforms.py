@@ -132,3 +132,38 @@ def test_augment_keeps_masks_boxes_and_image_consistent():
     # flipped both ways: the first object moves to the bottom-right
     assert out.boxes[0, 0] > 160 / 2 and out.boxes[0, 1] > 120 / 2
     assert np.array_equal(out.boxes, masks_to_boxes(out.masks))
+
+
+def test_named_augmentations_move_masks_with_the_pixels_and_keep_colours():
+    from samtune.data.sample import Sample, masks_to_boxes
+    from samtune.data.transforms import AUGMENTATIONS, augment_config
+    from samtune.train.config import AUGMENT_NAMES
+
+    assert tuple(AUGMENTATIONS) == AUGMENT_NAMES  # config names them without importing torch
+    assert augment_config(False) is None and augment_config(None) is None
+    assert augment_config(True) == AugmentConfig() == augment_config("full")
+    with pytest.raises(ValueError, match="augment must be true, false or one of flips"):
+        augment_config("rotate")
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    masks = np.zeros((1, 40, 60), bool)
+    masks[0, 5:15, 10:30] = True
+    sample = Sample(image, masks, masks_to_boxes(masks), np.array([1]), np.zeros(1, bool),
+                    np.array([7]), 1, "x.png")  # fmt: skip
+    seen = set()
+    for seed in range(16):
+        out = augment_sample(sample, augment_config("flips"), torch.Generator().manual_seed(seed))
+        flips = [f for f in ((False, False), (True, False), (False, True), (True, True))
+                 if np.array_equal(out.image, _flip(image, *f))]  # fmt: skip
+        assert len(flips) == 1  # only flipped: same size, same colours, pixel for pixel
+        assert np.array_equal(out.masks[0], _flip(masks[0], *flips[0]))
+        assert np.array_equal(out.boxes, masks_to_boxes(out.masks))
+        seen.add(flips[0])
+    assert len(seen) == 4  # both flips, each way, at probability 0.5
+    geometric = augment_config("geometric")
+    assert geometric.color == 0 and geometric.hue == 0 and geometric.scale != (1.0, 1.0)
+
+
+def _flip(array: np.ndarray, horizontal: bool, vertical: bool) -> np.ndarray:
+    array = array[:, ::-1] if horizontal else array
+    return array[::-1] if vertical else array

@@ -72,7 +72,8 @@ def test_micro_sam_values():
     assert (cfg.focal_weight, cfg.dice_weight, cfg.iou_weight) == (0.0, 1.0, 1.0)
     assert (cfg.prompt, cfg.interactive_rounds, cfg.max_instances) == ("interactive", 7, 25)
     assert (cfg.schedule, cfg.warmup_steps) == ("constant", 0)
-    assert (cfg.box_jitter, cfg.augment) == (0.0, False)  # ConvertToSamInputs: no distortion
+    assert cfg.box_jitter == 0.0  # ConvertToSamInputs: no distortion
+    assert cfg.augment == "flips"  # torch_em's default 2D augmentation: both flips
 
 
 def test_precedence_defaults_recipe_file_given(tmp_path):

@@ -221,6 +221,31 @@ class AugmentConfig:
             raise ValueError(f"scale must be (min, max) with 0 < min <= max, found {self.scale}")
 
 
+# Named augmentations (``augment:`` in a fit config). ``flips`` and ``geometric`` move masks and
+# boxes exactly with the pixels and leave the colours alone; ``full`` (also ``true``) is
+# :class:`AugmentConfig`'s defaults: a horizontal flip, scale jitter and colour jitter.
+AUGMENTATIONS: dict[str, AugmentConfig] = {
+    "flips": AugmentConfig(hflip=0.5, vflip=0.5, scale=(1.0, 1.0), color=0.0),
+    "geometric": AugmentConfig(hflip=0.5, vflip=0.5, scale=(0.75, 1.25), color=0.0),
+    "full": AugmentConfig(),
+}
+
+
+def augment_config(value: bool | str | None) -> AugmentConfig | None:
+    """The augmentation a fit's ``augment`` option names: None (false), the defaults (true), or
+    one of :data:`AUGMENTATIONS` by name."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return AUGMENTATIONS["full"]
+    try:
+        return AUGMENTATIONS[value]
+    except KeyError:
+        raise ValueError(
+            f"augment must be true, false or one of {', '.join(AUGMENTATIONS)}; found {value!r}"
+        ) from None
+
+
 def augment_sample(sample, cfg: AugmentConfig, generator: torch.Generator):
     """Return an augmented copy of a :class:`~samtune.data.sample.Sample`.
 

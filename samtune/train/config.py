@@ -33,6 +33,8 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 SCHEDULES = ("cosine", "constant", "step")
 POINT_SAMPLING = ("center", "random")
 CACHE_MODES = ("auto", "on", "off")
+# augment by name (samtune.data.transforms.AUGMENTATIONS; named here to keep torch out of config)
+AUGMENT_NAMES = ("flips", "geometric", "full")
 
 # What `--dataset demo` changes when the user does not say otherwise: small, fast, high lr, so
 # that `samtune fit --strategy lora --dataset demo` ends in under two minutes on 2 CPU cores.
@@ -199,7 +201,11 @@ class FitConfig(Options):
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Default: <output_dir>/cache."})
     cache_memory_mb: int = field(default=1024, metadata={"help": "In-memory cache budget."})
-    augment: bool = field(default=False, metadata={"help": "Image augmentation (disables cache)."})
+    augment: bool | str = field(
+        default=False,
+        metadata={"help": "Image augmentation (turns the cache off): false, true (= full), "
+                          "flips, geometric or full."},
+    )  # fmt: skip
     eval_every: int | None = field(
         default=None, metadata={"help": "Validate every N steps (default: each epoch)."}
     )
@@ -255,6 +261,11 @@ class FitConfig(Options):
         self.recipe = get_recipe(self.recipe).name
         self._check_decay_steps()
         choose("cache", CACHE_MODES)
+        if isinstance(self.augment, str) and self.augment not in AUGMENT_NAMES:
+            raise ConfigError(
+                f"augment must be true, false or one of {', '.join(AUGMENT_NAMES)}; found "
+                f"{quote_untrusted(self.augment)}"
+            )
         from ..models.speedups import (  # torch: only once a config is made
             ATTENTION_CHOICES,
             COMPILE_MODES,

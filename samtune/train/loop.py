@@ -30,7 +30,7 @@ from torch import nn
 from ..adapters import save_adapter
 from ..data import PromptedDataset, collate_prompted, load_dataset
 from ..data.phrases import dataset_phrases
-from ..data.transforms import AugmentConfig
+from ..data.transforms import augment_config
 from ..errors import ConfigError, InputError, RunError, SamtuneError, quote_untrusted
 from ..evaluation import EvalReport, evaluate, format_comparison
 from ..io import (
@@ -572,7 +572,7 @@ def _prepare(cfg: FitConfig, model, splits: dict, accelerator, callbacks: Callba
     train_ds = splits[cfg.train_split]
     prompted = PromptedDataset(train_ds, pre, prompt="box" if cfg.prompt == "box" else "point",
                                max_instances=cfg.max_instances,
-                               augment=AugmentConfig() if cfg.augment else None,
+                               augment=augment_config(cfg.augment),
                                jitter=cfg.box_jitter if cfg.prompt == "box" else 0.0,
                                seed=cfg.seed, point_mode=cfg.point_sampling,
                                box_source=cfg.box_source)  # fmt: skip

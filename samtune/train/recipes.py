@@ -26,8 +26,8 @@ Recipes:
 * ``micro-sam``: computational-cell-analytics/micro-sam's ``train_sam`` defaults where
   samtune has the same knob: dice + MSE(IoU head), no focal term, iterative prompting (a
   first prompt, then 7 corrective clicks: 8 sub-iterations), boxes without distortion, 25
-  objects per image, constant lr without warmup; augmentation off (micro-sam flips, samtune's
-  ``augment`` also rescales and colour-jitters).
+  objects per image, constant lr without warmup; random horizontal and vertical flips
+  (``augment: flips``, torch_em's default 2D augmentation, which micro-sam's loaders use).
 
 This module imports no torch (``samtune fit --help`` lists the recipes).
 """
@@ -95,7 +95,7 @@ RECIPES: dict[str, Recipe] = {
                 "max_instances": 25,
                 "schedule": "constant",
                 "warmup_steps": 0,
-                "augment": False,
+                "augment": "flips",
             },
         ),
     )
