@@ -46,6 +46,22 @@ def test_fit_writes_the_run_folder(tmp_path, splits, decoder):
     assert hidden == [".samtune-outputs.json"]  # samtune's record of what it wrote; no partials
 
 
+def test_max_steps_sets_the_length_over_epochs(tmp_path, splits, decoder):
+    """max_steps overrides epochs (transformers' Trainer does the same): 5 steps of 2-step
+    epochs are 3 epochs, the last cut short; fewer steps than the epochs hold stop early."""
+    from samtune.train.loop import run_length
+
+    cfg = build_config(strategy="decoder", dataset="demo", epochs=1, max_steps=5).resolved()
+    assert run_length(cfg, 2) == (5, 3)
+    cfg = build_config(strategy="decoder", dataset="demo", epochs=4).resolved()
+    assert run_length(cfg, 2) == (8, 4)
+    result = fit("tiny", decoder, splits, tmp_path / "run", epochs=1, max_steps=5, batch_size=2,
+                 val_split=None, test_split=None, quiet=True, log_with=None)  # fmt: skip
+    assert result.steps == 5
+    steps = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert steps[-1] == "step-000005"  # epochs end at steps 2 and 4; the run at 5
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
     tmp_path, splits, decoder, monkeypatch
 ):

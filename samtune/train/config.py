@@ -104,7 +104,8 @@ class FitConfig(Options):
         default=None, metadata={"help": "Number of epochs (default 10; demo 4)."}
     )
     max_steps: int | None = field(
-        default=None, metadata={"help": "Stop after this many optimizer steps."}
+        default=None,
+        metadata={"help": "Run this many optimizer steps (overrides epochs, as in transformers)."},
     )
     batch_size: int | None = field(default=None, metadata={"help": "Images per step per process."})
     grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})

@@ -295,6 +295,7 @@ class Run:
     splits: dict[str, Any]
     callbacks: CallbackList
     total_steps: int
+    epochs: int = 1  # passes over the training split: run_length
     state: TrainerState = field(default_factory=TrainerState)
     comparison: dict[str, Any] = field(default_factory=dict)
     stop: bool = False
@@ -349,7 +350,7 @@ def train(
         with tqdm(total=run.total_steps, initial=run.state.step, disable=not show, desc="fit",
                   unit="step") as bar:  # fmt: skip
             run.stop = run.state.step >= run.total_steps
-            while not run.stop and run.state.epoch < cfg.epochs:
+            while not run.stop and run.state.epoch < run.epochs:
                 _guard_oom(run, _train_epoch, bar)
         result = _finish(run)
         run.callbacks.on_train_end(run, result)
@@ -566,6 +567,14 @@ def _embedding_cache(
     return EmbeddingCache(directory, memory_mb=cfg.cache_memory_mb, device=accelerator.device)
 
 
+def run_length(cfg: FitConfig, epoch_steps: int) -> tuple[int, int]:
+    """(optimizer steps, epochs) of a run whose epoch has ``epoch_steps`` steps: ``max_steps``
+    when set (it overrides ``epochs``, as in transformers' ``Trainer``; the last epoch may end
+    early), else ``epochs`` whole epochs."""
+    total = cfg.max_steps or epoch_steps * cfg.epochs
+    return total, math.ceil(total / epoch_steps)
+
+
 def _prepare(cfg: FitConfig, model, splits: dict, accelerator, callbacks: CallbackList) -> Run:
     """Data loader, optimizer and schedule, prepared by Accelerate; the frozen encoder's source."""
     pre = preprocess_config(model)
@@ -584,15 +593,13 @@ def _prepare(cfg: FitConfig, model, splits: dict, accelerator, callbacks: Callba
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step_module, optimizer, loader = accelerator.prepare(SamTrainStep(model), optimizer, loader)
     epoch_steps = max(1, math.ceil(len(loader) / cfg.grad_accum))
-    total_steps = epoch_steps * cfg.epochs
-    total_steps = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+    total_steps, epochs = run_length(cfg, epoch_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, total_steps))
     frozen = bool(model.samtune_info.strategy.freezes_image_encoder)
     run = Run(cfg, accelerator, model, step_module, optimizer, scheduler, loader, prompted,
-              sampler, None, splits, callbacks, total_steps)  # fmt: skip
+              sampler, None, splits, callbacks, total_steps, epochs=epochs)  # fmt: skip
     if frozen:
-        passes = math.ceil(total_steps / epoch_steps)
-        cache = _embedding_cache(cfg, frozen, accelerator, passes, pre.image_size)
+        cache = _embedding_cache(cfg, frozen, accelerator, epochs, pre.image_size)
         run.embed = FrozenEncoderEmbeddings(
             model, train_ds, cache, pre, accelerator,
             on_encode=lambda encoded, cached: callbacks.on_encode(run, encoded, cached),
@@ -619,13 +626,12 @@ def _prepare_text(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step_module, optimizer, loader = accelerator.prepare(step, optimizer, loader)
-    total_steps = max(1, math.ceil(len(loader) / cfg.grad_accum)) * cfg.epochs
-    total_steps = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+    total_steps, epochs = run_length(cfg, max(1, math.ceil(len(loader) / cfg.grad_accum)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, total_steps))
     accelerator.print(f"prompt {cfg.prompt}: {len(phrases)} phrases per image: "
                       + ", ".join(quote_untrusted(p, 40) for p in phrases.values()))  # fmt: skip
     return Run(cfg, accelerator, model, step_module, optimizer, scheduler, loader, prompted,
-               sampler, None, splits, callbacks, total_steps,
+               sampler, None, splits, callbacks, total_steps, epochs=epochs,
                text_loss=sam3_loss_config(cfg.sam3_loss))  # fmt: skip
 
 
