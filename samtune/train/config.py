@@ -115,7 +115,7 @@ class FitConfig(Options):
     weight_decay: float = 0.01
     warmup_steps: int | None = None
     schedule: str = field(
-        default="constant",
+        default="cosine",  # docs/training.md, "Why these defaults" (round 2)
         metadata={"help": "After warmup: cosine, constant, or step (decay_steps, decay_factor)."},
     )
     decay_steps: list[int] = field(
@@ -193,7 +193,7 @@ class FitConfig(Options):
     max_instances: int | None = field(
         default=16, metadata={"help": "At most this many instances per image per step."}
     )
-    focal_weight: float = 0.0  # docs/training.md, "Why these defaults" (lightning-sam's: 20)
+    focal_weight: float = 1.0  # docs/training.md, "Why these defaults" (lightning-sam's: 20)
     dice_weight: float = 1.0
     iou_weight: float = 1.0
     cache: str = field(

@@ -14,8 +14,8 @@ as given.
 Recipes:
 
 * ``default``: samtune's defaults (no values of its own), chosen by the recipe study of
-  ``docs/training.md`` ("Why these defaults"): dice + MSE(IoU head) without the focal term,
-  boxes without jitter, a constant lr after warmup.
+  ``docs/training.md`` ("Why these defaults", two rounds): focal + dice 1:1 plus MSE(IoU
+  head), boxes without jitter, cosine decay after warmup.
 * The named recipes pin every value they publish, so changing the defaults never moves them.
 * ``lightning-sam``: luca-medeiros/lightning-sam as published (``lightning_sam/config.py``
   and ``train.py``): loss ``20 * focal + dice + MSE(IoU head)``, boxes from the annotation's
