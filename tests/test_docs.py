@@ -45,6 +45,16 @@ NOT_RUN = {
         "scores (or trains) the study's 12 old- and new-default runs on the test split; "
         "tests/test_recipe_study.py checks its spec"
     ),
+    "samtune suite examples/suites/recipe-study-round2.yaml -o suites/recipe-study-round2": (
+        "the study's second round: 72 demo fine-tuning runs; tests/test_recipe_study.py checks "
+        "its spec"
+    ),
+    "samtune suite examples/suites/recipe-study-round2-test.yaml -o suites/recipe-study-round2-test": (
+        "round 2's 24 runs on the test split; tests/test_recipe_study.py checks its spec"
+    ),
+    "samtune suite examples/suites/recipe-study-long.yaml -o suites/recipe-study-long": (
+        "24 runs of 400 and 1000 steps; tests/test_recipe_study.py checks its spec"
+    ),
     "samtune fit --model facebook/sam3 --strategy lora --prompt text --dataset zerowaste": (
         NEEDS_NETWORK
     ),
