@@ -567,10 +567,11 @@ def _embedding_cache(
     return EmbeddingCache(directory, memory_mb=cfg.cache_memory_mb, device=accelerator.device)
 
 
-def run_length(cfg: FitConfig, epoch_steps: int) -> tuple[int, int]:
-    """(optimizer steps, epochs) of a run whose epoch has ``epoch_steps`` steps: ``max_steps``
-    when set (it overrides ``epochs``, as in transformers' ``Trainer``; the last epoch may end
-    early), else ``epochs`` whole epochs."""
+def run_length(cfg: FitConfig, batches: int) -> tuple[int, int]:
+    """(optimizer steps, epochs) of a run whose epoch has ``batches`` batches (``grad_accum``
+    of them make a step): ``max_steps`` when set (it overrides ``epochs``, as in transformers'
+    ``Trainer``; the last epoch may end early), else ``epochs`` whole epochs."""
+    epoch_steps = max(1, math.ceil(batches / cfg.grad_accum))
     total = cfg.max_steps or epoch_steps * cfg.epochs
     return total, math.ceil(total / epoch_steps)
 
@@ -592,8 +593,7 @@ def _prepare(cfg: FitConfig, model, splits: dict, accelerator, callbacks: Callba
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step_module, optimizer, loader = accelerator.prepare(SamTrainStep(model), optimizer, loader)
-    epoch_steps = max(1, math.ceil(len(loader) / cfg.grad_accum))
-    total_steps, epochs = run_length(cfg, epoch_steps)
+    total_steps, epochs = run_length(cfg, len(loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, total_steps))
     frozen = bool(model.samtune_info.strategy.freezes_image_encoder)
     run = Run(cfg, accelerator, model, step_module, optimizer, scheduler, loader, prompted,
@@ -626,7 +626,7 @@ def _prepare_text(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step_module, optimizer, loader = accelerator.prepare(step, optimizer, loader)
-    total_steps, epochs = run_length(cfg, max(1, math.ceil(len(loader) / cfg.grad_accum)))
+    total_steps, epochs = run_length(cfg, len(loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, total_steps))
     accelerator.print(f"prompt {cfg.prompt}: {len(phrases)} phrases per image: "
                       + ", ".join(quote_untrusted(p, 40) for p in phrases.values()))  # fmt: skip
